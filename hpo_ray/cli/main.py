@@ -1,0 +1,43 @@
+"""`hpo-ray` entry point: one subcommand per module in hpo_ray/cli, imported only when used."""
+
+import argparse
+import importlib
+import sys
+
+from hpo_ray.env import apply_defaults
+
+# name -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("hpo_ray.cli.config_cmd", "print the resolved config"),
+    "synth": ("hpo_ray.cli.synth_cmd", "synthesize toy-SST talks, manifests and SFT dialogues"),
+    "build-model": ("hpo_ray.cli.model_cmd", "build the tiny speech LLM and its tokenizer in HF format"),
+    "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
+    "demo": ("hpo_ray.cli.demo_cmd", "run the embedded default job end to end"),
+    "bench": ("hpo_ray.cli.bench_cmd", "benchmarks that print side-by-side ratios"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {n: c for n, c in COMMANDS.items() if importlib.util.find_spec(c[0]) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_defaults()
+    parser = argparse.ArgumentParser(prog="hpo-ray", description="HPO for simultaneous speech translation on Ray")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in _available().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    from hpo_ray.config import ConfigError
+
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except ConfigError as exc:
+        print(f"hpo-ray {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

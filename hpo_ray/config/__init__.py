@@ -1,0 +1,166 @@
+"""One typed config tree for a whole run, loaded from YAML with dotted command-line overrides.
+
+    cfg = load_config("configs/demo.yaml", ["algorithm.kl_coef=0.02"])
+
+Unknown keys, wrong types and inconsistent values raise `ConfigError` naming the key path.
+Defaults live in the section models only; call sites never supply their own.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .base import ConfigError, Section
+from .data import DataConfig, SynthConfig
+from .model import ModelConfig, TinyModelConfig
+from .reward import CLAUSE_SPLITTERS, DEFAULT_SPLITTERS, RewardConfig
+from .rollout import RolloutConfig, SamplingConfig, VllmConfig
+from .run import CheckpointConfig, ClusterConfig, LoggingConfig, RunSection, ValidationConfig
+from .training import AlgorithmConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
+
+__all__ = [
+    "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig",
+    "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
+    "RunSection", "SamplingConfig", "Section", "SftConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
+    "ValidationConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
+    "apply_overrides", "load_config", "parse_config", "to_yaml",
+]
+
+
+class RunConfig(Section):
+    """The whole run: every section with its defaults."""
+
+    run: RunSection = RunSection()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    learner: LearnerConfig = LearnerConfig()
+    sync: SyncConfig = SyncConfig()
+    sft: SftConfig = SftConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    validation: ValidationConfig = ValidationConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "<root>"
+
+
+def _set_path(tree: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    node = tree
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(".".join(keys[: i + 1]), f"is a value, cannot set sub-key {keys[i + 1]!r}")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` words to a raw config dict; values are parsed as YAML scalars/lists."""
+    for word in overrides:
+        if "=" not in word:
+            raise ConfigError(word, "override must look like key.path=value")
+        path, raw = word.split("=", 1)
+        path = path.strip()
+        if not path or any(not p for p in path.split(".")):
+            raise ConfigError(path or word, "empty key in override")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(path, f"cannot parse value {raw!r}: {exc}") from None
+        _set_path(tree, path, value)
+    return tree
+
+
+def parse_config(tree: dict) -> RunConfig:
+    """Validate a raw dict into a RunConfig, then check cross-field consistency."""
+    if not isinstance(tree, dict):
+        raise ConfigError("<root>", f"expected a mapping of sections, got {type(tree).__name__}")
+    try:
+        cfg = RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
+        raise ConfigError(_dotted(err["loc"]), f"{err['msg']}{shown}{more}") from None
+    check_consistency(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults when `path` is None) and apply dotted overrides."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(str(path), "config file not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(str(path), f"not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(str(path), "top level must be a mapping of sections")
+    cfg = parse_config(apply_overrides(tree, list(overrides or [])))
+    return cfg
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    """The resolved config as YAML (paths as strings), loadable again by `load_config`."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def check_consistency(cfg: RunConfig) -> None:
+    """Cross-field rules no single field can express; each raises with the key path to fix."""
+    d = cfg.data
+    if d.chunk_seconds is not None and abs(d.chunk_seconds - d.turn_seconds) > 1e-6:
+        raise ConfigError(
+            "data.chunk_seconds",
+            f"{d.chunk_seconds} != chunk_frames × frame_seconds × multiplier "
+            f"= {d.chunk_frames} × {d.frame_seconds} × {d.multiplier} = {d.turn_seconds:.6g}",
+        )
+    r = cfg.rollout
+    if r.max_turns is not None and d.max_talk_seconds is not None:
+        covered = r.max_turns * d.turn_seconds
+        if covered + 1e-6 < d.max_talk_seconds:
+            raise ConfigError(
+                "rollout.max_turns",
+                f"{r.max_turns} turns × {d.turn_seconds:.6g} s = {covered:.6g} s is shorter than "
+                f"data.max_talk_seconds = {d.max_talk_seconds}",
+            )
+    if r.sampling.max_new_tokens >= r.max_total_tokens:
+        raise ConfigError("rollout.sampling.max_new_tokens", "must be smaller than rollout.max_total_tokens")
+    if r.engine == "vllm" and r.vllm.block_size % 32 and r.device != "cuda":
+        raise ConfigError("rollout.vllm.block_size", "vLLM's CPU attention needs a multiple of 32")
+    t = cfg.model.tiny
+    if t.num_heads % t.num_kv_heads:
+        raise ConfigError("model.tiny.num_kv_heads", f"must divide num_heads={t.num_heads}")
+    if r.engine == "vllm" and cfg.model.path is None and t.head_dim not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512):
+        raise ConfigError("model.tiny.head_dim", "vLLM's CPU attention supports 32, 64, 80, 96, 112, 128, ... only")
+    rw = cfg.reward
+    if rw.quality in ("comet", "metricx") and rw.quality_model_path is None:
+        raise ConfigError("reward.quality_model_path", f"required for reward.quality={rw.quality} (a local model directory)")
+    if rw.segmenter == "embedding" and rw.embedding_model_path is None:
+        raise ConfigError("reward.embedding_model_path", "required for reward.segmenter=embedding")
+    for lang, chars in rw.splitters.items():
+        if not chars:
+            raise ConfigError(f"reward.splitters.{lang}", "needs at least one splitter character")
+    a = cfg.algorithm
+    if rw.normalize and a.group_size < 2:
+        raise ConfigError("algorithm.group_size", "group normalisation (reward.normalize) needs at least 2 rollouts per talk")
+    lb = cfg.learner
+    if lb.global_batch_size is not None and lb.global_batch_size % lb.num_ranks:
+        raise ConfigError("learner.global_batch_size", f"must be a multiple of learner.num_ranks={lb.num_ranks}")
+    if cfg.checkpoint.every % cfg.validation.every and cfg.checkpoint.keep_best:
+        raise ConfigError("checkpoint.every", f"must be a multiple of validation.every={cfg.validation.every} to rank checkpoints")
+    if cfg.sync.backend in ("nccl", "cuda_ipc") and lb.device == "cpu":
+        raise ConfigError("sync.backend", f"{cfg.sync.backend} needs GPUs; learner.device is cpu")

@@ -1,0 +1,71 @@
+"""Training config: the HPO algorithm (loss, advantages), the learner group, weight sync and SFT."""
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from .base import Section
+
+
+class AlgorithmConfig(Section):
+    """One HPO step: P talks × G rollouts, then a clipped policy-gradient update with KL to SFT."""
+
+    steps: PositiveInt = 30
+    talks_per_step: PositiveInt = 4
+    group_size: PositiveInt = 8
+    updates_per_step: PositiveInt = 1
+    clip_low: float = Field(0.2, ge=0.0)
+    clip_high: float = Field(0.2, ge=0.0)
+    dual_clip: float | None = Field(None, gt=1.0)
+    is_correction: bool = True
+    is_truncate: PositiveFloat | None = None
+    kl_coef: float = Field(0.01, ge=0.0)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    on_policy_kl: bool = True
+    loss_agg: Literal["token", "sequence"] = "token"
+    baseline: Literal["none", "group_mean", "group_norm", "leave_one_out"] = "none"
+    dynamic_sampling: bool = False
+    truncated_reward: float | None = None
+
+
+class OptimizerConfig(Section):
+    """AdamW settings (the original: lr 1e-6, wd 0.01, betas .9/.999, eps 1e-8, clip 1.0)."""
+
+    lr: PositiveFloat = 1e-6
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    grad_clip: PositiveFloat | None = 1.0
+
+
+class LearnerConfig(Section):
+    """The DeepSpeed learner group: one Ray actor per rank, gloo on CPU, NCCL on GPU."""
+
+    num_ranks: PositiveInt = 1
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    micro_batch_tokens: PositiveInt = 4096
+    global_batch_size: PositiveInt | None = None
+    offload_reference: bool = False
+    gradient_checkpointing: bool = False
+    optimizer: OptimizerConfig = OptimizerConfig()
+
+
+class SyncConfig(Section):
+    """Learner → rollout-engine weight sync."""
+
+    backend: Literal["auto", "object_store", "nccl", "cuda_ipc"] = "auto"
+    bucket_mb: PositiveFloat = 64.0
+    verify: bool = False
+
+
+class SftConfig(Section):
+    """Supervised fine-tuning on dialogue-form data (the HPO starting point)."""
+
+    epochs: PositiveInt = 4
+    lr: PositiveFloat = 3e-3
+    batch_size: PositiveInt = 8
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(20, ge=0)
+    seed: int = 0
