@@ -1,0 +1,1 @@
+"""Manifests and speech features: what a talk is, loaded lazily and validated up front."""

@@ -1,0 +1,31 @@
+"""Make the starting policy of the embedded default: a tokenizer trained on the data's text and
+a freshly initialised tiny model, saved together in HF format."""
+
+from pathlib import Path
+
+from hpo_ray.config import RunConfig
+from hpo_ray.data.manifest import Manifest
+from hpo_ray.dialogue import LANGUAGE_NAMES
+from hpo_ray.model.build import build_tiny_model, save_policy
+from hpo_ray.model.tokenizer import train_tokenizer
+
+
+def tokenizer_corpus(manifests: list[Path], instruction: str) -> list[str]:
+    """Reference (target-side) sentences plus every instruction the dialogues will show."""
+    texts, pairs = [], set()
+    for path in manifests:
+        for talk in Manifest(path, check_values=False):
+            texts.extend(talk.ref_sentences)
+            pairs.add((talk.src_lang, talk.tgt_lang))
+    for src, tgt in sorted(pairs):
+        texts.append(instruction.format(src=LANGUAGE_NAMES.get(src, src), tgt=LANGUAGE_NAMES.get(tgt, tgt)))
+    texts.append("system\nuser\nassistant\n")
+    return texts
+
+
+def prepare_tiny_policy(cfg: RunConfig, manifests: list[Path], out_dir: Path) -> Path:
+    """Train the tokenizer on `manifests`, build the tiny model from `cfg.model.tiny`, save to `out_dir`."""
+    texts = tokenizer_corpus(manifests, cfg.model.instruction)
+    tokenizer = train_tokenizer(texts, cfg.model.tiny.vocab_size, cfg.model.placeholder_token)
+    model = build_tiny_model(cfg.model.tiny, tokenizer)
+    return save_policy(model, tokenizer, out_dir)
