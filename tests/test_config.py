@@ -1,0 +1,87 @@
+"""The typed config: defaults, overrides, rejections naming the key path, shipped configs valid."""
+
+from pathlib import Path
+
+import pytest
+
+from hpo_ray.cli.main import main as cli
+from hpo_ray.config import ConfigError, RunConfig, load_config, to_yaml
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("**/*.yaml"))
+
+
+def test_defaults_load_without_a_file():
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig)
+    assert cfg.algorithm.kl_coef == 0.01 and cfg.reward.hinge == "sentence"
+
+
+def test_dotted_override_sets_nested_value_with_yaml_typing():
+    cfg = load_config(None, ["algorithm.kl_coef=0.02", "cluster.rollout_resources={node_a: 1}", "reward.splitters.de=.!?;"])
+    assert cfg.algorithm.kl_coef == 0.02
+    assert cfg.cluster.rollout_resources == {"node_a": 1.0}
+    assert cfg.reward.splitters == {"de": ".!?;"}
+
+
+@pytest.mark.parametrize("override, path", [
+    ("algorithm.kl_coefficient=0.1", "algorithm.kl_coefficient"),       # unknown key
+    ("algorithm.kl_coef=lots", "algorithm.kl_coef"),                    # wrong type
+    ("learner.zero_stage=5", "learner.zero_stage"),                     # not an allowed value
+    ("rollout.sampling.top_p=1.5", "rollout.sampling.top_p"),           # out of range
+    ("bogus.key=1", "bogus"),                                           # unknown section
+    ("data.chunk_seconds=2.0", "data.chunk_seconds"),                   # ≠ frames × frame seconds × m
+    ("reward.quality=comet", "reward.quality_model_path"),              # needs a local model path
+])
+def test_bad_values_are_rejected_naming_the_key_path(override, path):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert err.value.path == path
+    assert path in str(err.value)
+
+
+def test_turns_times_chunk_shorter_than_a_talk_is_rejected():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.max_talk_seconds=67.2", "rollout.max_turns=30"])
+    assert err.value.path == "rollout.max_turns"
+    load_config(None, ["data.max_talk_seconds=67.2", "rollout.max_turns=60"])  # 60 × 1.12 s covers it
+
+
+def test_chunk_seconds_consistent_with_multiplier_is_accepted():
+    cfg = load_config(None, ["data.multiplier=3", "data.chunk_seconds=3.36"])
+    assert cfg.data.turn_frames == 42 and abs(cfg.data.turn_seconds - 3.36) < 1e-9
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("algorithm:\n  steps: [1\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("algorithm:\n  group_size: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(nested)
+    assert err.value.path == "algorithm.group_size"
+
+
+def test_resolved_yaml_round_trips(tmp_path):
+    cfg = load_config(None, ["algorithm.kl_coef=0.05", "model.path=/ckpt/x"])
+    (tmp_path / "c.yaml").write_text(to_yaml(cfg))
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_config_command_prints_resolved_config_and_fails_cleanly(capsys):
+    assert cli(["config", "algorithm.kl_coef=0.03"]) == 0
+    assert "kl_coef: 0.03" in capsys.readouterr().out
+    assert cli(["config", "algorithm.nope=1"]) == 2
+    assert "algorithm.nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_validates(path):
+    load_config(path)
+
+
+def test_configs_folder_is_not_empty():
+    assert any(p.name == "demo.yaml" for p in CONFIGS)
