@@ -1,0 +1,68 @@
+"""Per-dialogue bookkeeping shared by the engines: token ids, masks, turn texts, logprobs."""
+
+from hpo_ray.dialogue import DialogueLayout, TurnSpan
+from hpo_ray.rollout.protocol import TalkInput, Trajectory
+
+
+class DialogueRecorder:
+    """Grows one dialogue turn by turn exactly as `DialogueLayout.build` would lay it out."""
+
+    def __init__(self, layout: DialogueLayout, talk: TalkInput, sample_index: int, max_total_tokens: int):
+        self.layout, self.talk, self.sample_index = layout, talk, sample_index
+        self.max_total_tokens = max_total_tokens
+        self.ids = layout.system_ids(talk.src_lang, talk.tgt_lang)
+        self.mask = [False] * len(self.ids)
+        self.placeholders: list[int] = []
+        self.spans: list[TurnSpan] = []
+        self.turn_ids: list[list[int]] = []
+        self.logprobs: list[float] = []
+        self.truncated = False
+        self.captured: list = []
+        self.n_frames = 0
+        self._user_start = self._a_start = self._turn_n = 0
+
+    def fits(self, n_frames: int, max_new_tokens: int) -> bool:
+        """Whether another user turn plus a full reply stays within the dialogue's token cap."""
+        return len(self.ids) + len(self.layout.user_ids(n_frames)) + max_new_tokens + 1 <= self.max_total_tokens
+
+    def add_user_turn(self, n_frames: int) -> list[int]:
+        """Append a user turn; returns its ids (the engine prefills them)."""
+        user = self.layout.user_ids(n_frames)
+        self._user_start = len(self.ids)
+        first = self._user_start + len(self.layout.user_prefix)
+        self.placeholders.extend(range(first, first + n_frames))
+        self.ids += user
+        self.mask += [False] * len(user)
+        self.n_frames += n_frames
+        self._turn_n = n_frames
+        self._a_start = len(self.ids)
+        self.turn_ids.append([])
+        return user
+
+    def add_token(self, token: int, logprob: float) -> None:
+        self.ids.append(int(token))
+        self.mask.append(True)
+        self.logprobs.append(float(logprob))
+        self.turn_ids[-1].append(int(token))
+
+    def end_turn(self) -> int | None:
+        """Close the reply; returns the `<|im_end|>` id appended (outside the mask) if it was cut."""
+        reply = self.turn_ids[-1]
+        closed = bool(reply) and reply[-1] == self.layout.end_of_turn_id
+        extra = None
+        if not closed:
+            extra = self.layout.end_of_turn_id
+            self.ids.append(extra)
+            self.mask.append(False)
+        self.spans.append(TurnSpan(self._user_start, self._a_start, self._a_start + len(reply), self._turn_n, not closed))
+        return extra
+
+    def trajectory(self, weight_version: int) -> Trajectory:
+        return Trajectory(
+            talk_id=self.talk.talk_id, group_id=self.talk.group_id, sample_index=self.sample_index,
+            src_lang=self.talk.src_lang, tgt_lang=self.talk.tgt_lang, input_ids=list(self.ids),
+            assistant_mask=list(self.mask), placeholder_positions=list(self.placeholders), turns=list(self.spans),
+            turn_texts=[self.layout.decode(t) for t in self.turn_ids], turn_token_ids=[list(t) for t in self.turn_ids],
+            logprobs=list(self.logprobs), weight_version=weight_version, truncated=self.truncated,
+            n_frames=self.n_frames,
+        )

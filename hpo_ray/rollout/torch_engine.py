@@ -1,0 +1,190 @@
+"""The torch rollout engine: batched over dialogues, one persistent KV cache per dialogue.
+
+All live dialogues share one batched cache. A new turn prefills only what the cache lacks (the
+reply's last token and the new user turn with its frames) and decoding continues from there;
+nothing is recomputed. Rows of different lengths leave masked holes in the cache, which are
+compacted away at each turn start. `kv_reuse=False` re-prefills the whole dialogue every turn,
+as HF-generate-based multi-turn trainers do (the baseline of `hpo-ray bench rollout`).
+"""
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from hpo_ray.config import SamplingConfig
+from hpo_ray.dialogue import DialogueLayout, embed
+from hpo_ray.rollout.protocol import TalkInput, Trajectory
+from hpo_ray.rollout.recorder import DialogueRecorder
+from hpo_ray.rollout.sampling import ban_mask, policy_log_probs, sample_tokens
+
+
+class _Batch:
+    """The shared cache with its key mask and each row's next position and frame cursor."""
+
+    def __init__(self, rows: int, device: torch.device):
+        self.cache = DynamicCache()
+        self.key_mask = torch.zeros(rows, 0, dtype=torch.bool, device=device)
+        self.next_pos = torch.zeros(rows, dtype=torch.long, device=device)
+        self.frames_used = [0] * rows
+
+    def select(self, keep: list[int]) -> None:
+        idx = torch.tensor(keep, dtype=torch.long, device=self.key_mask.device)
+        if self.key_mask.shape[1]:
+            self.cache.batch_select_indices(idx)
+        self.key_mask = self.key_mask[idx]
+        self.next_pos = self.next_pos[idx]
+        self.frames_used = [self.frames_used[i] for i in keep]
+
+    def compact(self) -> None:
+        """Move each row's real cache entries to the front (order kept) and trim the common tail."""
+        if not self.key_mask.shape[1] or bool(self.key_mask.all()):
+            return
+        order = torch.sort((~self.key_mask).to(torch.int8), dim=1, stable=True).indices
+        width = int(self.key_mask.sum(dim=1).max())
+        order = order[:, :width]
+        for layer in self.cache.layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name)
+                gather = order[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
+                setattr(layer, name, torch.gather(t, 2, gather))
+        self.key_mask = torch.gather(self.key_mask, 1, order)
+
+
+class TorchEngine:
+    """A `RolloutEngine` over a transformers causal LM (CPU or CUDA)."""
+
+    def __init__(self, model, layout: DialogueLayout, max_total_tokens: int = 4096, kv_reuse: bool = True):
+        self.model = model.eval()
+        self.layout = layout
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.max_total_tokens = max_total_tokens
+        self.kv_reuse = kv_reuse
+        self.banned = ban_mask(model.config.vocab_size, layout.banned_token_ids(), self.device)
+        self.pad_id = layout.tokenizer.pad_token_id if layout.tokenizer.pad_token_id is not None else layout.end_of_turn_id
+        self.weight_version = 0
+        self.capture_logits = False  # tests: keep every generation-time logit row on the trajectory
+        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "forward_calls": 0}
+
+    # -- weights ---------------------------------------------------------------------------
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+        params = self.model.state_dict()  # views sharing storage with the live (possibly tied) weights
+        with torch.no_grad():
+            for name, tensor in named_tensors:
+                if name not in params:
+                    raise KeyError(f"engine model has no weight {name!r}")
+                params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+        self.weight_version = version
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        yield from self.model.state_dict().items()
+
+    # -- generation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig,
+                 seed: int) -> Iterator[Trajectory]:
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        recs = [DialogueRecorder(self.layout, t, k, self.max_total_tokens) for t in talks for k in range(samples_per_talk)]
+        frames = {t.talk_id: torch.from_numpy(np.asarray(t.frames, dtype=np.float32)).to(self.device, self.dtype) for t in talks}
+        sizes = {t.talk_id: t.turn_sizes() for t in talks}
+        pending: list[list[int]] = [list(r.ids) for r in recs]  # tokens not yet in the cache
+        batch = _Batch(len(recs), self.device)
+        left = {t.talk_id: samples_per_talk for t in talks}
+        turn = 0
+        while recs:
+            keep = []
+            for i, rec in enumerate(recs):
+                todo = sizes[rec.talk.talk_id]
+                if turn < len(todo) and rec.fits(todo[turn], sampling.max_new_tokens):
+                    keep.append(i)
+                    continue
+                rec.truncated = turn < len(todo)
+                left[rec.talk.talk_id] -= 1
+                yield self._finish(rec)
+            if len(keep) < len(recs):
+                recs = [recs[i] for i in keep]
+                pending = [pending[i] for i in keep]
+                batch.select(keep)
+            if not recs:
+                break
+            batch.compact()
+            if not self.kv_reuse:
+                batch = _Batch(len(recs), self.device)
+                pending = [list(r.ids) for r in recs]
+            for i, rec in enumerate(recs):
+                pending[i] += rec.add_user_turn(sizes[rec.talk.talk_id][turn])
+            logits = self._forward(batch, pending, recs, frames, prefill=True)
+            pending = self._decode_turn(batch, recs, logits, frames, sampling, gen)
+            turn += 1
+
+    def _decode_turn(self, batch, recs, logits, frames, sampling, gen) -> list[list[int]]:
+        """Sample one assistant turn for every row; returns each row's tokens not yet cached."""
+        active = torch.ones(len(recs), dtype=torch.bool, device=self.device)
+        pending: list[list[int]] = [[] for _ in recs]
+        for step in range(sampling.max_new_tokens):
+            logprobs = policy_log_probs(logits, self.banned, sampling.temperature)
+            tokens = sample_tokens(logprobs, sampling, gen)
+            chosen = logprobs.gather(1, tokens[:, None]).squeeze(1)
+            feed: list[list[int]] = []
+            for i, rec in enumerate(recs):
+                if not active[i]:
+                    feed.append([])
+                    continue
+                tok = int(tokens[i])
+                rec.add_token(tok, float(chosen[i]))
+                if self.capture_logits:
+                    rec.captured.append(logits[i].clone())
+                if tok == self.layout.end_of_turn_id or step == sampling.max_new_tokens - 1:
+                    active[i] = False
+                    pending[i] = [tok]
+                    feed.append([])
+                else:
+                    feed.append([tok])
+            if not bool(active.any()):
+                break
+            logits = self._forward(batch, feed, recs, frames, prefill=False)
+        for i, rec in enumerate(recs):
+            extra = rec.end_turn()
+            if extra is not None:
+                pending[i].append(extra)
+        return pending
+
+    def _forward(self, batch: _Batch, new_ids: list[list[int]], recs, frames, prefill: bool) -> torch.Tensor:
+        """Run the rows' new tokens (right-padded, pads masked) through the model; last-token logits."""
+        width = max(len(ids) for ids in new_ids)
+        ids = torch.full((len(new_ids), width), self.pad_id, dtype=torch.long, device=self.device)
+        new_mask = torch.zeros(len(new_ids), width, dtype=torch.bool, device=self.device)
+        chunks = []
+        for i, row in enumerate(new_ids):
+            if row:
+                ids[i, : len(row)] = torch.tensor(row, device=self.device)
+                new_mask[i, : len(row)] = True
+            n_ph = sum(1 for t in row if t == self.layout.placeholder_id)
+            if n_ph:
+                start = batch.frames_used[i]
+                chunks.append(frames[recs[i].talk.talk_id][start:start + n_ph])
+                batch.frames_used[i] += n_ph
+        ph = torch.cat(chunks) if chunks else torch.zeros(0, self.model.config.hidden_size, device=self.device, dtype=self.dtype)
+        inputs = embed(self.model.get_input_embeddings(), ids, ph, self.layout.placeholder_id)
+        positions = batch.next_pos[:, None] + torch.cumsum(new_mask.long(), dim=1) - 1
+        positions = positions.clamp(min=0)
+        mask = torch.cat([batch.key_mask, new_mask], dim=1)
+        out = self.model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions,
+                         past_key_values=batch.cache, use_cache=True)
+        batch.key_mask = mask
+        lengths = new_mask.sum(dim=1)
+        batch.next_pos = batch.next_pos + lengths
+        real = int(lengths.sum())
+        self.stats["prefill_tokens" if prefill else "decode_tokens"] += real
+        self.stats["forward_calls"] += 1
+        last = (lengths - 1).clamp(min=0)
+        return out.logits[torch.arange(len(new_ids), device=self.device), last].float()
+
+    def _finish(self, rec: DialogueRecorder) -> Trajectory:
+        traj = rec.trajectory(self.weight_version)
+        traj.stats = {"turns": len(rec.spans), "generated_tokens": len(rec.logprobs)}
+        if self.capture_logits:
+            traj.stats["logits"] = torch.stack(rec.captured) if rec.captured else None
+        return traj

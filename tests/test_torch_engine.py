@@ -1,0 +1,108 @@
+"""Torch rollout engine: persistent KV reuse is exact, termination is per dialogue, weights load in place."""
+
+import numpy as np
+import pytest
+import torch
+
+from hpo_ray.config import SamplingConfig
+from hpo_ray.dialogue import embed
+from hpo_ray.rollout.protocol import TalkInput, Trajectory
+from hpo_ray.rollout.sampling import policy_log_probs
+from hpo_ray.rollout.torch_engine import TorchEngine
+
+
+def make_talks(lengths=(50, 80), width=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return [TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((n, width)).astype(np.float32), 14)
+            for i, n in enumerate(lengths)]
+
+
+def full_forward_logits(model, layout, traj: Trajectory, talk: TalkInput) -> torch.Tensor:
+    ids = torch.tensor([traj.input_ids])
+    frames = torch.from_numpy(np.asarray(talk.frames[: traj.n_frames]))
+    with torch.no_grad():
+        return model(inputs_embeds=embed(model.get_input_embeddings(), ids, frames, layout.placeholder_id)).logits[0]
+
+
+def test_kv_reuse_matches_full_forward(tiny_model, layout):
+    engine = TorchEngine(tiny_model, layout)
+    engine.capture_logits = True
+    talks = make_talks()
+    trajs = list(engine.generate(talks, 3, SamplingConfig(max_new_tokens=6), seed=1))
+    assert len(trajs) == 6
+    by_id = {t.talk_id: t for t in talks}
+    for traj in trajs:
+        pos = [p for p, m in enumerate(traj.assistant_mask) if m]
+        full = full_forward_logits(tiny_model, layout, traj, by_id[traj.talk_id])[[p - 1 for p in pos]]
+        torch.testing.assert_close(traj.stats["logits"], full, atol=1e-4, rtol=0)
+        lp = policy_log_probs(full, engine.banned, 1.0).gather(1, torch.tensor(traj.input_ids)[pos][:, None]).squeeze(1)
+        torch.testing.assert_close(torch.tensor(traj.logprobs), lp, atol=1e-4, rtol=0)
+    # each token entered the cache once: prefill + decode == every token of every finished dialogue
+    assert engine.stats["prefill_tokens"] + engine.stats["decode_tokens"] <= sum(len(t.input_ids) for t in trajs)
+
+
+def test_trajectory_matches_the_dialogue_layout(tiny_model, layout):
+    talk = make_talks((45,))[0]
+    (traj,) = list(TorchEngine(tiny_model, layout).generate([talk], 1, SamplingConfig(max_new_tokens=5), seed=0))
+    rebuilt = layout.build("en", "de", [(span.n_frames, ids) for span, ids in zip(traj.turns, traj.turn_token_ids)])
+    assert rebuilt.input_ids == traj.input_ids and rebuilt.assistant_mask == traj.assistant_mask
+    assert rebuilt.placeholder_positions == traj.placeholder_positions
+    assert [s.n_frames for s in traj.turns] == [14, 14, 14, 3] and traj.n_frames == 45
+    assert traj.turn_texts == [layout.decode(t) for t in traj.turn_token_ids]
+    assert sum(traj.assistant_mask) == len(traj.logprobs)
+
+
+def test_banned_tokens_are_never_sampled(tiny_model, layout):
+    banned = set(layout.banned_token_ids())
+    trajs = list(TorchEngine(tiny_model, layout).generate(make_talks(), 4, SamplingConfig(max_new_tokens=8), seed=3))
+    for traj in trajs:
+        assert not banned & {t for turn in traj.turn_token_ids for t in turn}
+        assert all("\n" not in text for text in traj.turn_texts)
+
+
+def test_dialogue_hitting_the_length_cap_ends_alone_with_a_flag(tiny_model, layout):
+    talks = make_talks((40, 160))
+    engine = TorchEngine(tiny_model, layout, max_total_tokens=260)
+    trajs = list(engine.generate(talks, 2, SamplingConfig(max_new_tokens=4), seed=0))
+    short = [t for t in trajs if t.talk_id == "t0"]
+    long = [t for t in trajs if t.talk_id == "t1"]
+    assert all(not t.truncated and len(t.turns) == 3 for t in short)
+    assert all(t.truncated and len(t.turns) < 12 for t in long)
+    assert all(len(t.input_ids) <= 260 for t in trajs)
+    assert [t.talk_id for t in trajs][:2] == ["t0", "t0"] or any(t.truncated for t in trajs[:2])
+
+
+def test_greedy_is_reproducible_and_equals_reprefill_mode(tiny_model, layout):
+    talks = make_talks()
+    greedy = SamplingConfig(greedy=True, max_new_tokens=5)
+    kv = TorchEngine(tiny_model, layout)
+    a = [t.input_ids for t in kv.generate(talks, 2, greedy, seed=0)]
+    b = [t.input_ids for t in kv.generate(talks, 2, greedy, seed=9)]
+    baseline = TorchEngine(tiny_model, layout, kv_reuse=False)
+    c = [t.input_ids for t in baseline.generate(talks, 2, greedy, seed=0)]
+    assert a == b == c
+    assert baseline.stats["prefill_tokens"] > 3 * kv.stats["prefill_tokens"] / 2
+
+
+def test_sampling_with_the_same_seed_repeats(tiny_model, layout):
+    engine = TorchEngine(tiny_model, layout)
+    cfg = SamplingConfig(max_new_tokens=6, top_p=0.9, top_k=50)
+    a = [t.input_ids for t in engine.generate(make_talks(), 2, cfg, seed=5)]
+    assert a == [t.input_ids for t in engine.generate(make_talks(), 2, cfg, seed=5)]
+    assert a != [t.input_ids for t in engine.generate(make_talks(), 2, cfg, seed=6)]
+
+
+def test_weights_load_in_place_and_bump_the_version(tiny_model, layout):
+    import copy
+
+    model = copy.deepcopy(tiny_model)
+    engine = TorchEngine(model, layout)
+    talks = make_talks((30,))
+    greedy = SamplingConfig(greedy=True, max_new_tokens=4)
+    before = [t.input_ids for t in engine.generate(talks, 1, greedy, seed=0)]
+    new = {k: v + 0.05 * torch.randn_like(v) for k, v in model.state_dict().items()}
+    engine.load_weights(new.items(), version=7)
+    after = list(engine.generate(talks, 1, greedy, seed=0))
+    assert after[0].weight_version == 7 and [t.input_ids for t in after] != before
+    with pytest.raises(KeyError, match="no weight"):
+        engine.load_weights([("nope.weight", torch.zeros(1))], version=8)
