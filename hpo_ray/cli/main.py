@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("hpo_ray.cli.config_cmd", "print the resolved config"),
     "synth": ("hpo_ray.cli.synth_cmd", "synthesize toy-SST talks, manifests and SFT dialogues"),
     "build-model": ("hpo_ray.cli.model_cmd", "build the tiny speech LLM and its tokenizer in HF format"),
+    "sft": ("hpo_ray.cli.sft_cmd", "supervised fine-tuning on dialogue-form data (the HPO start)"),
     "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
     "demo": ("hpo_ray.cli.demo_cmd", "run the embedded default job end to end"),
     "bench": ("hpo_ray.cli.bench_cmd", "benchmarks that print side-by-side ratios"),
