@@ -1,0 +1,52 @@
+"""Rollout worker actor: one engine (torch or vLLM) that streams finished trajectories back."""
+
+import ray
+
+from hpo_ray.config import parse_config
+from hpo_ray.data.manifest import Talk
+from hpo_ray.env import apply_defaults
+from hpo_ray.experience import talk_input
+
+
+@ray.remote
+class RolloutWorker:
+    """Holds one copy of the policy; `generate` is a streaming generator of Trajectory objects."""
+
+    def __init__(self, cfg: dict, model_path: str, index: int):
+        apply_defaults()
+        from hpo_ray.rollout.factory import make_engine
+
+        self.cfg = parse_config(cfg)
+        self.index = index
+        self.engine = make_engine(self.cfg, model_path)
+
+    def ready(self) -> int:
+        return self.index
+
+    def generate(self, talks: list[Talk], samples: int, seed: int, validation: bool = False):
+        sampling = self.cfg.rollout.validation_sampling if validation else self.cfg.rollout.sampling
+        inputs = [talk_input(t, self.cfg.data, self.cfg.rollout.max_turns) for t in talks]
+        for traj in self.engine.generate(inputs, samples, sampling, seed):
+            traj.stats["worker"] = self.index
+            yield traj
+
+    def load_weights(self, named_tensors: list, version: int) -> int:
+        self.engine.load_weights(named_tensors, version)
+        return version
+
+    def receive_buckets(self, buckets: list, version: int, verify: bool) -> int:
+        from hpo_ray.learner.weight_sync import unpack_bucket  # noqa: F401  (checked import)
+        from hpo_ray.learner import weight_sync
+
+        for bucket in buckets:
+            self.engine.load_weights(weight_sync.unpack_bucket(bucket, verify=verify), version)
+        self.engine.weight_version = version
+        return version
+
+    def weight_checksum(self) -> str:
+        from hpo_ray.learner.weight_sync import state_checksum
+
+        return state_checksum(dict(self.engine.named_weights()))
+
+    def engine_stats(self) -> dict:
+        return dict(getattr(self.engine, "stats", {}))
