@@ -1,0 +1,107 @@
+"""Dialogue-form SFT data built as the paper did: word alignment → monotonic grouping by turn.
+
+A target word becomes writable once every source word it depends on, and every source word an
+earlier target word depends on, has been heard; a sentence's last word (it carries the period)
+also waits until the sentence-final pause is audible. Turns merge c ∈ [1, max_merge] base chunks.
+Optional corruption omits words or emits them turns before they are writable (premature guesses).
+"""
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpo_ray.config import SynthConfig
+
+from .language import Language, TargetWord
+from .render import RenderedTalk
+
+
+@dataclass(frozen=True)
+class SftDialogue:
+    """One dialogue of a talk: (frames, assistant text) per turn, plus what corruption did to it."""
+
+    turns: tuple[tuple[int, str], ...]
+    words: int
+    omitted: int
+    premature: int
+    wrong: int
+
+
+def word_deadlines(talk: RenderedTalk, synth: SynthConfig) -> list[int]:
+    """For every target word of the talk in order: the frame count after which it is writable
+    (monotonic: never earlier than the previous word's)."""
+    end_margin = synth.max_word_pause_frames + 1  # < any sentence pause, > any pause inside one
+    deadlines: list[int] = []
+    frontier = 0
+    for sentence, spans in zip(talk.sentences, talk.word_spans):
+        for k, word in enumerate(sentence.target):
+            need = max(spans[i][1] for i in word.sources)
+            if k == len(sentence.target) - 1:
+                need = max(need, spans[-1][1] + end_margin)
+            frontier = max(frontier, need)
+            deadlines.append(frontier)
+    return deadlines
+
+
+def turn_sizes(n_frames: int, chunk_frames: int, max_merge: int, rng: np.random.Generator) -> list[int]:
+    """Frames per user turn: each turn merges c ∈ [1, max_merge] chunks; the last takes the remainder."""
+    sizes: list[int] = []
+    left = n_frames
+    while left > 0:
+        size = min(left, chunk_frames * int(rng.integers(1, max_merge + 1)))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+def build_dialogue(talk: RenderedTalk, language: Language, synth: SynthConfig, chunk_frames: int,
+                   rng: np.random.Generator) -> SftDialogue:
+    """One SFT dialogue of `talk` with random turn sizes and the configured corruption."""
+    sizes = turn_sizes(talk.n_frames, chunk_frames, synth.sft_max_merge, rng)
+    ends = np.cumsum(sizes).tolist()
+    words: list[TargetWord] = [w for sentence in talk.sentences for w in sentence.target]
+    turn_of = [bisect.bisect_left(ends, need) for need in word_deadlines(talk, synth)]
+    emit_at, premature = _premature_turns(turn_of, synth, rng)
+    texts: list[list[str]] = [[] for _ in sizes]
+    omitted = wrong = 0
+    for word, turn, early in zip(words, emit_at, premature):
+        text = word.text
+        if early and rng.random() < synth.premature_wrong_rate:
+            guess = language.wrong_guess(word, rng)
+            wrong += guess != text
+            text = guess
+        if rng.random() < synth.omit_rate:
+            omitted += 1
+            continue
+        texts[turn].append(text)
+    turns = tuple((size, " ".join(t)) for size, t in zip(sizes, texts))
+    return SftDialogue(turns, len(words), omitted, sum(premature), wrong)
+
+
+def _premature_turns(turn_of: list[int], synth: SynthConfig, rng: np.random.Generator) -> tuple[list[int], list[bool]]:
+    """Move leading words of some turn groups 1..premature_max_turns turns earlier, keeping word order.
+
+    Per group of words first writable in the same turn, Binomial(size, premature_rate) of its
+    leading words go early, so the expected premature fraction is `premature_rate` (groups in the
+    first turn cannot go earlier).
+    """
+    emit = list(turn_of)
+    early = [False] * len(turn_of)
+    if synth.premature_rate <= 0:
+        return emit, early
+    prev_turn = 0
+    i = 0
+    while i < len(turn_of):
+        k = turn_of[i]
+        j = i
+        while j < len(turn_of) and turn_of[j] == k:
+            j += 1
+        lo = max(prev_turn, k - synth.premature_max_turns)
+        n_early = int(rng.binomial(j - i, synth.premature_rate)) if lo < k else 0
+        for offset, turn in enumerate(sorted(int(x) for x in rng.integers(lo, k, size=n_early))):
+            emit[i + offset] = turn
+            early[i + offset] = True
+        prev_turn = emit[j - 1]
+        i = j
+    return emit, early
