@@ -147,7 +147,7 @@ def train_sft(model, layout: DialogueLayout, train: list[SftExample], cfg: SftCo
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            history["train_loss"].append(float(loss))
+            history["train_loss"].append(loss.item())
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}")
         if dev:

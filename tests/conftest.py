@@ -78,3 +78,15 @@ def write_manifest(folder: Path, rows: list[dict], frames: dict[str, np.ndarray]
     path = folder / "manifest.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray for the whole session (2 logical CPUs, loopback, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parents[1])}})
+    yield ray
+    ray.shutdown()

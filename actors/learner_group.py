@@ -1,0 +1,131 @@
+"""The learner group: one Ray actor per rank, torch.distributed inside (gloo on CPU, NCCL on GPU).
+
+`LearnerGroup` is the driver-side handle: it starts the ranks in the learner pool's bundles,
+splits a step's sequences over ranks and optimiser steps, and gathers weights for the engines.
+"""
+
+import ray
+
+from hpo_ray.config import RunConfig, parse_config
+from hpo_ray.env import apply_defaults
+from hpo_ray.learner.batch import SequenceItem
+
+from actors.placement import in_bundle
+
+
+@ray.remote
+class LearnerRank:
+    """One rank: a `PolicyTrainer` (DeepSpeed engine + reference model)."""
+
+    def __init__(self, cfg: dict, model_path: str, rank: int, world: int, addr: str, port: int):
+        apply_defaults()
+        from hpo_ray.learner.trainer import PolicyTrainer
+
+        # Ray sets CUDA_VISIBLE_DEVICES to this actor's own GPU, so its local device index is always 0.
+        self.trainer = PolicyTrainer(parse_config(cfg), model_path, rank, world, addr, port, local_rank=0)
+
+    def node_address(self) -> str:
+        return ray.util.get_node_ip_address()
+
+    def train_step(self, items: list[SequenceItem], opt_step_of: list[int], normalisers: list[float], passes: int) -> dict:
+        return self.trainer.train_step(items, opt_step_of, normalisers, passes)
+
+    def logprobs(self, items: list[SequenceItem]) -> list:
+        return self.trainer.logprobs(items)
+
+    def full_state_dict(self):
+        return self.trainer.full_state_dict()
+
+    def save_checkpoint(self, folder: str, client_state: dict) -> None:
+        self.trainer.save_checkpoint(folder, client_state)
+
+    def load_checkpoint(self, folder: str) -> dict:
+        return self.trainer.load_checkpoint(folder)
+
+
+@ray.remote
+def _address_and_port() -> tuple[str, int]:
+    from hpo_ray.learner.distributed import free_port
+
+    return ray.util.get_node_ip_address(), free_port()
+
+
+class LearnerGroup:
+    """Driver-side handle on the ranks."""
+
+    def __init__(self, cfg: RunConfig, model_path: str, pool):
+        self.cfg = cfg
+        world = cfg.learner.num_ranks
+        c = cfg.cluster
+        # rank 0's node hosts the rendezvous: find an address and a free port there first
+        addr, port = ray.get(_address_and_port.options(num_cpus=0, scheduling_strategy=in_bundle(pool, 0)).remote())
+        self.ranks = [
+            LearnerRank.options(
+                num_cpus=c.cpus_per_learner, num_gpus=c.gpus_per_learner, name=f"hpo-learner-{r}",
+                scheduling_strategy=in_bundle(pool, r), max_restarts=0,
+            ).remote(cfg.model_dump(mode="json"), model_path, r, world, addr, port)
+            for r in range(world)
+        ]
+        ray.get([rank.node_address.remote() for rank in self.ranks])
+
+    def train(self, items: list[SequenceItem]) -> dict:
+        """One RL step's update: `updates_per_step` passes over the items in optimiser steps of
+        `learner.global_batch_size` sequences, each step's sequences spread over the ranks."""
+        plan = plan_update(items, self.cfg)
+        shards = [[] for _ in self.ranks]
+        steps = [[] for _ in self.ranks]
+        for i, (rank, k) in enumerate(plan.assignment):
+            shards[rank].append(items[i])
+            steps[rank].append(k)
+        results = ray.get([r.train_step.remote(shards[j], steps[j], plan.normalisers, self.cfg.algorithm.updates_per_step) for j, r in enumerate(self.ranks)])
+        from hpo_ray.learner.loss import merge_metrics
+
+        parts = [m for m in results if m.get("tokens")]
+        merged = merge_metrics(parts) if parts else {}
+        if results and "grad_norm" in results[0]:
+            merged["grad_norm"] = results[0]["grad_norm"]
+        merged["optimizer_steps"] = len(plan.normalisers) * self.cfg.algorithm.updates_per_step
+        return merged
+
+    def state_dict(self) -> dict:
+        """Full HF-named weights from rank 0 (all ranks take part under ZeRO-3)."""
+        return ray.get([r.full_state_dict.remote() for r in self.ranks])[0]
+
+    def save(self, folder: str, client_state: dict) -> None:
+        ray.get([r.save_checkpoint.remote(folder, client_state) for r in self.ranks])
+
+    def load(self, folder: str) -> dict:
+        return ray.get([r.load_checkpoint.remote(folder) for r in self.ranks])[0]
+
+    def shutdown(self) -> None:
+        for r in self.ranks:
+            ray.kill(r)
+
+
+class UpdatePlan:
+    """Which rank and optimiser step each sequence goes to, and each step's global normaliser."""
+
+    def __init__(self, assignment: list[tuple[int, int]], normalisers: list[float]):
+        self.assignment, self.normalisers = assignment, normalisers
+
+
+def plan_update(items: list[SequenceItem], cfg: RunConfig) -> UpdatePlan:
+    """Split items into optimiser steps of `learner.global_batch_size` sequences (all of them when
+    unset), each step's sequences balanced over the ranks by token count."""
+    world = cfg.learner.num_ranks
+    size = cfg.learner.global_batch_size or len(items)
+    n_steps = max(1, -(-len(items) // size))
+    assignment: list[tuple[int, int]] = [(0, 0)] * len(items)
+    normalisers: list[float] = []
+    for k in range(n_steps):
+        idx = list(range(k * size, min(len(items), (k + 1) * size)))
+        load = [0] * world
+        for i in sorted(idx, key=lambda i: -len(items[i].input_ids)):
+            r = load.index(min(load))
+            load[r] += len(items[i].input_ids)
+            assignment[i] = (r, k)
+        if cfg.algorithm.loss_agg == "token":
+            normalisers.append(float(sum(sum(items[i].assistant_mask[1:]) for i in idx) or 1))
+        else:
+            normalisers.append(float(len(idx) or 1))
+    return UpdatePlan(assignment, normalisers)
