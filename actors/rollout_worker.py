@@ -34,13 +34,12 @@ class RolloutWorker:
         self.engine.load_weights(named_tensors, version)
         return version
 
-    def receive_buckets(self, buckets: list, version: int, verify: bool) -> int:
-        from hpo_ray.learner.weight_sync import unpack_bucket  # noqa: F401  (checked import)
-        from hpo_ray.learner import weight_sync
+    def receive_buckets(self, bucket_refs: list, version: int, verify: bool) -> int:
+        """Load weights from object-store buckets (checksums checked when `verify`)."""
+        from hpo_ray.learner.weight_sync import unpack_bucket
 
-        for bucket in buckets:
-            self.engine.load_weights(weight_sync.unpack_bucket(bucket, verify=verify), version)
-        self.engine.weight_version = version
+        for ref in bucket_refs:
+            self.engine.load_weights(unpack_bucket(ray.get(ref), verify=verify).items(), version)
         return version
 
     def weight_checksum(self) -> str:

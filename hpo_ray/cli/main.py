@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("hpo_ray.cli.synth_cmd", "synthesize toy-SST talks, manifests and SFT dialogues"),
     "build-model": ("hpo_ray.cli.model_cmd", "build the tiny speech LLM and its tokenizer in HF format"),
     "sft": ("hpo_ray.cli.sft_cmd", "supervised fine-tuning on dialogue-form data (the HPO start)"),
+    "train": ("hpo_ray.cli.train_cmd", "run the HPO training job on Ray"),
     "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
     "demo": ("hpo_ray.cli.demo_cmd", "run the embedded default job end to end"),
     "bench": ("hpo_ray.cli.bench_cmd", "benchmarks that print side-by-side ratios"),

@@ -18,7 +18,7 @@ class ClusterConfig(Section):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     cpus_per_rollout_worker: PositiveFloat = 1.0
     cpus_per_reward_actor: PositiveFloat = 0.5
-    cpus_per_learner: PositiveFloat = 1.0
+    cpus_per_learner: PositiveFloat = 0.5
     gpus_per_rollout_worker: float = Field(0.0, ge=0.0)
     gpus_per_reward_actor: float = Field(0.0, ge=0.0)
     gpus_per_learner: float = Field(0.0, ge=0.0)

@@ -92,3 +92,13 @@ def load_policy(path: str | Path, dtype: str = "auto", device: str = "cpu") -> t
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=resolve_dtype(dtype, dev))
     return model.to(dev).eval(), tokenizer
+
+
+def export_policy(state: dict[str, torch.Tensor], base_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write `state` (HF names) as an HF directory shaped like `base_dir` (config, tokenizer)."""
+    model, tokenizer = load_policy(base_dir, dtype="float32", device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"state does not fit {base_dir}: missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    return save_policy(model, tokenizer, out_dir)
