@@ -91,7 +91,11 @@ class Controller:
 
     # -- the phases -----------------------------------------------------------------------------
     def draw_talks(self) -> list[Talk]:
-        return [self.train_set[i] for i in self.sampler.draw(self.cfg.algorithm.talks_per_step)]
+        """The step's P talks; their ids go to `data_order.jsonl` so a resumed run can be audited."""
+        talks = [self.train_set[i] for i in self.sampler.draw(self.cfg.algorithm.talks_per_step)]
+        with (self.run_dir / "data_order.jsonl").open("a") as f:
+            f.write(json.dumps({"step": self.step, "talks": [t.talk_id for t in talks]}) + "\n")
+        return talks
 
     def rollout_and_score(self, talks: list[Talk], step: int, stream: bool = True, validation: bool = False,
                           samples: int | None = None) -> tuple[list[Trajectory], list, dict]:

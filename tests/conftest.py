@@ -80,9 +80,9 @@ def write_manifest(folder: Path, rows: list[dict], frames: dict[str, np.ndarray]
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """One real local Ray for the whole session (2 logical CPUs, loopback, no dashboard)."""
+    """A real local Ray per test module (2 logical CPUs, loopback, no dashboard)."""
     import ray
 
     if not ray.is_initialized():
@@ -90,3 +90,32 @@ def ray_cluster():
                  runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parents[1])}})
     yield ray
     ray.shutdown()
+
+
+SMALL_DATA_OVERRIDES = [
+    "data.synth.talks=8", "data.synth.min_talk_seconds=8", "data.synth.seed=3",
+    "data.synth.sft_dialogues_per_talk=1",
+]
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A small synthetic data set (short talks) and a freshly built tiny policy trained on its text.
+
+    Returns (data_dir, policy_dir, overrides) where overrides point a config at them.
+    """
+    from hpo_ray.config import load_config
+    from hpo_ray.model.prepare import prepare_tiny_policy
+    from hpo_ray.synth import synthesize
+
+    root = tmp_path_factory.mktemp("small_run")
+    cfg = load_config(None, SMALL_DATA_OVERRIDES)
+    synthesize(cfg, root / "data")
+    policy = prepare_tiny_policy(cfg, [root / "data" / "train" / "manifest.parquet"], root / "policy")
+    overrides = [
+        f"model.path={policy}", f"data.train_manifest={root / 'data/train/manifest.parquet'}",
+        f"data.dev_manifest={root / 'data/dev/manifest.parquet'}", f"data.sft_dir={root / 'data/sft'}",
+        "rollout.sampling.max_new_tokens=6", "algorithm.talks_per_step=2", "algorithm.group_size=2",
+        "validation.talks=1", "logging.progress=false", "logging.tensorboard=false", "cluster.include_dashboard=false",
+    ]
+    return root / "data", policy, overrides

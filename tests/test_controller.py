@@ -1,0 +1,73 @@
+"""The HPO job on real Ray: steps end to end, a killed rollout worker, checkpoints and metrics."""
+
+import json
+
+import pytest
+
+from hpo_ray.config import load_config
+from hpo_ray.metrics import read_metrics
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+CPU_SPLIT = ["cluster.cpus_per_learner=0.5", "cluster.cpus_per_rollout_worker=0.5", "cluster.cpus_per_reward_actor=0.25"]
+
+
+def test_three_hpo_steps_run_end_to_end(ray_cluster, small_run, tmp_path):
+    from actors.controller import train
+
+    _, _, overrides = small_run
+    cfg = load_config(None, overrides + CPU_SPLIT + ["validation.every=3", "checkpoint.every=3",
+                                                     "algorithm.updates_per_step=2", "learner.optimizer.lr=0.001"])
+    history = train(cfg, tmp_path / "run", steps=3)
+    assert [h["step"] for h in history] == [1, 2, 3]
+    logged = read_metrics(tmp_path / "run")
+    assert [m["step"] for m in logged] == [0, 1, 2, 3]  # validation at start, then one line per step
+    for m in logged[1:]:
+        assert m["rollout/sequences"] == 4 and m["batch/sequences"] + m["rollout/truncated"] == 4
+        for key in ("reward/quality", "reward/stream_laal", "kl", "clip_fraction", "entropy", "grad_norm",
+                    "time/rollout", "time/train", "time/sync", "sync/bytes_per_s", "bubble_share", "queue/reward_inflight_max"):
+            assert key in m, key
+        assert m["optimizer_steps"] == 2
+    assert [m["weight_version"] for m in logged[1:]] == [1, 2, 3]
+    assert [m["rollout/weight_version_min"] for m in logged[1:]] == [0, 1, 2]  # on-policy: sampled with the last sync
+    assert "val/quality" in logged[-1] and "val/stream_laal" in logged[-1] and "val/length_ratio" in logged[-1]
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000003"
+    assert (ckpt / "policy" / "model.safetensors").is_file() and (ckpt / "deepspeed").is_dir()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["sampler"]["position"] + state["sampler"]["epoch"] > 0
+    order = [json.loads(line) for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
+    assert [o["step"] for o in order] == [0, 1, 2] and all(len(o["talks"]) == 2 for o in order)
+
+
+def test_killed_rollout_worker_mid_step_still_returns_all_trajectories(ray_cluster, small_run):
+    import ray
+
+    from actors.placement import make_pools
+    from actors.rollout_pool import RolloutPool
+    from hpo_ray.data.manifest import Manifest
+
+    _, _, overrides = small_run
+    cfg = load_config(None, overrides + ["cluster.num_rollout_workers=2", "cluster.cpus_per_rollout_worker=0.5",
+                                         "cluster.cpus_per_learner=0.25", "cluster.cpus_per_reward_actor=0.25",
+                                         "rollout.sampling.max_new_tokens=12"])
+    talks = sorted(Manifest(cfg.data.train_manifest), key=lambda t: t.n_frames)
+    talks = [talks[0], talks[-1]]  # worker 0 gets the short talk, worker 1 (the victim) the long one
+    pools = make_pools(cfg)
+    pool = RolloutPool(cfg, str(cfg.model.path), pools.rollout, "killtest")
+    got, killed = [], []
+
+    def on_trajectory(traj):
+        got.append(traj)
+        if not killed:
+            killed.append(traj.talk_id)
+            ray.kill(pool.workers[1], no_restart=False)
+
+    try:
+        run = pool.run(talks, samples=3, seed=0, on_trajectory=on_trajectory)
+    finally:
+        for w in pool.workers:
+            ray.kill(w)
+        pools.remove()
+    assert killed == [talks[0].talk_id]
+    assert sorted(t.talk_id for t in got) == sorted([talks[0].talk_id] * 3 + [talks[1].talk_id] * 3)
+    assert run["rollout_retries"] >= 1 and pool.restarts == 1
