@@ -1,13 +1,14 @@
 """Reward config: quality scorer, segmenter, latency formula, and the hierarchical combination.
 
 The defaults are the paper's HPO settings (sentence hinge, max latency 10 s, α = 1, β = 0.5,
-group normalisation), with chrF as the quality scorer because it needs no model checkpoint.
+group normalisation), with chrF as the quality scorer because it needs no model checkpoint, and
+StreamLAAL-consistent LAAL instead of the original's shifted formula (docs/reward.md).
 """
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
 
 from .base import Section
 
@@ -19,6 +20,9 @@ CLAUSE_SPLITTERS: dict[str, str] = {
     "en": ".,!?", "de": ".,!?", "es": ".,!?", "fr": ".,!?", "ru": ".,!?", "it": ".,!?",
     "zh": "。，！？", "ja": "。、！？",
 }
+# Quality threshold of the hinge when `target_quality` is None, per scorer, on the scorer's own
+# scale (higher is better): MetricX −5 is the paper's setting; the others are comparable "good" bars.
+DEFAULT_TARGET_QUALITY: dict[str, float] = {"chrf": 50.0, "bleu": 30.0, "comet": 0.8, "metricx": -5.0}
 
 
 class RewardConfig(Section):
@@ -26,18 +30,50 @@ class RewardConfig(Section):
 
     quality: Literal["chrf", "bleu", "comet", "metricx"] = "chrf"
     quality_model_path: Path | None = None
-    quality_tokenizer_path: Path | None = None
+    quality_tokenizer_path: Path | None = None  # MetricX: the mT5 tokenizer (default: quality_model_path)
     quality_batch_size: PositiveInt = 32
+    quality_max_tokens: PositiveInt = 1536  # MetricX input truncation (counted and logged)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # model-based scorers and the embedding encoder
+    char_languages: list[str] = Field(default_factory=lambda: ["zh", "ja"])  # one unit = one character
     segmenter: Literal["mwer", "embedding"] = "mwer"
     embedding_model_path: Path | None = None
+    embedding_pooling: Literal["cls", "mean"] = "cls"
+    embedding_batch_size: PositiveInt = 64
+    embedding_max_block: PositiveInt = 4  # most sentences on one side of an aligned block
+    embedding_skip_cost: PositiveFloat = 0.5  # cost of leaving one sentence unaligned (vs 1 − cos)
     splitting: Literal["sentence", "clause"] = "sentence"
-    splitters: dict[str, str] = Field(default_factory=dict)
+    splitters: dict[str, str] = Field(default_factory=dict)  # per-language override of the splitter set
     latency: Literal["hpo", "laal"] = "laal"
     target_latency: float | None = None
     hinge: Literal["sentence", "document", "none"] = "sentence"
-    target_quality: float | None = None
+    target_quality: float | None = None  # None: DEFAULT_TARGET_QUALITY[quality]
     max_latency: PositiveFloat = 10.0
     alpha: float = 1.0
     beta: float = 0.5
     normalize: bool = True
     seqpo: bool = False
+
+    @field_validator("seqpo")
+    @classmethod
+    def _seqpo_needs_flat_latency(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("hinge") not in (None, "none"):
+            raise ValueError("the SeqPO latency floor applies to the flat latency: set reward.hinge=none")
+        return value
+
+    @property
+    def quality_threshold(self) -> float:
+        """The hinge's quality bar: `target_quality`, or the scorer's default when it is None."""
+        return DEFAULT_TARGET_QUALITY[self.quality] if self.target_quality is None else self.target_quality
+
+    def is_char_level(self, lang: str) -> bool:
+        """Whether units of `lang` are characters (zh, ja) rather than whitespace words."""
+        return lang in self.char_languages
+
+    def splitters_for(self, lang: str) -> str:
+        """The sentence-final characters of `lang`: the override, else the sentence or clause set."""
+        if lang in self.splitters:
+            return self.splitters[lang]
+        table = CLAUSE_SPLITTERS if self.splitting == "clause" else DEFAULT_SPLITTERS
+        if lang not in table:
+            raise ValueError(f"no sentence splitters known for language {lang!r}: set reward.splitters.{lang}")
+        return table[lang]
