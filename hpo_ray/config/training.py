@@ -8,13 +8,19 @@ from .base import Section
 
 
 class AlgorithmConfig(Section):
-    """One HPO step: P talks × G rollouts, then a clipped policy-gradient update with KL to SFT."""
+    """One HPO step: P talks × G rollouts, then a clipped policy-gradient update with KL to SFT.
+
+    Loss terms (exact formulas in `hpo_ray/learner/loss.py`): ratio clipped to
+    [1 − clip_low, 1 + clip_high], optional dual clip c; IS weight π_old/π_rollout (nan/inf → 0),
+    optionally capped at `is_truncate`; KL estimator k1/k2/k3 weighted by π_θ/π_rollout when
+    `on_policy_kl`; `loss_agg` token (÷ global assistant tokens) or sequence (÷ global rollouts).
+    """
 
     steps: PositiveInt = 30
     talks_per_step: PositiveInt = 4
     group_size: PositiveInt = 8
     updates_per_step: PositiveInt = 1
-    clip_low: float = Field(0.2, ge=0.0)
+    clip_low: float = Field(0.2, ge=0.0, lt=1.0)
     clip_high: float = Field(0.2, ge=0.0)
     dual_clip: float | None = Field(None, gt=1.0)
     is_correction: bool = True
@@ -53,10 +59,15 @@ class LearnerConfig(Section):
 
 
 class SyncConfig(Section):
-    """Learner → rollout-engine weight sync."""
+    """Learner → rollout-engine weight sync: buckets of ≤ `bucket_mb`, each with a checksum.
+
+    `checksum` makes every bucket carry a checksum that the receiver checks (a corrupted bucket
+    raises); `verify` also compares whole-state checksums of learner and engine after each sync.
+    """
 
     backend: Literal["auto", "object_store", "nccl", "cuda_ipc"] = "auto"
     bucket_mb: PositiveFloat = 64.0
+    checksum: bool = True
     verify: bool = False
 
 

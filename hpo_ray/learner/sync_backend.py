@@ -1,0 +1,80 @@
+"""How weight buckets travel from the learner to rollout engines: the backend protocol and the
+in-process / channel backend. Packing, checking and applying buckets live in `weight_sync.py`.
+
+Backends: `InProcessBackend` (buckets as objects through a put/get channel: a `queue.Queue` in one
+process; a Ray queue makes it the object-store backend), `BroadcastBackend` (`sync_collective.py`,
+NCCL on GPU / gloo on CPU) and `CudaIpcBackend` (`sync_ipc.py`, colocated GPUs).
+"""
+
+import queue
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from hpo_ray.learner.weight_sync import BucketManifest, WeightBucket
+
+
+class Channel(Protocol):
+    """A FIFO between the sender and the receiver (queue.Queue, a Ray queue, ...)."""
+
+    def put(self, item: Any) -> None:
+        """Append one item; may block while the channel is full."""
+
+    def get(self) -> Any:
+        """Remove and return the oldest item, blocking until there is one."""
+
+
+class WeightSyncBackend(Protocol):
+    """Moves the buckets of one weight version from the learner to one or more engines.
+
+    Sender: `prepare(); send(buckets); ...; finish()`. Receiver: `prepare(); for b in receive(): ...`.
+    """
+
+    def prepare(self) -> None:
+        """Get ready for one sync (allocate, connect); called on each side before send/receive."""
+
+    def send(self, buckets: Iterable[WeightBucket]) -> None:
+        """Sender: ship every bucket of one weight version, in index order."""
+
+    def receive(self) -> Iterator[WeightBucket]:
+        """Receiver: yield the buckets of one weight version in index order; stop after the last."""
+
+    def finish(self) -> None:
+        """Sender: release what the sync still holds (e.g. shared GPU buffers) once receivers are done."""
+
+
+def take_one_sync(get: Any) -> Iterator[Any]:
+    """Call `get()` for items until the first item's bucket count is reached (items are buckets, or
+    tuples whose first element is a manifest JSON string — see the IPC backend)."""
+    first = get()
+    yield first
+    count = _count_of(first)
+    for _ in range(count - 1):
+        yield get()
+
+
+def _count_of(item: Any) -> int:
+    if isinstance(item, WeightBucket):
+        return item.manifest.count
+    return BucketManifest.from_json(item[0]).count
+
+
+class InProcessBackend:
+    """Buckets travel as objects through a channel; no copy on the way in one process."""
+
+    def __init__(self, channel: Channel | None = None):
+        self.channel: Channel = channel if channel is not None else queue.Queue()
+
+    def prepare(self) -> None:
+        """Nothing to set up."""
+
+    def send(self, buckets: Iterable[WeightBucket]) -> None:
+        """Put each bucket into the channel."""
+        for bucket in buckets:
+            self.channel.put(bucket)
+
+    def receive(self) -> Iterator[WeightBucket]:
+        """Take the buckets of one version out of the channel."""
+        yield from take_one_sync(self.channel.get)
+
+    def finish(self) -> None:
+        """Nothing held."""
