@@ -37,6 +37,28 @@ def test_three_hpo_steps_run_end_to_end(ray_cluster, small_run, tmp_path):
     assert state["step"] == 3 and state["sampler"]["position"] + state["sampler"]["epoch"] > 0
     order = [json.loads(line) for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
     assert [o["step"] for o in order] == [0, 1, 2] and all(len(o["talks"]) == 2 for o in order)
+    # the same step metrics are exported through ray.util.metrics (dashboard / Prometheus endpoint)
+    samples = prometheus_samples("ray_hpo_reward_quality", f'run="{cfg.run.name}"')
+    assert samples and abs(samples[-1] - logged[-1]["reward/quality"]) < 1e-6
+
+
+def prometheus_samples(metric: str, label: str, timeout_s: float = 40.0) -> list[float]:
+    """Values of `metric` with `label` scraped from this node's Ray metrics endpoint (exported every ~10 s)."""
+    import time
+    import urllib.request
+
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        found = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                 if line.startswith(metric + "{") and label in line]
+        if found:
+            return found
+        time.sleep(2)
+    return []
 
 
 def test_killed_rollout_worker_mid_step_still_returns_all_trajectories(ray_cluster, small_run):
@@ -50,24 +72,26 @@ def test_killed_rollout_worker_mid_step_still_returns_all_trajectories(ray_clust
     cfg = load_config(None, overrides + ["cluster.num_rollout_workers=2", "cluster.cpus_per_rollout_worker=0.5",
                                          "cluster.cpus_per_learner=0.25", "cluster.cpus_per_reward_actor=0.25",
                                          "rollout.sampling.max_new_tokens=12"])
-    talks = sorted(Manifest(cfg.data.train_manifest), key=lambda t: t.n_frames)
-    talks = [talks[0], talks[-1]]  # worker 0 gets the short talk, worker 1 (the victim) the long one
+    by_length = sorted(Manifest(cfg.data.train_manifest), key=lambda t: t.n_frames)
+    # talks are dealt round-robin: worker 1 (the victim) gets the shortest and the longest talk, so when its
+    # first trajectory (the short talk) arrives, it is still generating the long one
+    talks = [by_length[1], by_length[0], by_length[2], by_length[-1]]
     pools = make_pools(cfg)
     pool = RolloutPool(cfg, str(cfg.model.path), pools.rollout, "killtest")
     got, killed = [], []
 
     def on_trajectory(traj):
         got.append(traj)
-        if not killed:
+        if not killed and traj.stats["worker"] == 1:
             killed.append(traj.talk_id)
             ray.kill(pool.workers[1], no_restart=False)
 
     try:
-        run = pool.run(talks, samples=3, seed=0, on_trajectory=on_trajectory)
+        run = pool.run(talks, samples=2, seed=0, on_trajectory=on_trajectory)
     finally:
         for w in pool.workers:
             ray.kill(w)
         pools.remove()
-    assert killed == [talks[0].talk_id]
-    assert sorted(t.talk_id for t in got) == sorted([talks[0].talk_id] * 3 + [talks[1].talk_id] * 3)
+    assert killed == [by_length[0].talk_id]
+    assert sorted(t.talk_id for t in got) == sorted(t.talk_id for t in talks for _ in range(2))
     assert run["rollout_retries"] >= 1 and pool.restarts == 1
