@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from hpo_ray.config import SamplingConfig
 from hpo_ray.dialogue import DialogueLayout, embed
@@ -20,11 +20,43 @@ from hpo_ray.rollout.recorder import DialogueRecorder
 from hpo_ray.rollout.sampling import ban_mask, policy_log_probs, sample_tokens
 
 
+class _GrowingLayer(DynamicLayer):
+    """A cache layer appending into a buffer grown geometrically, instead of copying the whole
+    cache at every step (`torch.cat`); `keys` / `values` stay exact-length views of the buffer."""
+
+    _view: torch.Tensor | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        past = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+        total = past + key_states.shape[-2]
+        if self.keys is not self._view or total > self._kbuf.shape[-2]:  # first use, outgrown, or replaced by select/compact
+            cap = max(64, 2 * total)
+            kbuf = key_states.new_empty(*key_states.shape[:2], cap, key_states.shape[-1])
+            vbuf = value_states.new_empty(*value_states.shape[:2], cap, value_states.shape[-1])
+            if past:
+                kbuf[:, :, :past], vbuf[:, :, :past] = self.keys, self.values
+            self._kbuf, self._vbuf = kbuf, vbuf
+        self._kbuf[:, :, past:total] = key_states
+        self._vbuf[:, :, past:total] = value_states
+        self.keys, self.values = self._kbuf[:, :, :total], self._vbuf[:, :, :total]
+        self._view = self.keys
+        return self.keys, self.values
+
+
+class _GrowingCache(DynamicCache):
+    """A DynamicCache made of `_GrowingLayer`s."""
+
+    def __init__(self):
+        Cache.__init__(self, layer_class_to_replicate=_GrowingLayer)
+
+
 class _Batch:
     """The shared cache with its key mask and each row's next position and frame cursor."""
 
     def __init__(self, rows: int, device: torch.device):
-        self.cache = DynamicCache()
+        self.cache = _GrowingCache()
         self.key_mask = torch.zeros(rows, 0, dtype=torch.bool, device=device)
         self.next_pos = torch.zeros(rows, dtype=torch.long, device=device)
         self.frames_used = [0] * rows
@@ -87,7 +119,7 @@ class TorchEngine:
                  seed: int) -> Iterator[Trajectory]:
         gen = torch.Generator(device=self.device).manual_seed(seed)
         recs = [DialogueRecorder(self.layout, t, k, self.max_total_tokens) for t in talks for k in range(samples_per_talk)]
-        frames = {t.talk_id: torch.from_numpy(np.asarray(t.frames, dtype=np.float32)).to(self.device, self.dtype) for t in talks}
+        frames = {t.talk_id: torch.from_numpy(np.array(t.frames, dtype=np.float32)).to(self.device, self.dtype) for t in talks}
         sizes = {t.talk_id: t.turn_sizes() for t in talks}
         pending: list[list[int]] = [list(r.ids) for r in recs]  # tokens not yet in the cache
         batch = _Batch(len(recs), self.device)
