@@ -42,6 +42,9 @@ class LearnerRank:
     def load_checkpoint(self, folder: str) -> dict:
         return self.trainer.load_checkpoint(folder)
 
+    def optimizer_fingerprint(self) -> list[float]:
+        return self.trainer.optimizer_fingerprint()
+
 
 @ray.remote
 def _address_and_port() -> tuple[str, int]:
@@ -96,6 +99,9 @@ class LearnerGroup:
 
     def load(self, folder: str) -> dict:
         return ray.get([r.load_checkpoint.remote(folder) for r in self.ranks])[0]
+
+    def optimizer_fingerprints(self) -> list[list[float]]:
+        return ray.get([r.optimizer_fingerprint.remote() for r in self.ranks])
 
     def shutdown(self) -> None:
         for r in self.ranks:

@@ -76,3 +76,35 @@ def test_two_rank_zero_matches_plain_torch_after_three_steps(stage, ray_cluster,
     moved = max((got[k].float() - tiny_model.state_dict()[k].float()).abs().max().item() for k in expected)
     assert moved > 1e-3, "the update must actually change the weights"
     assert worst < 1e-5, f"ZeRO-{stage} differs from plain torch by {worst}"
+
+
+def test_checkpoint_kill_resume_equals_not_stopping(ray_cluster, layout, tiny_policy_dir, tmp_path):
+    import ray
+
+    from actors.learner_group import LearnerGroup
+
+    cfg = load_config(None, ["learner.zero_stage=2", "learner.optimizer.lr=0.001", "cluster.cpus_per_learner=0.5"])
+    first, second = make_items(layout, tmp_path, n=4, seed=1), make_items(layout, tmp_path / "b", n=4, seed=2) \
+        if (tmp_path / "b").mkdir() is None else None
+    pool = ray.util.placement_group([{"CPU": 0.5}])
+    ray.get(pool.ready())
+    try:
+        straight = LearnerGroup(cfg, str(tiny_policy_dir), pool)
+        straight.train(first)
+        straight.train(second)
+        expected, expected_opt = straight.state_dict(), straight.optimizer_fingerprints()
+        straight.shutdown()
+
+        stopped = LearnerGroup(cfg, str(tiny_policy_dir), pool)
+        stopped.train(first)
+        stopped.save(str(tmp_path / "ckpt"), {"step": 1})
+        stopped.shutdown()  # the ranks are killed; nothing survives but the checkpoint
+        resumed = LearnerGroup(cfg, str(tiny_policy_dir), pool)
+        assert resumed.load(str(tmp_path / "ckpt"))["step"] == 1
+        resumed.train(second)
+        got, got_opt = resumed.state_dict(), resumed.optimizer_fingerprints()
+        resumed.shutdown()
+    finally:
+        ray.util.remove_placement_group(pool)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert got_opt == expected_opt and len(got_opt[0]) > 0

@@ -98,15 +98,15 @@ def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
 
 
 def evaluate_all(cfg: RunConfig, policies: dict[str, Path], multipliers: list[int], out: Path) -> dict[str, list[dict]]:
-    from hpo_ray.eval import evaluate
+    """Scores of each policy on the test talks at each multiplier (one engine load per policy)."""
+    from hpo_ray.eval import evaluate_multipliers
 
     results: dict[str, list[dict]] = {}
     for name, path in policies.items():
-        for m in multipliers:
-            folder = out / name.lower() / f"m{m}"
-            if stage(f"evaluate {name} at multiplier {m}", (folder / "scores.json").is_file()):
-                evaluate(cfg, path, Path(cfg.data.test_manifest), m, folder)
-            results.setdefault(name, []).append(json.loads((folder / "scores.json").read_text()))
+        folders = [out / name.lower() / f"m{m}" for m in multipliers]
+        if stage(f"evaluate {name} at multipliers {multipliers}", all((f / "scores.json").is_file() for f in folders)):
+            evaluate_multipliers(cfg, path, Path(cfg.data.test_manifest), multipliers, out / name.lower())
+        results[name] = [json.loads((f / "scores.json").read_text()) for f in folders]
     return results
 
 
@@ -116,10 +116,13 @@ def write_report(cfg: RunConfig, results: dict[str, list[dict]], root: Path, sec
     plot_curves(results, "chrf", "stream_laal", root / "chrf_vs_streamlaal.png")
     plot_curves(results, "bleu", "stream_laal", root / "bleu_vs_streamlaal.png")
     rows = ["| system | m | chrF | BLEU | StreamLAAL (s) | HPO latency (s) | length ratio |", "|---|---|---|---|---|---|---|"]
+    def fmt(value, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
     for name, points in results.items():
         for p in points:
-            rows.append(f"| {name} | {p['multiplier']} | {p['chrf']:.2f} | {p['bleu']:.2f} | {p['stream_laal']:.3f} | "
-                        f"{p['hpo_latency']:.3f} | {p['length_ratio']:.3f} |")
+            rows.append(f"| {name} | {p['multiplier']} | {fmt(p['chrf'], 2)} | {fmt(p['bleu'], 2)} | {fmt(p['stream_laal'], 3)} | "
+                        f"{fmt(p['hpo_latency'], 3)} | {fmt(p['length_ratio'], 3)} |")
     text = "\n".join([
         "# hpo-ray demo report", "",
         f"Synthetic talks (seed {cfg.data.synth.seed}, language seed {cfg.data.synth.language_seed}), test split; "

@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("hpo_ray.cli.sft_cmd", "supervised fine-tuning on dialogue-form data (the HPO start)"),
     "train": ("hpo_ray.cli.train_cmd", "run the HPO training job on Ray"),
     "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
+    "eval": ("hpo_ray.cli.eval_cmd", "run a policy on a manifest's talks; write instances.log, segment YAML, references and scores.json"),
+    "plot": ("hpo_ray.cli.plot_cmd", "draw quality-latency curves from the scores.json files of several runs"),
     "demo": ("hpo_ray.cli.demo_cmd", "run the embedded default job end to end"),
     "bench": ("hpo_ray.cli.bench_cmd", "benchmarks that print side-by-side ratios"),
 }

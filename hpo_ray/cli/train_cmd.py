@@ -1,7 +1,7 @@
 """`hpo-ray train --config C [--run-dir DIR] [--steps N] [--resume] [overrides]`: the HPO job on Ray.
 
-Runs against the cluster in RAY_ADDRESS / cluster.address (e.g. under `ray job submit`), or starts
-a local Ray when neither is set. Config, manifests and the policy directory are checked before any
+Runs against the cluster in RAY_ADDRESS / cluster.address (e.g. under `ray job submit`; `auto` finds
+a `ray start` cluster on this machine), or starts a fresh local Ray when neither is set. Config, manifests and the policy directory are checked before any
 actor starts.
 """
 
@@ -42,7 +42,7 @@ def connect(cfg: RunConfig) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
+        ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
                  dashboard_host=cfg.cluster.dashboard_host, log_to_driver=cfg.logging.level == "DEBUG")
 
 

@@ -16,7 +16,7 @@ from .base import ConfigError, Section
 from .data import DataConfig, SynthConfig
 from .model import ModelConfig, TinyModelConfig
 from .reward import CLAUSE_SPLITTERS, DEFAULT_SPLITTERS, RewardConfig
-from .rollout import RolloutConfig, SamplingConfig, VllmConfig
+from .rollout import RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
 from .run import CheckpointConfig, ClusterConfig, LoggingConfig, RunSection, ValidationConfig
 from .training import AlgorithmConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
 
@@ -24,7 +24,7 @@ __all__ = [
     "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig",
     "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
     "RunSection", "SamplingConfig", "Section", "SftConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
-    "ValidationConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
+    "ValidationConfig", "ValidationSamplingConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
     "apply_overrides", "load_config", "parse_config", "to_yaml",
 ]
 

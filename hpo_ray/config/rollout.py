@@ -17,8 +17,21 @@ class SamplingConfig(Section):
     greedy: bool = False
 
 
+class ValidationSamplingConfig(SamplingConfig):
+    """Sampling for validation and evaluation: greedy unless said otherwise."""
+
+    greedy: bool = True
+
+
 class VllmConfig(Section):
-    """vLLM engine settings (GPU production path; the CPU build for tests)."""
+    """vLLM engine settings: one engine per GPU (or per tensor-parallel group) in production, the
+    in-process CPU build in tests. `max_model_len` must cover `rollout.max_total_tokens`.
+
+    `gpu_memory_utilization` is the share of GPU memory vLLM may take (weights + KV cache); sleep
+    mode is enabled on CUDA when `cluster.colocate` or `sleep_between_phases` is set, and the
+    controller calls `sleep(sleep_level)` / `wake_up()` around the learner phase.
+    `cpu_kvcache_space_gib` sizes the KV cache of the CPU build. `max_num_seqs` None = vLLM's default.
+    """
 
     gpu_memory_utilization: float = Field(0.6, gt=0.0, le=1.0)
     tensor_parallel_size: PositiveInt = 1
@@ -26,8 +39,10 @@ class VllmConfig(Section):
     enable_prefix_caching: bool = True
     enforce_eager: bool = True
     max_model_len: PositiveInt = 4096
+    max_num_seqs: PositiveInt | None = None
     cpu_kvcache_space_gib: PositiveInt = 1
     sleep_between_phases: bool = False
+    sleep_level: Literal[1, 2] = 1
 
 
 class RolloutConfig(Section):
@@ -38,6 +53,6 @@ class RolloutConfig(Section):
     max_turns: PositiveInt | None = None
     max_total_tokens: PositiveInt = 4096
     sampling: SamplingConfig = SamplingConfig()
-    validation_sampling: SamplingConfig = SamplingConfig(greedy=True)
+    validation_sampling: ValidationSamplingConfig = ValidationSamplingConfig()
     vllm: VllmConfig = VllmConfig()
     timeout_s: PositiveFloat = 1800.0

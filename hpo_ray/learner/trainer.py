@@ -170,6 +170,16 @@ class PolicyTrainer:
         self.optimizer_steps = int(client.get("optimizer_steps", 0))
         return client
 
+    def optimizer_fingerprint(self) -> list[float]:
+        """Sums of this rank's optimiser state tensors (Adam moments, steps): equal iff restored alike."""
+        base = getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
+        out = []
+        for state in base.state.values():
+            for key in sorted(state):
+                value = state[key]
+                out.append(float(value.double().abs().sum()) if torch.is_tensor(value) else float(value))
+        return out
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
