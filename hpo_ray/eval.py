@@ -119,8 +119,8 @@ def instance_record(index: int, out: TalkOutput, data: DataConfig, reward: Rewar
     """One SimulEval `instances.log` line: the whole talk's prediction with one NCA delay (ms) per unit."""
     talk = out.talk
     char = reward.is_char_level(talk.tgt_lang)
-    units = units_from_turns(out.turn_texts, data.turn_seconds, char)
-    delays = [round(min(d, talk.seconds) * 1000.0, 3) for d in units.delays]
+    units = units_from_turns(out.turn_texts, data.turn_seconds, char, talk.seconds)
+    delays = [round(d * 1000.0, 3) for d in units.delays]
     joiner = "" if char else " "
     return {
         "index": index, "prediction": joiner.join(units.tokens), "delays": delays, "elapsed": list(delays),

@@ -16,7 +16,7 @@ def rollout_record(traj: Trajectory, talk: Talk, data: DataConfig, rollout_id: s
     """The reward's input record (the `hpo-ray score` JSONL format) for one trajectory."""
     return {
         "id": rollout_id, "group": traj.group_id, "src_lang": talk.src_lang, "tgt_lang": talk.tgt_lang,
-        "chunk_seconds": data.turn_seconds, "turns": list(traj.turn_texts),
+        "chunk_seconds": data.turn_seconds, "talk_seconds": talk.seconds, "turns": list(traj.turn_texts),
         "src_sentences": list(talk.src_sentences), "ref_sentences": list(talk.ref_sentences),
         "segments": [{"start": s, "end": e} for s, e in talk.segments],
     }

@@ -5,8 +5,8 @@ Definitional differences to OmniSTEval (so only comparable cases are compared ex
 - resegmentation: ours is exact mWER (edit distance); OmniSTEval's SoftSegmenter aligns words by
   character-set Jaccard similarity with free gaps, so on garbage output the two split differently;
 - OmniSTEval's LongLAAL does not clip delays at the sentence start (ours does, as StreamLAAL v2.0);
-- instances.log delays are clipped at the talk end (audio actually read), while the reward gives units
-  of a final partial turn (k+1)·turn_seconds, so ours can exceed theirs by < one turn there.
+- units of a talk's final, partial turn carry the talk end (the audio actually read) in the reward and
+  in instances.log alike.
 """
 
 import argparse
@@ -77,17 +77,7 @@ def test_eval_files_are_accepted_by_omnisteval(cli_eval, tmp_path):
     assert all(math.isfinite(v) for v in scores.values())
     reseg = [json.loads(line) for line in (tmp_path / "omni" / "instances.resegmented.jsonl").read_text().splitlines()]
     assert len(reseg) == n_sentences
-    # Where both resegmenters give a sentence the same words (and no delay was clipped at the talk end),
-    # OmniSTEval's LAAL of it is ours.
-    from omnisteval import Instance
-    from omnisteval.scoring import LAALScorer
-
-    ours = [s for r in map(json.loads, (out / "scored.jsonl").read_text().splitlines()) for s in r["sentences"]]
-    ends = [talk.seconds for talk in manifest for _ in talk.segments]
-    for theirs, mine, talk_end in zip(reseg, ours, ends):
-        if mine["delays"] and mine["hyp"].split() == theirs["prediction"].split() and max(mine["delays"]) <= talk_end \
-                and theirs["emission_cu"][0] >= 0:
-            assert LAALScorer().compute(Instance.from_dict(theirs)) / 1000 == pytest.approx(mine["laal"], abs=1e-6)
+    # LAAL agreement with OmniSTEval is proven on oracle outputs below (untrained output rarely resegments alike).
 
 
 def test_scores_json_has_the_metrics_and_they_are_finite(cli_eval):
@@ -182,14 +172,9 @@ def test_oracle_outputs_score_like_omnisteval(small_run, tmp_path, lang, multipl
     if char:
         instances = [json.loads(line) for line in (tmp_path / "out" / "instances.log").read_text().splitlines()]
         assert all(" " not in i["prediction"] and len(i["delays"]) == len(i["prediction"]) for i in instances)
-    # Same segmentation on both sides: LongLAAL (ms) is our StreamLAAL, except that units of a final
-    # partial turn carry (k+1)·turn_seconds in the reward and the talk end in instances.log.
-    partial = any(t.n_frames % cfg.data.turn_frames for t in talks)
-    gap = ours["stream_laal"] - theirs["LongLAAL (CU)"] / 1000
-    if partial:
-        assert -1e-6 <= gap <= cfg.data.turn_seconds
-    else:
-        assert abs(gap) < 1e-6
+    # Same segmentation on both sides: LongLAAL (ms) is our StreamLAAL, final partial turns included
+    # (their units carry the talk end in the reward and in instances.log alike).
+    assert abs(ours["stream_laal"] - theirs["LongLAAL (CU)"] / 1000) < 1e-6
     assert ours["stream_laal"] > 0
 
 

@@ -39,7 +39,7 @@ def segment_rollout(rollout: RolloutText, cfg: RewardConfig, segmenter: Segmente
         splitters = cfg.splitters_for(rollout.tgt_lang)
     except ValueError as exc:
         raise ValueError(f"rollout {rollout.id!r}: {exc}") from None
-    hyp = units_from_turns(rollout.turns, rollout.chunk_seconds, char_level)
+    hyp = units_from_turns(rollout.turns, rollout.chunk_seconds, char_level, rollout.talk_seconds)
     refs = [units_of_text(r, char_level) for r in rollout.ref_sentences]
     return segmenter.segment(split_sentences(hyp, splitters), refs)
 

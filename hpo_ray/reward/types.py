@@ -44,7 +44,8 @@ def _name(obj: Any, path: str, line: int | None) -> str:
 class RolloutText:
     """What the reward needs from one finished rollout: its turns and the talk's reference sentences.
 
-    `turns[k]` is the text written after chunk k+1 was received ("" = wait); sentence i of the talk
+    `turns[k]` is the text written after chunk k+1 was received ("" = wait), at min((k+1)·chunk_seconds,
+    talk_seconds) when the optional `talk_seconds` is given; sentence i of the talk
     has source `src_sentences[i]`, reference `ref_sentences[i]` and audio span `segments[i]` (seconds).
     """
 
@@ -57,6 +58,7 @@ class RolloutText:
     src_sentences: list[str]
     ref_sentences: list[str]
     segments: list[tuple[float, float]]
+    talk_seconds: float | None = None
 
     @classmethod
     def from_json(cls, obj: Any, line: int | None = None) -> "RolloutText":
@@ -96,8 +98,13 @@ class RolloutText:
             if start < 0 or end < start:
                 raise RolloutFormatError(line, f"segments[{i}]", f"needs 0 <= start <= end, got [{start}, {end}]")
             segments.append((start, end))
+        talk_seconds = None
+        if obj.get("talk_seconds") is not None:
+            talk_seconds = _number(obj["talk_seconds"], "talk_seconds", line)
+            if talk_seconds <= 0:
+                raise RolloutFormatError(line, "talk_seconds", f"must be positive, got {talk_seconds}")
         return cls(id=_name(obj["id"], "id", line), group=_name(obj["group"], "group", line),
-                   src_lang=obj["src_lang"], tgt_lang=obj["tgt_lang"], chunk_seconds=chunk,
+                   talk_seconds=talk_seconds, src_lang=obj["src_lang"], tgt_lang=obj["tgt_lang"], chunk_seconds=chunk,
                    turns=_strings(obj["turns"], "turns", line), src_sentences=srcs, ref_sentences=refs,
                    segments=segments)
 

@@ -47,8 +47,10 @@ class Units:
 EMPTY = Units((), (), ())
 
 
-def units_from_turns(turns: Sequence[str], chunk_seconds: float, char_level: bool) -> Units:
-    """The hypothesis of a rollout: units of `turns[k]` carry delay (k+1)·chunk_seconds.
+def units_from_turns(turns: Sequence[str], chunk_seconds: float, char_level: bool,
+                     talk_seconds: float | None = None) -> Units:
+    """The hypothesis of a rollout: units of `turns[k]` carry delay (k+1)·chunk_seconds, capped at
+    `talk_seconds` when given (a talk's last turn may hold less than a full chunk).
 
     Word languages: a turn boundary is a word boundary (turns are joined by a space, as the
     original). Character languages: turns are concatenated and whitespace is not a unit.
@@ -58,7 +60,7 @@ def units_from_turns(turns: Sequence[str], chunk_seconds: float, char_level: boo
     spaced: list[bool] = []
     after_space = False
     for k, turn in enumerate(turns):
-        delay = (k + 1) * chunk_seconds
+        delay = (k + 1) * chunk_seconds if talk_seconds is None else min((k + 1) * chunk_seconds, talk_seconds)
         if not char_level:
             words = turn.split()
             tokens.extend(words)
