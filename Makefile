@@ -20,8 +20,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 demo: $(VENV)/.stamp-base
 	$(BIN)/hpo-ray demo
 
-test: $(VENV)/.stamp-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# vLLM's tests run in their own pytest process: vLLM sets up a process group and pins torch to one
+# thread in the process that imports it.
+test: $(VENV)/.stamp-vllm
+	$(BIN)/python -m pytest -m "not vllm" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m vllm $(PYTEST_ARGS)
 
 test-vllm: $(VENV)/.stamp-vllm
 	$(BIN)/python -m pytest -m vllm $(PYTEST_ARGS)

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
     "eval": ("hpo_ray.cli.eval_cmd", "run a policy on a manifest's talks; write instances.log, segment YAML, references and scores.json"),
     "plot": ("hpo_ray.cli.plot_cmd", "draw quality-latency curves from the scores.json files of several runs"),
+    "doctor": ("hpo_ray.cli.doctor_cmd", "self-check of the rollout engines (torch, vLLM) on CPU or --gpu"),
     "demo": ("hpo_ray.cli.demo_cmd", "run the embedded default job end to end"),
     "bench": ("hpo_ray.cli.bench_cmd", "benchmarks that print side-by-side ratios"),
 }

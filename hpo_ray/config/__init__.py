@@ -141,6 +141,10 @@ def check_consistency(cfg: RunConfig) -> None:
         raise ConfigError("rollout.sampling.max_new_tokens", "must be smaller than rollout.max_total_tokens")
     if r.engine == "vllm" and r.vllm.block_size % 32 and r.device != "cuda":
         raise ConfigError("rollout.vllm.block_size", "vLLM's CPU attention needs a multiple of 32")
+    smp = r.sampling
+    if r.engine == "vllm" and (smp.top_p < 1.0 or smp.top_k) and cfg.algorithm.is_correction:
+        raise ConfigError("rollout.sampling.top_p", "with the vLLM engine, top-p/top-k sampling reports truncated-distribution "
+                          "logprobs the learner cannot reproduce; keep top_p=1, top_k=0 or set algorithm.is_correction=false")
     t = cfg.model.tiny
     if t.num_heads % t.num_kv_heads:
         raise ConfigError("model.tiny.num_kv_heads", f"must divide num_heads={t.num_heads}")
