@@ -85,3 +85,13 @@ def test_every_shipped_config_validates(path):
 
 def test_configs_folder_is_not_empty():
     assert any(p.name == "demo.yaml" for p in CONFIGS)
+
+
+def test_base_file_is_merged_under_the_child(tmp_path):
+    (tmp_path / "parent.yaml").write_text("algorithm: {kl_coef: 0.05, group_size: 4}\nreward: {beta: 0.3}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nalgorithm: {group_size: 6}\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.algorithm.kl_coef, cfg.algorithm.group_size, cfg.reward.beta) == (0.05, 6, 0.3)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "loop.yaml")

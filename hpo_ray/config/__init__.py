@@ -97,21 +97,37 @@ def parse_config(tree: dict) -> RunConfig:
     return cfg
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml_tree(path: str | Path, _seen: tuple = ()) -> dict:
+    """A config file as a raw dict; a top-level `base: other.yaml` (relative to the file) is loaded
+    first and this file's values are merged over it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "config file not found")
+    if path.resolve() in _seen:
+        raise ConfigError(str(path), "config `base` chain loops back to this file")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(str(path), "top level must be a mapping of sections")
+    base = tree.pop("base", None)
+    if base is not None:
+        tree = _merge(read_yaml_tree(path.parent / base, _seen + (path.resolve(),)), tree)
+    return tree
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (or the defaults when `path` is None) and apply dotted overrides."""
-    tree: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(str(path), "config file not found")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(str(path), f"not valid YAML: {exc}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(str(path), "top level must be a mapping of sections")
-    cfg = parse_config(apply_overrides(tree, list(overrides or [])))
-    return cfg
+    tree = read_yaml_tree(path) if path is not None else {}
+    return parse_config(apply_overrides(tree, list(overrides or [])))
 
 
 def to_yaml(cfg: RunConfig) -> str:
