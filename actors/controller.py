@@ -30,7 +30,7 @@ from actors.placement import make_pools
 from actors.ray_metrics import RayMetrics
 from actors.reward_pool import RewardPool
 from actors.rollout_pool import RolloutPool
-from actors.weight_sync import object_store_sync
+from actors.weight_sync import BroadcastSync, object_store_sync
 
 
 def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> list[dict]:
@@ -81,7 +81,9 @@ class Controller:
         self.learner = LearnerGroup(cfg, self.policy_path, self.pools.learner)
         self.rollout = RolloutPool(cfg, self.policy_path, self.pools.rollout, name)
         self.rewards = RewardPool(cfg, self.pools.reward, name)
-        self.rollout.on_restart(lambda worker: object_store_sync(self._weights(), [worker], self.version, cfg.sync))
+        self.broadcast = BroadcastSync(cfg, self.learner, self.rollout.workers) if cfg.sync.backend in ("broadcast", "nccl") \
+            else None
+        self.rollout.on_restart(self._resync_restarted)
         self.metrics = MetricsLog(self.run_dir, cfg.logging.jsonl, cfg.logging.tensorboard)
         self.ray_metrics = RayMetrics(name) if cfg.logging.ray_metrics else None
         self.version, self._state = 0, None
@@ -168,10 +170,19 @@ class Controller:
             self._state = (self.version, self.learner.state_dict())
         return self._state[1]
 
+    def _resync_restarted(self, worker) -> None:
+        """A restarted worker gets the current weights via the object store; a broadcast group is re-formed."""
+        object_store_sync(self._weights(), [worker], self.version, self.cfg.sync)
+        if self.broadcast is not None:
+            self.broadcast.formed = False
+
     def sync_weights(self, version: int) -> dict:
         t0 = time.perf_counter()
         self.version = version
-        stats = object_store_sync(self._weights(), self.rollout.workers, version, self.cfg.sync)
+        if self.broadcast is not None:
+            stats = self.broadcast.sync(version, self._weights)
+        else:
+            stats = object_store_sync(self._weights(), self.rollout.workers, version, self.cfg.sync)
         stats["time/sync"] = time.perf_counter() - t0
         return stats
 

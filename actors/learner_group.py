@@ -45,6 +45,24 @@ class LearnerRank:
     def optimizer_fingerprint(self) -> list[float]:
         return self.trainer.optimizer_fingerprint()
 
+    def join_sync_group(self, host: str, port: int, world: int, backend: str) -> None:
+        """Rank 0 joins the weight-sync broadcast group as its sender (rank 0 of that group)."""
+        if self.trainer.rank == 0:
+            from hpo_ray.learner.sync_collective import BroadcastBackend, make_sync_group
+
+            device = "cuda" if backend == "nccl" else "cpu"
+            self.sync = BroadcastBackend(make_sync_group(host, port, 0, world, backend, 600.0), 0, 0, device)
+
+    def broadcast_weights(self, version: int, bucket_mb: float) -> dict:
+        """All ranks gather (collective under ZeRO-3); rank 0 broadcasts the buckets."""
+        state = self.trainer.full_state_dict()
+        if self.trainer.rank != 0:
+            return {}
+        from hpo_ray.learner.weight_sync import send_state
+
+        stats = send_state(state, self.sync, bucket_mb, version)
+        return {"bytes": stats.bytes, "buckets": stats.buckets, "seconds": stats.seconds}
+
 
 @ray.remote
 def _address_and_port() -> tuple[str, int]:
@@ -57,7 +75,7 @@ class LearnerGroup:
     """Driver-side handle on the ranks."""
 
     def __init__(self, cfg: RunConfig, model_path: str, pool):
-        self.cfg = cfg
+        self.cfg, self.pool = cfg, pool
         world = cfg.learner.num_ranks
         c = cfg.cluster
         # rank 0's node hosts the rendezvous: find an address and a free port there first
@@ -99,6 +117,16 @@ class LearnerGroup:
 
     def load(self, folder: str) -> dict:
         return ray.get([r.load_checkpoint.remote(folder) for r in self.ranks])[0]
+
+    def join_sync_group(self, host: str, port: int, world: int, backend: str) -> list:
+        return [r.join_sync_group.remote(host, port, world, backend) for r in self.ranks]
+
+    def broadcast_weights(self, version: int, bucket_mb: float) -> list:
+        return [r.broadcast_weights.remote(version, bucket_mb) for r in self.ranks]
+
+    def sync_address(self) -> tuple[str, int]:
+        """Where the weight-sync group's store listens: a free port on rank 0's node."""
+        return ray.get(_address_and_port.options(num_cpus=0, scheduling_strategy=in_bundle(self.pool, 0)).remote())
 
     def optimizer_fingerprints(self) -> list[list[float]]:
         return ray.get([r.optimizer_fingerprint.remote() for r in self.ranks])

@@ -42,6 +42,20 @@ class RolloutWorker:
             self.engine.load_weights(unpack_bucket(ray.get(ref), verify=verify).items(), version)
         return version
 
+    def join_sync_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
+        """Join the learner's weight-sync broadcast group as receiver `rank`."""
+        from hpo_ray.learner.sync_collective import BroadcastBackend, make_sync_group
+
+        device = "cuda" if backend == "nccl" else "cpu"
+        self.sync = BroadcastBackend(make_sync_group(host, port, rank, world, backend, 600.0), 0, rank, device)
+
+    def receive_broadcast(self, version: int, verify: bool) -> int:
+        from hpo_ray.learner.weight_sync import unpack_bucket
+
+        for bucket in self.sync.receive():
+            self.engine.load_weights(unpack_bucket(bucket, verify=verify).items(), version)
+        return version
+
     def weight_checksum(self) -> str:
         from hpo_ray.learner.weight_sync import state_checksum
 

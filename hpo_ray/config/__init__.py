@@ -182,8 +182,8 @@ def check_consistency(cfg: RunConfig) -> None:
         raise ConfigError("learner.global_batch_size", f"must be a multiple of learner.num_ranks={lb.num_ranks}")
     if cfg.checkpoint.every % cfg.validation.every and cfg.checkpoint.keep_best:
         raise ConfigError("checkpoint.every", f"must be a multiple of validation.every={cfg.validation.every} to rank checkpoints")
-    if cfg.sync.backend in ("nccl", "cuda_ipc"):
-        raise ConfigError("sync.backend", f"{cfg.sync.backend}: the core backends exist (hpo_ray/learner/sync_collective.py, "
-                          "sync_ipc.py) but the controller drives only object_store so far; use auto or object_store")
+    if cfg.sync.backend == "cuda_ipc":
+        raise ConfigError("sync.backend", "cuda_ipc: the core backend exists (hpo_ray/learner/sync_ipc.py) but the controller "
+                          "does not drive it yet; use object_store, or broadcast (NCCL on GPU, gloo on CPU)")
     if cfg.sync.backend in ("nccl", "cuda_ipc") and lb.device == "cpu":
         raise ConfigError("sync.backend", f"{cfg.sync.backend} needs GPUs; learner.device is cpu")

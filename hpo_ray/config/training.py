@@ -65,7 +65,7 @@ class SyncConfig(Section):
     raises); `verify` also compares whole-state checksums of learner and engine after each sync.
     """
 
-    backend: Literal["auto", "object_store", "nccl", "cuda_ipc"] = "auto"
+    backend: Literal["auto", "object_store", "broadcast", "nccl", "cuda_ipc"] = "auto"
     bucket_mb: PositiveFloat = 64.0
     checksum: bool = True
     verify: bool = False
