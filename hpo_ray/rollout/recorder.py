@@ -66,3 +66,18 @@ class DialogueRecorder:
             logprobs=list(self.logprobs), weight_version=weight_version, truncated=self.truncated,
             n_frames=self.n_frames,
         )
+
+
+def partition_live(recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int,
+                   max_new_tokens: int) -> tuple[list[int], list[DialogueRecorder]]:
+    """Before turn `turn`: indices of the dialogues that run it, and the dialogues that end now —
+    because their talk has no chunk left, or (flagged `truncated`) because the token cap would be hit."""
+    keep, ended = [], []
+    for i, rec in enumerate(recs):
+        todo = sizes[rec.talk.talk_id]
+        if turn < len(todo) and rec.fits(todo[turn], max_new_tokens):
+            keep.append(i)
+        else:
+            rec.truncated = turn < len(todo)
+            ended.append(rec)
+    return keep, ended

@@ -16,7 +16,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from hpo_ray.config import SamplingConfig
 from hpo_ray.dialogue import DialogueLayout, embed
 from hpo_ray.rollout.protocol import TalkInput, Trajectory
-from hpo_ray.rollout.recorder import DialogueRecorder
+from hpo_ray.rollout.recorder import DialogueRecorder, partition_live
 from hpo_ray.rollout.sampling import ban_mask, policy_log_probs, sample_tokens
 
 
@@ -123,17 +123,10 @@ class TorchEngine:
         sizes = {t.talk_id: t.turn_sizes() for t in talks}
         pending: list[list[int]] = [list(r.ids) for r in recs]  # tokens not yet in the cache
         batch = _Batch(len(recs), self.device)
-        left = {t.talk_id: samples_per_talk for t in talks}
         turn = 0
         while recs:
-            keep = []
-            for i, rec in enumerate(recs):
-                todo = sizes[rec.talk.talk_id]
-                if turn < len(todo) and rec.fits(todo[turn], sampling.max_new_tokens):
-                    keep.append(i)
-                    continue
-                rec.truncated = turn < len(todo)
-                left[rec.talk.talk_id] -= 1
+            keep, ended = partition_live(recs, sizes, turn, sampling.max_new_tokens)
+            for rec in ended:
                 yield self._finish(rec)
             if len(keep) < len(recs):
                 recs = [recs[i] for i in keep]

@@ -21,7 +21,7 @@ from hpo_ray.config import ConfigError, RunConfig, SamplingConfig
 from hpo_ray.dialogue import DialogueLayout, embed
 from hpo_ray.rollout import vllm_worker
 from hpo_ray.rollout.protocol import TalkInput, Trajectory
-from hpo_ray.rollout.recorder import DialogueRecorder
+from hpo_ray.rollout.recorder import DialogueRecorder, partition_live
 
 _COUNTERS = ("prefix_cache_hits", "prefix_cache_queries", "decode_tokens", "llm_calls")
 
@@ -206,13 +206,8 @@ class VllmEngine:
         turn_rates: list[float] = []
         turn = 0
         while recs:
-            keep = []
-            for i, rec in enumerate(recs):
-                todo = sizes[rec.talk.talk_id]
-                if turn < len(todo) and rec.fits(todo[turn], sampling.max_new_tokens):
-                    keep.append(i)
-                    continue
-                rec.truncated = turn < len(todo)
+            keep, ended = partition_live(recs, sizes, turn, sampling.max_new_tokens)
+            for rec in ended:
                 yield self._finish(rec, dist)
             if len(keep) < len(recs):
                 recs, keys, history = [recs[i] for i in keep], [keys[i] for i in keep], [history[i] for i in keep]
