@@ -51,3 +51,12 @@ def test_building_is_deterministic_for_a_seed(tiny_tokenizer):
     a = build_tiny_model(TinyModelConfig(seed=3), tiny_tokenizer).state_dict()
     b = build_tiny_model(TinyModelConfig(seed=3), tiny_tokenizer).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_few_million_parameter_qwen3_builds_with_vllm_compatible_heads(tiny_tokenizer):
+    cfg = TinyModelConfig(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=64, intermediate_size=768)
+    model = build_tiny_model(cfg, tiny_tokenizer)
+    n = sum(p.numel() for p in model.parameters())
+    assert 2_000_000 < n < 5_000_000
+    assert model.config.head_dim in (32, 64, 80, 96, 112, 128)
+    assert model(torch.tensor([[1, 2, 3]])).logits.shape[-1] == len(tiny_tokenizer)
