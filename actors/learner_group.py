@@ -106,6 +106,7 @@ class LearnerGroup:
         if results and "grad_norm" in results[0]:
             merged["grad_norm"] = results[0]["grad_norm"]
         merged["optimizer_steps"] = len(plan.normalisers) * self.cfg.algorithm.updates_per_step
+        merged["time/logprob"] = max(m.get("time/logprob", 0.0) for m in results)
         return merged
 
     def state_dict(self) -> dict:

@@ -25,7 +25,7 @@ def test_three_hpo_steps_run_end_to_end(ray_cluster, small_run, tmp_path):
     for m in logged[1:]:
         assert m["rollout/sequences"] == 4 and m["batch/sequences"] + m["rollout/truncated"] == 4
         for key in ("reward/quality", "reward/stream_laal", "kl", "clip_fraction", "entropy", "grad_norm",
-                    "time/rollout", "time/train", "time/sync", "sync/bytes_per_s", "bubble_share", "queue/reward_inflight_max"):
+                    "time/rollout", "time/logprob", "time/train", "time/sync", "sync/bytes_per_s", "bubble_share", "queue/reward_inflight_max"):
             assert key in m, key
         assert m["optimizer_steps"] == 2
     assert [m["weight_version"] for m in logged[1:]] == [1, 2, 3]
@@ -38,27 +38,28 @@ def test_three_hpo_steps_run_end_to_end(ray_cluster, small_run, tmp_path):
     order = [json.loads(line) for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
     assert [o["step"] for o in order] == [0, 1, 2] and all(len(o["talks"]) == 2 for o in order)
     # the same step metrics are exported through ray.util.metrics (dashboard / Prometheus endpoint)
-    samples = prometheus_samples("ray_hpo_reward_quality", f'run="{cfg.run.name}"')
+    samples = prometheus_samples("ray_hpo_reward_quality", f'run="{cfg.run.name}"', logged[-1]["reward/quality"])
     assert samples and abs(samples[-1] - logged[-1]["reward/quality"]) < 1e-6
 
 
-def prometheus_samples(metric: str, label: str, timeout_s: float = 40.0) -> list[float]:
-    """Values of `metric` with `label` scraped from this node's Ray metrics endpoint (exported every ~10 s)."""
+def prometheus_samples(metric: str, label: str, expected: float, timeout_s: float = 60.0) -> list[float]:
+    """Values of `metric` with `label` scraped from this node's Ray metrics endpoint, polled until the
+    last one is `expected` (the export runs every ~10 s, so an earlier step's value may show first)."""
     import time
     import urllib.request
 
     import ray
 
     port = ray.nodes()[0]["MetricsExportPort"]
-    deadline = time.time() + timeout_s
+    deadline, found = time.time() + timeout_s, []
     while time.time() < deadline:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         found = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
                  if line.startswith(metric + "{") and label in line]
-        if found:
+        if found and abs(found[-1] - expected) < 1e-6:
             return found
         time.sleep(2)
-    return []
+    return found
 
 
 def test_killed_rollout_worker_mid_step_still_returns_all_trajectories(ray_cluster, small_run):
@@ -95,3 +96,23 @@ def test_killed_rollout_worker_mid_step_still_returns_all_trajectories(ray_clust
     assert killed == [by_length[0].talk_id]
     assert sorted(t.talk_id for t in got) == sorted(t.talk_id for t in talks for _ in range(2))
     assert run["rollout_retries"] >= 1 and pool.restarts == 1
+
+
+def test_colocated_rollout_workers_share_the_learner_bundles(ray_cluster, small_run, tmp_path):
+    import ray
+
+    from actors.controller import train
+    from actors.placement import make_pools
+
+    _, _, overrides = small_run
+    cfg = load_config(None, overrides + CPU_SPLIT + ["cluster.colocate=true", "validation.at_start=false"])
+    pools = make_pools(cfg)
+    try:
+        assert pools.rollout is pools.learner
+        assert pools.learner.bundle_specs == [{"CPU": 1.0}]  # learner 0.5 + rollout worker 0.5 in one bundle
+    finally:
+        pools.remove()
+    history = train(cfg, tmp_path / "run", steps=1)
+    assert history[-1]["rollout/sequences"] == 4 and history[-1]["weight_version"] == 1
+    assert not ray.util.placement_group_table()  or all(
+        pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values())

@@ -6,6 +6,7 @@ rank's sequences before the first update (so later optimiser steps are off-polic
 clipping, as in PPO). Every rank runs the same number of backward passes per optimiser step.
 """
 
+import time
 from pathlib import Path
 
 import torch
@@ -88,8 +89,10 @@ class PolicyTrainer:
         sequence aggregation — of optimiser step k.
         """
         algo = self.cfg.algorithm
+        started = time.perf_counter()
         old = self.logprobs(items)
         ref = self.reference_logprobs(items) if algo.kl_coef > 0 else None
+        logprob_seconds = time.perf_counter() - started
         temperature = self.cfg.rollout.sampling.temperature or 1.0
         parts: list[dict] = []
         grad_norms = []
@@ -122,6 +125,7 @@ class PolicyTrainer:
         if grad_norms:
             metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics["optimizer_steps"] = passes * len(normalisers)
+        metrics["time/logprob"] = logprob_seconds
         return metrics
 
     def _stack(self, per_item: list[torch.Tensor] | None, mb: MicroBatch) -> torch.Tensor:
