@@ -23,7 +23,7 @@ def object_store_sync(state: dict, workers: list, version: int, sync: SyncConfig
     """Send `state` to every worker; returns seconds, bytes and bytes/s of the sync."""
     start = time.perf_counter()
     refs, nbytes = [], 0
-    for bucket in pack_buckets(state, sync.bucket_mb, version, checksum=True):
+    for bucket in pack_buckets(state, sync.bucket_mb, version, checksum=sync.checksum):
         refs.append(ray.put(bucket))
         nbytes += bucket.manifest.nbytes
     ray.get([w.receive_buckets.remote(refs, version, sync.checksum) for w in workers])

@@ -12,6 +12,8 @@ DEFAULTS: dict[str, str] = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
+    # Weight buckets cross the object store as torch tensors; zero-copy makes that sync 3-6x faster.
+    "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",

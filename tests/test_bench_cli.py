@@ -1,0 +1,73 @@
+"""`hpo-ray bench learner|sync|step` at their smallest settings: each ends with one JSON line whose
+headline figures are present and finite (smoke tests of the benchmark code, not timings)."""
+
+import json
+import math
+
+import pytest
+
+from hpo_ray.cli.main import main
+
+
+def last_json(capsys) -> dict:
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines, "the benchmark printed nothing"
+    return json.loads(lines[-1])
+
+
+def assert_finite(result: dict, keys: list[str]) -> None:
+    missing = [k for k in keys if k not in result]
+    assert not missing, f"missing keys {missing} in {sorted(result)}"
+    bad = {k: result[k] for k in keys if not (isinstance(result[k], (int, float)) and math.isfinite(result[k]))}
+    assert not bad, f"not finite: {bad}"
+
+
+def test_bench_learner_reports_zero_vs_torch_with_both_sides_ending_equal(capsys):
+    code = main(["bench", "learner", "--steps", "1", "--warmup", "0", "--sequences", "2", "--turns", "2",
+                 "learner.optimizer.lr=0.001"])
+    result = last_json(capsys)
+    assert code == 0
+    assert_finite(result, ["zero_vs_torch", "zero_step_s", "torch_step_s", "max_param_diff", "max_param_change"])
+    assert result["zero_step_s"] > 0 and result["torch_step_s"] > 0
+    assert result["zero_vs_torch"] == pytest.approx(result["zero_step_s"] / result["torch_step_s"])
+    # the two sides did the same update: parameters moved, and moved alike
+    assert result["max_param_change"] > 1e-4 and result["max_param_diff"] < 1e-5
+
+
+def test_bench_sync_rates_every_configuration_against_memcpy(capsys):
+    code = main(["bench", "sync", "--size-mb", "2", "--hidden", "128", "--backend", "inprocess,gloo",
+                 "--bucket-mb", "0.5", "--repeats", "1", "--warmup", "0"])
+    result = last_json(capsys)
+    assert code == 0
+    assert_finite(result, ["sync_vs_memcpy", "sync_gbytes_per_s", "memcpy_gbytes_per_s"])
+    rows = result["configurations"]
+    assert {(r["backend"], r["checksum"], r["buffer"]) for r in rows} == {
+        (b, c, f) for b in ("inprocess", "gloo") for c in (True, False) for f in (True, False)}
+    assert result["sync_vs_memcpy"] == max(r["vs_memcpy"] for r in rows) > 0
+
+
+@pytest.mark.ray
+def test_bench_sync_over_the_ray_object_store_includes_the_controllers_sync(ray_cluster, capsys):
+    code = main(["bench", "sync", "--size-mb", "2", "--hidden", "128", "--backend", "ray", "--checksum", "on",
+                 "--buffer", "on", "--repeats", "1", "--warmup", "0"])
+    result = last_json(capsys)
+    assert code == 0
+    assert_finite(result, ["sync_vs_memcpy", "sync_gbytes_per_s", "memcpy_gbytes_per_s"])
+    assert [r["backend"] for r in result["configurations"]] == ["ray", "ray/object_store_sync"]
+
+
+@pytest.mark.ray
+def test_bench_step_reports_bubble_share_for_streaming_and_after_all_rewards(ray_cluster, capsys):
+    code = main(["bench", "step", "--steps", "1", "--warmup", "0", "--talk-seconds", "6,12", "--talks-per-length", "2",
+                 "algorithm.talks_per_step=2", "algorithm.group_size=2", "rollout.sampling.max_new_tokens=4",
+                 "cluster.cpus_per_learner=0.5", "cluster.cpus_per_rollout_worker=0.5", "cluster.cpus_per_reward_actor=0.25"])
+    result = last_json(capsys)
+    assert code == 0
+    phases = ["step_s", "rollout_s", "reward_tail_s", "train_s", "sync_s", "other_s"]
+    assert_finite(result, ["bubble_share", "bubble_share_batch"] + phases + [p + "_batch" for p in phases])
+    for suffix in ("", "_batch"):
+        share = result["bubble_share" + suffix]
+        assert 0 <= share < 1
+        assert share == pytest.approx(result["reward_tail_s" + suffix] / result["step_s" + suffix])
+        assert result["rollout_s" + suffix] > 0 and result["train_s" + suffix] > 0
+    assert result["rollouts_per_step"] == 4
