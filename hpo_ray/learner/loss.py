@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from hpo_ray.config.training import AlgorithmConfig
+from hpo_ray.rollout.sampling import ban_mask, policy_log_probs
 
 # Metrics that are contributions to the global-batch value: sum them over micro-batches and ranks.
 ADDITIVE_METRICS = ("loss", "pg_loss", "kl_loss", "tokens", "sequences")
@@ -35,36 +36,33 @@ def masked_logprobs(logits: Tensor, tokens: Tensor, banned_ids: Sequence[int] | 
     """Log-probability of each token under softmax(logits / temperature) with `banned_ids` removed.
 
     `logits` is [..., V] and `tokens` [...] (already aligned: logits at position t score tokens[t]).
-    Computed in float32 or wider. A banned token gets −inf. Engines and learner must both use this.
+    Computed in float32 or wider. A banned token gets −inf. The distribution is the engines' own
+    (`hpo_ray.rollout.sampling.policy_log_probs`), so engine and learner cannot drift apart.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 to define log-probabilities, got {temperature}")
     if logits.shape[:-1] != tokens.shape:
         raise ValueError(f"logits {tuple(logits.shape)} do not match tokens {tuple(tokens.shape)} (expect [..., V] vs [...])")
-    x = _masked_scaled_logits(logits, banned_ids, temperature)
-    return x.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, dim=-1)
+    logp = policy_log_probs(logits, _ban_mask(banned_ids, logits.shape[-1], logits.device), temperature)
+    return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
 
 
 def masked_entropy(logits: Tensor, banned_ids: Sequence[int] | Tensor | None, temperature: float) -> Tensor:
     """Per-position entropy (nats) of the same masked, tempered distribution as `masked_logprobs`."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    x = _masked_scaled_logits(logits, banned_ids, temperature)
-    return torch.special.entr(torch.softmax(x, dim=-1)).sum(-1)
+    logp = policy_log_probs(logits, _ban_mask(banned_ids, logits.shape[-1], logits.device), temperature)
+    return torch.special.entr(logp.exp()).sum(-1)
 
 
-def _masked_scaled_logits(logits: Tensor, banned_ids: Sequence[int] | Tensor | None, temperature: float) -> Tensor:
-    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    if temperature != 1.0:
-        x = x / temperature
-    if banned_ids is not None and len(banned_ids) > 0:
-        ids = torch.as_tensor(banned_ids, dtype=torch.long, device=x.device).flatten()
-        vocab = x.shape[-1]
-        bad = ids[(ids < 0) | (ids >= vocab)]
-        if bad.numel():
-            raise ValueError(f"banned_ids contains {bad[0].item()}, outside the vocabulary [0, {vocab})")
-        x = x.index_fill(-1, ids, float("-inf"))
-    return x
+def _ban_mask(banned_ids: Sequence[int] | Tensor | None, vocab: int, device: torch.device) -> Tensor | None:
+    if banned_ids is None or len(banned_ids) == 0:
+        return None
+    ids = torch.as_tensor(banned_ids, dtype=torch.long).flatten()
+    bad = ids[(ids < 0) | (ids >= vocab)]
+    if bad.numel():
+        raise ValueError(f"banned_ids contains {bad[0].item()}, outside the vocabulary [0, {vocab})")
+    return ban_mask(vocab, ids.tolist(), device)
 
 
 def policy_loss(

@@ -20,8 +20,8 @@ def ban_mask(vocab_size: int, banned_ids: list[int], device: torch.device | str 
 
 
 def policy_log_probs(logits: torch.Tensor, banned: torch.Tensor | None, temperature: float) -> torch.Tensor:
-    """Log-softmax of the policy's distribution: logits / T with banned tokens at -inf (float32)."""
-    scaled = logits.float() / (temperature if temperature > 0 else 1.0)
+    """Log-softmax of the policy's distribution: logits / T with banned tokens at -inf (float32 or wider)."""
+    scaled = logits.to(torch.promote_types(logits.dtype, torch.float32)) / (temperature if temperature > 0 else 1.0)
     if banned is not None:
         scaled = scaled.masked_fill(banned[: scaled.shape[-1]], float("-inf"))
     return torch.log_softmax(scaled, dim=-1)
