@@ -1,7 +1,6 @@
 """Weight sync learner group → rollout workers on Ray: greedy outputs agree after a sync; corruption is caught."""
 
 import pytest
-import torch
 
 from hpo_ray.config import load_config
 from hpo_ray.data.manifest import Manifest
