@@ -24,6 +24,8 @@ class _Skip(Exception):
 def add_arguments(parser) -> None:
     parser.add_argument("--gpu", action="store_true", help="run the checks on CUDA in bf16 (fails without a GPU)")
     parser.add_argument("--turns", type=int, default=10, help="turns of the check talk")
+    parser.add_argument("--benches", action="store_true",
+                        help="also run `hpo-ray bench learner` on the same device (its own process) and report its ratio")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="auto: bf16 with --gpu, fp32 without")
 
@@ -233,7 +235,26 @@ def run(args) -> int:
         check(f"vLLM prefix caching [{where}]", doc.vllm_prefix_cache)
         check(f"vLLM in-place weight load [{where}]", doc.vllm_weights)
         check(f"vLLM sleep / wake_up [{where}]", doc.vllm_sleep)
+        if args.benches:
+            check(f"bench learner (ZeRO-2 vs torch AdamW) [{where}]", lambda: _bench_learner(args.gpu))
     failed = sum(s == "FAIL" for s, _, _ in results)
     print(f"doctor: {sum(s == 'PASS' for s, _, _ in results)} passed, {failed} failed, "
           f"{sum(s == 'SKIP' for s, _, _ in results)} skipped")
     return 1 if failed else 0
+
+
+def _bench_learner(gpu: bool) -> str:
+    """`hpo-ray bench learner` in a subprocess (it sets up torch.distributed); its headline ratio."""
+    import json
+    import subprocess
+    import sys
+
+    device = ["learner.device=cuda", "learner.dtype=bfloat16"] if gpu else ["learner.device=cpu"]
+    done = subprocess.run([sys.executable, "-m", "hpo_ray.cli.main", "bench", "learner", "--steps", "3", "--warmup", "1",
+                           *device], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+    result = json.loads([line for line in done.stdout.splitlines() if line.strip()][-1])
+    if result["zero_vs_torch"] > 1.3:
+        raise RuntimeError(f"zero_vs_torch {result['zero_vs_torch']:.2f} > 1.3 (target)")
+    return f"zero_vs_torch {result['zero_vs_torch']:.2f} (ZeRO-2 {result['zero_step_s']:.3f} s, torch {result['torch_step_s']:.3f} s)"
