@@ -187,3 +187,13 @@ def test_edge_cases_all_empty_long_output_and_single_reference():
     assert len(scores[1].sentences[0].delays) == 1500
     assert all(all_finite(s) for s in scores)
     assert isinstance(Units.concat([]), Units)
+
+
+def test_chrf_beta_one_penalises_over_generation_more_than_the_default():
+    from hpo_ray.config import load_config
+    from hpo_ray.reward.quality import make_scorer
+
+    ref, exact, padded = "ka lomi teru sa .", "ka lomi teru sa .", "ka lomi teru sa . ka lomi teru sa ."
+    default, precise = make_scorer(load_config().reward), make_scorer(load_config(None, ["reward.chrf_beta=1"]).reward)
+    assert default.score([""], [exact], [ref], "de") == precise.score([""], [exact], [ref], "de") == [100.0]
+    assert precise.score([""], [padded], [ref], "de")[0] < default.score([""], [padded], [ref], "de")[0] < 100.0

@@ -29,6 +29,8 @@ class RewardConfig(Section):
     """How a finished rollout becomes a scalar reward (see docs/reward.md)."""
 
     quality: Literal["chrf", "bleu", "comet", "metricx"] = "chrf"
+    # chrF's recall weight: sacrebleu's default 2 rewards over-generation; 1 weighs precision equally.
+    chrf_beta: int = Field(2, ge=1)
     quality_model_path: Path | None = None
     quality_tokenizer_path: Path | None = None  # MetricX: the mT5 tokenizer (default: quality_model_path)
     quality_batch_size: PositiveInt = 32

@@ -25,7 +25,7 @@ def make_scorer(cfg: RewardConfig) -> QualityScorer:
     if cfg.quality in ("chrf", "bleu"):
         from .sacre import BleuScorer, ChrfScorer
 
-        return ChrfScorer() if cfg.quality == "chrf" else BleuScorer()
+        return ChrfScorer(cfg.chrf_beta) if cfg.quality == "chrf" else BleuScorer()
     if cfg.quality_model_path is None:
         raise ValueError(f"reward.quality_model_path is required for reward.quality={cfg.quality}")
     from .devices import resolve_device

@@ -7,12 +7,12 @@ from sacrebleu.metrics.chrf import CHRF
 
 
 class ChrfScorer:
-    """sacrebleu's `sentence_chrf` with its defaults (character 6-grams, β = 2); no tokenizer needed."""
+    """sacrebleu's `sentence_chrf` (character 6-grams; β = 2 by default, recall-weighted); no tokenizer needed."""
 
     worst = 0.0
 
-    def __init__(self) -> None:
-        self._metric = CHRF()
+    def __init__(self, beta: int = 2) -> None:
+        self._metric = CHRF(beta=beta)
 
     def score(self, src: Sequence[str], hyp: Sequence[str], ref: Sequence[str], lang: str) -> list[float]:
         """chrF of each hypothesis against its reference."""
