@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hpo_ray.config import SftConfig
+from hpo_ray.config import RunConfig, SftConfig
 from hpo_ray.data.manifest import Manifest, Talk
 from hpo_ray.dialogue import DialogueLayout, embed
 
@@ -156,3 +156,25 @@ def train_sft(model, layout: DialogueLayout, train: list[SftExample], cfg: SftCo
     bar.close()
     model.eval()
     return history
+
+
+def finetune(cfg: RunConfig, init: Path, out: Path, sft_dir: Path) -> dict:
+    """The SFT stage: load `init`, train on `sft_dir`/{train,dev}.jsonl, save the policy and a summary to `out`."""
+    from hpo_ray.model.build import load_policy, resolve_device, save_policy
+    from hpo_ray.rollout.factory import make_layout
+
+    torch.manual_seed(cfg.sft.seed)
+    model, tokenizer = load_policy(init, dtype="float32", device=str(resolve_device(cfg.learner.device)))
+    layout = make_layout(cfg, tokenizer)
+    width = model.config.hidden_size
+    train = load_sft_examples(Path(sft_dir) / "train.jsonl", layout, width)
+    dev_path = Path(sft_dir) / "dev.jsonl"
+    dev = load_sft_examples(dev_path, layout, width) if dev_path.is_file() else None
+    before = evaluate_loss(model, layout, dev, cfg.sft.batch_size, model.device) if dev else None
+    history = train_sft(model, layout, train, cfg.sft, dev, progress=cfg.logging.progress)
+    out = save_policy(model, tokenizer, out)
+    summary = {"train_dialogues": len(train), "dev_dialogues": len(dev or []), "dev_loss_before": before,
+               "dev_loss_after": history["dev_loss"][-1] if history["dev_loss"] else None,
+               "final_train_loss": history["train_loss"][-1]}
+    (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -46,7 +46,9 @@ def run(args) -> int:
 
         prepare_tiny_policy(cfg, [data / "train" / "manifest.parquet"], init)
     if stage("supervised fine-tuning", (sft / "sft_summary.json").is_file()):
-        run_sft(cfg, init, sft)
+        from hpo_ray.sft import finetune
+
+        finetune(cfg, init, sft, Path(cfg.data.sft_dir))
     if stage("HPO training", (hpo / "config.json").is_file()):
         run_hpo(cfg, root / "hpo_run", hpo)
     multipliers = [int(m) for m in args.multipliers.split(",")]
@@ -54,24 +56,6 @@ def run(args) -> int:
     write_report(cfg, results, root, time.perf_counter() - started)
     print((root / "report.md").read_text())
     return 0
-
-
-def run_sft(cfg: RunConfig, init: Path, out: Path) -> None:
-    from hpo_ray.dialogue import DialogueLayout
-    from hpo_ray.model.build import load_policy, save_policy
-    from hpo_ray.sft import evaluate_loss, load_sft_examples, train_sft
-
-    import torch
-
-    torch.manual_seed(cfg.sft.seed)
-    model, tok = load_policy(init, dtype="float32", device="cpu")
-    layout = DialogueLayout(tok, cfg.model.placeholder_token, cfg.model.end_of_turn_token, cfg.model.instruction)
-    train = load_sft_examples(Path(cfg.data.sft_dir) / "train.jsonl", layout, model.config.hidden_size)
-    dev = load_sft_examples(Path(cfg.data.sft_dir) / "dev.jsonl", layout, model.config.hidden_size)
-    before = evaluate_loss(model, layout, dev, cfg.sft.batch_size, model.device)
-    history = train_sft(model, layout, train, cfg.sft, dev, progress=cfg.logging.progress)
-    save_policy(model, tok, out)
-    (out / "sft_summary.json").write_text(json.dumps({"dev_loss_before": before, "dev_loss_after": history["dev_loss"][-1]}))
 
 
 def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
