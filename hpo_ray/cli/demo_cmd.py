@@ -22,9 +22,9 @@ def add_arguments(parser) -> None:
     add_config_arguments(parser)
 
 
-def stage(name: str, done: bool):
+def stage(name: str, done: bool, tag: str = "demo"):
     """Print a stage header; returns whether to run it."""
-    print(f"[demo] {name}: {'already done, skipped' if done else 'running'}", flush=True)
+    print(f"[{tag}] {name}: {'already done, skipped' if done else 'running'}", flush=True)
     return not done
 
 

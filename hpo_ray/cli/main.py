@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("hpo_ray.cli.plot_cmd", "draw quality-latency curves from the scores.json files of several runs"),
     "doctor": ("hpo_ray.cli.doctor_cmd", "self-check of the rollout engines (torch, vLLM) on CPU or --gpu"),
     "demo": ("hpo_ray.cli.demo_cmd", "run the embedded default job end to end"),
+    "study": ("hpo_ray.cli.study_cmd", "the seeded evidence study behind docs/results.md (SFT, HPO, No-HPO, corrupted SFT)"),
     "bench": ("hpo_ray.cli.bench_cmd", "benchmarks that print side-by-side ratios"),
 }
 

@@ -1,0 +1,151 @@
+"""The evidence study's arithmetic: quality at matched latency, spread over seeds, the three claims.
+
+A *curve* is one policy's eval points, one per chunk multiplier (`scores.json` dicts with
+`multiplier`, `chrf`, `stream_laal`, `length_ratio`, ...). Comparing two policies "at matched
+latency" reads the baseline at the candidate's StreamLAAL: the best baseline quality among its
+points that are no slower (what the baseline can reach within that latency). When every baseline
+point is slower, the baseline's fastest point is used, which favours the baseline.
+"""
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+QUALITY = "chrf"
+LATENCY = "stream_laal"
+
+
+def baseline_quality_at(baseline: Sequence[Mapping], latency: float, quality: str = QUALITY) -> float:
+    """The baseline's quality at `latency`: its best point with StreamLAAL ≤ latency, else its fastest point."""
+    if not baseline:
+        raise ValueError("baseline curve has no points")
+    timed = [p for p in baseline if finite(p.get(LATENCY))]
+    if not timed:  # a baseline that wrote nothing has no latency; any latency is "matched"
+        return max(p[quality] for p in baseline)
+    baseline = timed
+    within = [p[quality] for p in baseline if p[LATENCY] <= latency]
+    if within:
+        return max(within)
+    return min(baseline, key=lambda p: p[LATENCY])[quality]
+
+
+def matched_gains(candidate: Sequence[Mapping], baseline: Sequence[Mapping], quality: str = QUALITY) -> dict[int, float]:
+    """Per multiplier of `candidate`: its quality minus the baseline's quality at its latency.
+
+    Points without a StreamLAAL (a policy that wrote nothing) have no latency to match and are left out.
+    """
+    return {int(p["multiplier"]): p[quality] - baseline_quality_at(baseline, p[LATENCY], quality)
+            for p in candidate if finite(p.get(LATENCY)) and finite(p.get(quality))}
+
+
+def by_multiplier(curve: Sequence[Mapping]) -> dict[int, Mapping]:
+    return {int(p["multiplier"]): p for p in curve}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, sample standard deviation and range of one number over seeds."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Spread":
+        values = [float(v) for v in values]
+        if not values:
+            raise ValueError("no values")
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), std, min(values), max(values), len(values))
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.2f} ± {self.std:.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+    def plain(self, digits: int = 2) -> str:
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+
+def metric_spread(curves: Mapping[int, Sequence[Mapping]], metric: str) -> dict[int, Spread]:
+    """Per multiplier, the spread of `metric` over the seeds' curves (`curves[seed]`)."""
+    per_m: dict[int, list[float]] = {}
+    for curve in curves.values():
+        for m, p in by_multiplier(curve).items():
+            if finite(p.get(metric)):
+                per_m.setdefault(m, []).append(p[metric])
+    return {m: Spread.of(v) for m, v in sorted(per_m.items())}
+
+
+def gain_spread(candidates: Mapping[int, Sequence[Mapping]], baselines: Mapping[int, Sequence[Mapping]] | Sequence[Mapping],
+                quality: str = QUALITY) -> dict[int, Spread]:
+    """Per multiplier, the spread over seeds of the matched-latency gain; `baselines` is one curve or one per seed."""
+    per_m: dict[int, list[float]] = {}
+    for seed, curve in candidates.items():
+        base = baselines[seed] if isinstance(baselines, Mapping) else baselines
+        for m, g in matched_gains(curve, base, quality).items():
+            per_m.setdefault(m, []).append(g)
+    return {m: Spread.of(v) for m, v in sorted(per_m.items())}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the study, whether it held, and the numbers behind the verdict."""
+
+    name: str
+    held: bool
+    detail: str
+
+
+def claim_beats_start(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], lowest_margin: float = 5.0) -> Claim:
+    """(a) HPO's chrF at matched latency beats its SFT start at every multiplier, by `lowest_margin` at the lowest."""
+    gains = gain_spread(hpo, sft)
+    if not gains:
+        return Claim("(a) HPO beats its SFT start at matched latency", False, "HPO wrote nothing at any multiplier")
+    lowest = min(gains)
+    failing = [m for m, g in gains.items() if g.mean <= 0]
+    held = not failing and gains[lowest].mean >= lowest_margin
+    detail = (f"mean matched-latency gain > 0 at every multiplier and ≥ {lowest_margin:g} at m = {lowest}: "
+              f"gain at m = {lowest} is {gains[lowest].mean:+.2f}"
+              + (f"; not above 0 at m = {failing}" if failing else ""))
+    return Claim("(a) HPO beats its SFT start at matched latency", held, detail)
+
+
+def claim_not_below(hpo: Mapping[int, Sequence[Mapping]], other: Mapping[int, Sequence[Mapping]], name: str) -> Claim:
+    """(b) HPO ≥ another policy at matched latency: the mean gain over seeds is ≥ 0 at every multiplier."""
+    gains = gain_spread(hpo, other)
+    failing = {m: g.mean for m, g in gains.items() if g.mean < 0}
+    detail = "mean matched-latency gain ≥ 0 at every multiplier" + (
+        "; below at " + ", ".join(f"m = {m} ({g:+.2f})" for m, g in failing.items()) if failing else "")
+    return Claim(f"(b) HPO ≥ {name} at matched latency", not failing, detail)
+
+
+def claim_robust(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], max_latency_ratio: float = 1.25,
+                 min_length_ratio: float = 0.9) -> Claim:
+    """(c) From a corrupted SFT start: chrF up at every multiplier, StreamLAAL not blown up, length ratio kept.
+
+    "No latency collapse": the mean StreamLAAL stays within `max_latency_ratio` × the SFT start's at
+    the same multiplier; "no shrinking": the mean length ratio stays ≥ `min_length_ratio`.
+    """
+    start = by_multiplier(sft)
+    chrf = metric_spread(hpo, QUALITY)
+    lat = metric_spread(hpo, LATENCY)
+    length = metric_spread(hpo, "length_ratio")
+    problems = []
+    for m in chrf:
+        if chrf[m].mean <= start[m][QUALITY]:
+            problems.append(f"m = {m}: chrF {chrf[m].mean:.2f} ≤ SFT {start[m][QUALITY]:.2f}")
+        if m not in lat or not finite(start[m].get(LATENCY)):
+            problems.append(f"m = {m}: no StreamLAAL to compare (a policy wrote nothing)")
+        elif lat[m].mean > max_latency_ratio * start[m][LATENCY]:
+            problems.append(f"m = {m}: StreamLAAL {lat[m].mean:.2f} s > {max_latency_ratio:g} × SFT {start[m][LATENCY]:.2f} s")
+        if length[m].mean < min_length_ratio:
+            problems.append(f"m = {m}: length ratio {length[m].mean:.3f} < {min_length_ratio:g}")
+    detail = (f"chrF above the corrupted SFT start at every multiplier, StreamLAAL ≤ {max_latency_ratio:g} × the start's, "
+              f"length ratio ≥ {min_length_ratio:g}" + ("; failed: " + "; ".join(problems) if problems else ""))
+    return Claim("(c) HPO from corrupted SFT data improves quality without collapse", not problems, detail)
+
+
+def finite(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
