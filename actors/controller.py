@@ -13,7 +13,7 @@ import numpy as np
 import ray
 from tqdm import tqdm
 
-from hpo_ray.config import RunConfig, to_yaml
+from hpo_ray.config import RunConfig, sync_backend, to_yaml
 from hpo_ray.data.manifest import Manifest, Talk
 from hpo_ray.data.sampler import SamplerState, TalkSampler, step_seed
 from hpo_ray.evaluation import criterion, summarize
@@ -30,7 +30,7 @@ from actors.placement import make_pools
 from actors.ray_metrics import RayMetrics
 from actors.reward_pool import RewardPool
 from actors.rollout_pool import RolloutPool
-from actors.weight_sync import BroadcastSync, object_store_sync
+from actors.weight_sync import BroadcastSync, IpcSync, object_store_sync
 
 
 def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> list[dict]:
@@ -81,8 +81,8 @@ class Controller:
         self.learner = LearnerGroup(cfg, self.policy_path, self.pools.learner)
         self.rollout = RolloutPool(cfg, self.policy_path, self.pools.rollout, name)
         self.rewards = RewardPool(cfg, self.pools.reward, name)
-        self.broadcast = BroadcastSync(cfg, self.learner, self.rollout.workers) if cfg.sync.backend in ("broadcast", "nccl") \
-            else None
+        direct = {"broadcast": BroadcastSync, "cuda_ipc": IpcSync}.get(sync_backend(cfg))  # None: object store
+        self.direct_sync = direct(cfg, self.learner, self.rollout.workers) if direct is not None else None
         self.rollout.on_restart(self._resync_restarted)
         self.metrics = MetricsLog(self.run_dir, cfg.logging.jsonl, cfg.logging.tensorboard)
         self.ray_metrics = RayMetrics(name) if cfg.logging.ray_metrics else None
@@ -173,14 +173,14 @@ class Controller:
     def _resync_restarted(self, worker) -> None:
         """A restarted worker gets the current weights via the object store; a broadcast group is re-formed."""
         object_store_sync(self._weights(), [worker], self.version, self.cfg.sync)
-        if self.broadcast is not None:
-            self.broadcast.formed = False
+        if self.direct_sync is not None:
+            self.direct_sync.reset()
 
     def sync_weights(self, version: int) -> dict:
         t0 = time.perf_counter()
         self.version = version
-        if self.broadcast is not None:
-            stats = self.broadcast.sync(version, self._weights)
+        if self.direct_sync is not None:
+            stats = self.direct_sync.sync(version, self._weights)
         else:
             stats = object_store_sync(self._weights(), self.rollout.workers, version, self.cfg.sync)
         stats["time/sync"] = time.perf_counter() - t0

@@ -63,6 +63,30 @@ class LearnerRank:
         stats = send_state(state, self.sync, bucket_mb, version)
         return {"bytes": stats.bytes, "buckets": stats.buckets, "seconds": stats.seconds}
 
+    def share_weights_ipc(self, version: int, bucket_mb: float) -> list:
+        """All ranks gather; rank 0 packs the buckets on its GPU and returns their CUDA IPC handles
+        (manifest JSON, handle) — the buckets stay allocated until `release_ipc`."""
+        state = self.trainer.full_state_dict()
+        if self.trainer.rank != 0:
+            return []
+        import torch
+
+        from hpo_ray.learner.sync_backend import ListChannel
+        from hpo_ray.learner.sync_ipc import CudaIpcBackend
+        from hpo_ray.learner.weight_sync import send_state
+
+        self.release_ipc()
+        self.ipc = CudaIpcBackend(ListChannel())
+        send_state(state, self.ipc, bucket_mb, version, device=torch.device("cuda", self.ipc.device))
+        return list(self.ipc.channel.items)
+
+    def release_ipc(self) -> None:
+        """Free the shared buckets of the last IPC sync (after every engine has applied them)."""
+        ipc = getattr(self, "ipc", None)
+        if ipc is not None:
+            ipc.finish()
+            self.ipc = None
+
 
 @ray.remote
 def _address_and_port() -> tuple[str, int]:
@@ -124,6 +148,12 @@ class LearnerGroup:
 
     def broadcast_weights(self, version: int, bucket_mb: float) -> list:
         return [r.broadcast_weights.remote(version, bucket_mb) for r in self.ranks]
+
+    def share_weights_ipc(self, version: int, bucket_mb: float) -> list:
+        return [r.share_weights_ipc.remote(version, bucket_mb) for r in self.ranks]
+
+    def release_ipc(self) -> list:
+        return [r.release_ipc.remote() for r in self.ranks]
 
     def sync_address(self) -> tuple[str, int]:
         """Where the weight-sync group's store listens: a free port on rank 0's node."""

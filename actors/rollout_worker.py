@@ -19,6 +19,9 @@ class RolloutWorker:
         self.cfg = parse_config(cfg)
         self.index = index
         self.engine = make_engine(self.cfg, model_path)
+        from hpo_ray.learner.weight_sync import BucketReceiver
+
+        self.buckets = BucketReceiver(whole_state=getattr(self.engine, "loads_whole_state", False))
 
     def ready(self) -> int:
         return self.index
@@ -34,12 +37,10 @@ class RolloutWorker:
         self.engine.load_weights(named_tensors, version)
         return version
 
-    def receive_buckets(self, bucket_refs: list, version: int, verify: bool) -> int:
-        """Load weights from object-store buckets (checksums checked when `verify`)."""
-        from hpo_ray.learner.weight_sync import unpack_bucket
-
-        for ref in bucket_refs:
-            self.engine.load_weights(unpack_bucket(ray.get(ref), verify=verify).items(), version)
+    def receive_bucket(self, bucket, version: int, verify: bool) -> int:
+        """Apply one object-store bucket of weight `version` (a sync sends them in index order)."""
+        for named in self.buckets.add(bucket, version, verify):
+            self.engine.load_weights(named, version)
         return version
 
     def join_sync_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
@@ -54,6 +55,19 @@ class RolloutWorker:
 
         for bucket in self.sync.receive():
             self.engine.load_weights(unpack_bucket(bucket, verify=verify).items(), version)
+        return version
+
+    def receive_ipc(self, handles: list, version: int, verify: bool) -> int:
+        """Apply a CUDA-IPC sync: open the learner's shared GPU buckets, copy them in, then let go."""
+        import torch
+
+        from hpo_ray.learner.sync_backend import ListChannel
+        from hpo_ray.learner.sync_ipc import CudaIpcBackend
+
+        for bucket in CudaIpcBackend(ListChannel(handles)).receive():
+            for named in self.buckets.add(bucket, version, verify):
+                self.engine.load_weights(named, version)
+        torch.cuda.synchronize()  # the copies must be done before the learner frees the buckets
         return version
 
     def weight_checksum(self) -> str:

@@ -1,17 +1,21 @@
 """Learner → rollout-engine weight sync, bucketed and versioned.
 
-- object store (the CPU default): buckets are packed once, put in the object store once, and every
-  worker pulls and applies them;
+- object store (the CPU default): each bucket's tensors are put in the object store as they are
+  (Ray's serializer writes them straight into shared memory: the only copy on the sender), and
+  every worker is asked to apply it at once, so workers apply bucket k while bucket k+1 is put;
 - broadcast: learner rank 0 and the workers form a dedicated process group (NCCL on GPU, gloo on
-  CPU) and the buckets are broadcast (`hpo_ray.learner.sync_collective`).
+  CPU) and the buckets are broadcast (`hpo_ray.learner.sync_collective`);
+- CUDA IPC (colocated GPUs): learner rank 0 packs the buckets on its GPU and hands out IPC handles;
+  the workers on that GPU copy from the shared memory, then the learner frees it.
 With `sync.verify` each worker's weight checksum is compared with the learner's after a sync.
 """
 
+import json
 import time
 
 import ray
 
-from hpo_ray.config import RunConfig, SyncConfig
+from hpo_ray.config import RunConfig, SyncConfig, learner_on_gpu
 from hpo_ray.learner.weight_sync import pack_buckets, state_checksum
 
 
@@ -20,18 +24,20 @@ class WeightMismatchError(RuntimeError):
 
 
 def object_store_sync(state: dict, workers: list, version: int, sync: SyncConfig) -> dict:
-    """Send `state` to every worker; returns seconds, bytes and bytes/s of the sync."""
+    """Stream `state` to every worker bucket by bucket; returns seconds, bytes and bytes/s of the sync."""
     start = time.perf_counter()
-    refs, nbytes = [], 0
-    for bucket in pack_buckets(state, sync.bucket_mb, version, checksum=sync.checksum):
-        refs.append(ray.put(bucket))
+    applied, nbytes, buckets = [], 0, 0
+    for bucket in pack_buckets(state, sync.bucket_mb, version, checksum=sync.checksum, parts=True):
+        ref = ray.put(bucket)
+        applied += [w.receive_bucket.remote(ref, version, sync.checksum) for w in workers]
         nbytes += bucket.manifest.nbytes
-    ray.get([w.receive_buckets.remote(refs, version, sync.checksum) for w in workers])
+        buckets += 1
+    ray.get(applied)
     seconds = time.perf_counter() - start
     if sync.verify:
         verify_workers(state, workers, version)
     return {"sync/seconds": seconds, "sync/bytes": float(nbytes), "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
-            "sync/buckets": float(len(refs)), "weight_version": float(version)}
+            "sync/buckets": float(buckets), "weight_version": float(version)}
 
 
 def verify_workers(state: dict, workers: list, version: int) -> None:
@@ -48,7 +54,7 @@ class BroadcastSync:
 
     def __init__(self, cfg: RunConfig, learner, workers: list):
         self.cfg, self.learner, self.workers = cfg, learner, workers
-        self.backend = "nccl" if cfg.sync.backend == "nccl" or (cfg.learner.device == "cuda") else "gloo"
+        self.backend = "nccl" if cfg.sync.backend == "nccl" or learner_on_gpu(cfg) else "gloo"
         self.formed = False
 
     def form(self) -> None:
@@ -57,6 +63,10 @@ class BroadcastSync:
         ray.get(self.learner.join_sync_group(host, port, world, self.backend)
                 + [w.join_sync_group.remote(host, port, i + 1, world, self.backend) for i, w in enumerate(self.workers)])
         self.formed = True
+
+    def reset(self) -> None:
+        """A worker was restarted: form the group anew before the next sync."""
+        self.formed = False
 
     def sync(self, version: int, state_for_verify=None) -> dict:
         if not self.formed:
@@ -69,3 +79,27 @@ class BroadcastSync:
             verify_workers(state_for_verify(), self.workers, version)
         return {"sync/seconds": seconds, "sync/bytes": float(sent["bytes"]), "sync/bytes_per_s": sent["bytes"] / max(seconds, 1e-9),
                 "sync/buckets": float(sent["buckets"]), "weight_version": float(version)}
+
+
+class IpcSync:
+    """Weight sync by CUDA IPC between learner rank 0 and the rollout workers colocated on its GPU."""
+
+    def __init__(self, cfg: RunConfig, learner, workers: list):
+        self.cfg, self.learner, self.workers = cfg, learner, workers
+
+    def reset(self) -> None:
+        """Nothing persists between IPC syncs."""
+
+    def sync(self, version: int, state_for_verify=None) -> dict:
+        start = time.perf_counter()
+        handles = ray.get(self.learner.share_weights_ipc(version, self.cfg.sync.bucket_mb))[0]
+        try:
+            ray.get([w.receive_ipc.remote(handles, version, self.cfg.sync.checksum) for w in self.workers])
+        finally:
+            ray.get(self.learner.release_ipc())
+        seconds = time.perf_counter() - start
+        if self.cfg.sync.verify and state_for_verify is not None:
+            verify_workers(state_for_verify(), self.workers, version)
+        nbytes = sum(json.loads(text)["nbytes"] for text, _ in handles)
+        return {"sync/seconds": seconds, "sync/bytes": float(nbytes), "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
+                "sync/buckets": float(len(handles)), "weight_version": float(version)}

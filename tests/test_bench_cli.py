@@ -81,3 +81,11 @@ def test_bench_step_reports_bubble_share_for_streaming_and_after_all_rewards(ray
         assert share == pytest.approx(result["reward_tail_s" + suffix] / result["step_s" + suffix])
         assert result["rollout_s" + suffix] > 0 and result["train_s" + suffix] > 0
     assert result["rollouts_per_step"] == 4
+
+
+def test_bench_sync_refuses_a_backend_its_device_cannot_run(capsys):
+    with pytest.raises(SystemExit, match="not available on --device cpu"):
+        main(["bench", "sync", "--backend", "ipc", "--size-mb", "1"])
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            main(["bench", "sync", "--device", "cuda", "--size-mb", "1"])

@@ -95,3 +95,25 @@ def test_base_file_is_merged_under_the_child(tmp_path):
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         load_config(tmp_path / "loop.yaml")
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], "object_store"),                                                          # CPU default
+    (["learner.device=cuda"], "broadcast"),                                        # separate GPU pools: NCCL group
+    (["cluster.gpus_per_learner=1"], "broadcast"),                                 # device auto with GPU bundles
+    (["learner.device=cuda", "cluster.colocate=true"], "cuda_ipc"),                # engines on the learner's GPU
+    (["learner.device=cuda", "sync.backend=nccl"], "broadcast"),
+    (["sync.backend=broadcast"], "broadcast"),                                     # gloo on CPU
+])
+def test_auto_sync_backend_follows_devices_and_colocation(overrides, expected):
+    from hpo_ray.config import sync_backend
+
+    assert sync_backend(load_config(None, overrides)) == expected
+
+
+def test_cuda_ipc_sync_needs_colocated_gpu_pools():
+    with pytest.raises(ConfigError, match="cluster.colocate"):
+        load_config(None, ["learner.device=cuda", "sync.backend=cuda_ipc"])
+    with pytest.raises(ConfigError, match="needs GPUs"):
+        load_config(None, ["learner.device=cpu", "sync.backend=cuda_ipc", "cluster.colocate=true"])
+    assert load_config(None, ["learner.device=cuda", "sync.backend=cuda_ipc", "cluster.colocate=true"]).sync.backend == "cuda_ipc"

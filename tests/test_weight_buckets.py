@@ -11,7 +11,7 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 from hpo_ray.learner.distributed import free_port
 from hpo_ray.learner.sync_backend import InProcessBackend
 from hpo_ray.learner.weight_sync import (
-    ALIGN, BucketBuffer, BucketCorruptError, BucketManifest, WeightBucket, apply_bucket, bytes_checksum, pack_buckets, plan_buckets,
+    ALIGN, BucketBuffer, BucketCorruptError, BucketReceiver, BucketManifest, WeightBucket, apply_bucket, bytes_checksum, pack_buckets, plan_buckets,
     receive_into, send_state, state_checksum, tensor_checksums,
 )
 
@@ -53,6 +53,48 @@ def test_pack_then_apply_restores_every_dtype_and_shape_bit_for_bit():
     for k, v in state.items():
         assert target[k].dtype == v.dtype and torch.equal(target[k], v), k
     assert state_checksum(target) == state_checksum(state)
+
+
+def test_parts_buckets_share_the_layout_without_copying_and_restore_the_state():
+    state = mixed_state()
+    packed = list(pack_buckets(state, bucket_mb=256 / 2**20, version=4))
+    parts = list(pack_buckets(state, bucket_mb=256 / 2**20, version=4, parts=True))
+    assert [b.manifest.specs for b in parts] == [b.manifest.specs for b in packed]
+    assert all(b.manifest.parts for b in parts) and not any(b.manifest.parts for b in packed)
+    assert parts[0].data[0].data_ptr() == state["a.weight"].data_ptr()  # the state's own tensor, not a copy
+    target = zeros_like_state(state)
+    for b in parts:
+        manifest = BucketManifest.from_json(b.manifest.to_json())
+        assert manifest == b.manifest
+        apply_bucket(target, WeightBucket(manifest, b.data), verify=True)
+    assert state_checksum(target) == state_checksum(state)
+
+
+def test_a_changed_value_or_a_wrong_shape_in_a_parts_bucket_is_detected():
+    state = mixed_state()
+    bucket = next(pack_buckets(state, bucket_mb=1.0, version=1, parts=True))
+    flipped = list(t.clone() for t in bucket.data)
+    flipped[-1].view(-1)[3] += 1e-3
+    with pytest.raises(BucketCorruptError, match="corrupted"):
+        apply_bucket(zeros_like_state(state), WeightBucket(bucket.manifest, tuple(flipped)))
+    with pytest.raises(BucketCorruptError, match="tensor 'a.weight'"):
+        apply_bucket(zeros_like_state(state), WeightBucket(bucket.manifest, (bucket.data[0].t(),) + bucket.data[1:]))
+    with pytest.raises(BucketCorruptError, match="expected 7 tensors"):
+        apply_bucket(zeros_like_state(state), WeightBucket(bucket.manifest, bucket.data[:-1]))
+
+
+def test_bucket_receiver_checks_order_and_holds_a_version_for_whole_state_engines():
+    state = mixed_state()
+    buckets = list(pack_buckets(state, bucket_mb=256 / 2**20, version=6, parts=True))
+    streaming, whole = BucketReceiver(), BucketReceiver(whole_state=True)
+    loads = [streaming.add(b, 6) for b in buckets]
+    assert all(len(batch) == 1 for batch in loads)
+    held = [whole.add(b, 6) for b in buckets]
+    assert all(batch == [] for batch in held[:-1]) and [n for n, _ in held[-1][0]] == list(state)
+    with pytest.raises(BucketCorruptError, match="out-of-order"):
+        BucketReceiver().add(buckets[1], 6)
+    with pytest.raises(BucketCorruptError, match="sent as 7"):
+        BucketReceiver().add(buckets[0], 7)
 
 
 def test_packing_into_a_reused_buffer_gives_the_same_buckets():

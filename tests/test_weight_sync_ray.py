@@ -76,7 +76,7 @@ def test_corrupted_bucket_is_detected_by_the_worker(ray_cluster, small_run):
     worker = RolloutWorker.options(num_cpus=0.5).remote(cfg.model_dump(mode="json"), str(policy), 0)
     try:
         with pytest.raises(ray.exceptions.RayTaskError) as err:
-            ray.get(worker.receive_buckets.remote([ray.put(b) for b in buckets], 3, True))
+            ray.get([worker.receive_bucket.remote(ray.put(b), 3, True) for b in buckets])
         assert isinstance(err.value.cause, BucketCorruptError) and "bucket 2/" in str(err.value.cause)
     finally:
         ray.kill(worker)

@@ -2,10 +2,12 @@
 
 A model-shaped state dict (embedding + transformer layers, `--size-mb`) is synced with the core
 bucket code (`pack_buckets` → backend → `apply_bucket` into a preallocated target) over each
-backend: `inprocess` (pack and apply bucket by bucket in this process), `ray` (each bucket
-`ray.put` into the object store and applied by a receiver actor, like a RolloutWorker; plus one
-row through the controller's own `object_store_sync`) and `gloo` (`BroadcastBackend` to a spawned
-receiver process). Every configuration (bucket size × checksum × reused `BucketBuffer`) is timed
+backend: `inprocess` (pack and apply bucket by bucket in this process), `ray` (each packed bucket
+`ray.put` into the object store and applied by a receiver actor, like a RolloutWorker, as it
+arrives; plus rows through the controller's own `object_store_sync`, which puts each bucket's
+tensors unpacked), `gloo` (`BroadcastBackend` to a spawned
+receiver process) and, with `--device cuda`, `ipc` (`CudaIpcBackend` to a spawned receiver on the
+same GPU: the colocated learner → engine path). Every configuration (bucket size × checksum × reused `BucketBuffer`) is timed
 in the same run as the baseline: one contiguous `copy_` of the same byte count into a
 preallocated, already-touched buffer. After each configuration the receiver's weights are
 checked against the sender's.
@@ -21,17 +23,21 @@ from dataclasses import dataclass
 import torch
 
 from hpo_ray.cli.bench_common import finite_json, load_note, median_seconds, timed
-from hpo_ray.learner.weight_sync import BucketBuffer, apply_bucket, pack_buckets, send_state, state_checksum
+from hpo_ray.learner.weight_sync import BucketBuffer, BucketReceiver, apply_bucket, pack_buckets, send_state, state_checksum
 
 TARGET = 0.5  # issue 5: a sync at ≥ 50 % of memcpy bandwidth
-BACKENDS = ("inprocess", "ray", "gloo")
+BACKENDS = ("inprocess", "ray", "gloo", "ipc")
+DEVICE_BACKENDS = {"cpu": ("inprocess", "ray", "gloo"), "cuda": ("inprocess", "ipc")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-mb", type=float, default=256.0, help="size of the synced state dict")
     parser.add_argument("--hidden", type=int, default=1024, help="hidden size of the model-shaped state")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--backend", default="inprocess,ray,gloo", help=f"comma list of {', '.join(BACKENDS)}")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the state, the buckets and the memcpy baseline live (cuda: inprocess and ipc)")
+    parser.add_argument("--backend", default=None,
+                        help=f"comma list of {', '.join(BACKENDS)} (default: every backend of --device)")
     parser.add_argument("--bucket-mb", default="64", help="comma list of bucket sizes in MB")
     parser.add_argument("--checksum", default="on,off", help="comma list of on/off: per-bucket checksums packed and checked")
     parser.add_argument("--buffer", default="on,off", help="comma list of on/off: pack into one reused BucketBuffer")
@@ -80,9 +86,14 @@ def _specs(state: dict[str, torch.Tensor]) -> list[tuple[str, tuple[int, ...], s
     return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()]
 
 
-def _allocate(specs: list[tuple[str, tuple[int, ...], str]]) -> dict[str, torch.Tensor]:
+def _allocate(specs: list[tuple[str, tuple[int, ...], str]], device: str = "cpu") -> dict[str, torch.Tensor]:
     """A zero-filled (so already touched) receiver state of the given shapes."""
-    return {k: torch.zeros(shape, dtype=getattr(torch, dt)) for k, shape, dt in specs}
+    return {k: torch.zeros(shape, dtype=getattr(torch, dt), device=device) for k, shape, dt in specs}
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _bump(state: dict[str, torch.Tensor]) -> None:
@@ -103,10 +114,13 @@ def _ray_receiver_class():
         def __init__(self, specs: list, threads: int):
             torch.set_num_threads(threads)
             self.state = _allocate(specs)
+            self.buckets = BucketReceiver()
 
-        def receive_buckets(self, bucket_refs: list, version: int, verify: bool) -> int:
-            for ref in bucket_refs:
-                apply_bucket(self.state, ray.get(ref), verify)
+        def receive_bucket(self, bucket, version: int, verify: bool) -> int:
+            with torch.no_grad():
+                for named in self.buckets.add(bucket, version, verify):
+                    for name, tensor in named:
+                        self.state[name].copy_(tensor)
             return version
 
         def weight_checksum(self) -> str:
@@ -132,7 +146,29 @@ def _gloo_receiver(port: int, specs: list, threads: int, commands, replies) -> N
             replies.put("done")
 
 
-class GlooSender:
+class ReceiverProcess:
+    """A spawned receiver process driven through a command queue; replies come back on another."""
+
+    proc: "object"
+    commands: "object"
+    replies: "object"
+
+    def _reply(self) -> str:
+        while True:
+            try:
+                return self.replies.get(timeout=1.0)
+            except queue.Empty:
+                if not self.proc.is_alive():
+                    raise RuntimeError(f"the receiver process exited (code {self.proc.exitcode})") from None
+
+    def close(self) -> None:
+        self.commands.put(None)
+        self.proc.join(timeout=60)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+class GlooSender(ReceiverProcess):
     """Rank 0 of the sync group and the handle on the receiver process."""
 
     def __init__(self, specs: list, threads: int):
@@ -158,19 +194,51 @@ class GlooSender:
         self.commands.put("checksum")
         return self._reply()
 
-    def _reply(self) -> str:
-        while True:
-            try:
-                return self.replies.get(timeout=1.0)
-            except queue.Empty:
-                if not self.proc.is_alive():
-                    raise RuntimeError(f"the gloo receiver process exited (code {self.proc.exitcode})") from None
 
-    def close(self) -> None:
-        self.commands.put(None)
-        self.proc.join(timeout=60)
-        if self.proc.is_alive():
-            self.proc.kill()
+def _ipc_receiver(specs: list, commands, replies) -> None:
+    """Spawned process on the same GPU: applies every CUDA-IPC sync whose handles arrive on `commands`."""
+    from hpo_ray.learner.sync_backend import ListChannel
+    from hpo_ray.learner.sync_ipc import CudaIpcBackend
+    from hpo_ray.learner.weight_sync import receive_into
+
+    target = _allocate(specs, "cuda")
+    while (command := commands.get()) is not None:
+        kind, payload = command
+        if kind == "checksum":
+            replies.put(state_checksum(target))
+        else:
+            receive_into(target, CudaIpcBackend(ListChannel(payload)), verify=kind == "verify")
+            torch.cuda.synchronize()  # done copying before the sender frees the buckets
+            replies.put("done")
+
+
+class IpcSender(ReceiverProcess):
+    """The learner's side of CUDA-IPC sync: buckets packed on the GPU, handles to the receiver process."""
+
+    def __init__(self, specs: list):
+        import torch.multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.commands, self.replies = ctx.Queue(), ctx.Queue()
+        self.proc = ctx.Process(target=_ipc_receiver, args=(specs, self.commands, self.replies))
+        self.proc.start()
+
+    def sync(self, state, bucket_mb: float, version: int, checksum: bool) -> None:
+        from hpo_ray.learner.sync_backend import ListChannel
+        from hpo_ray.learner.sync_ipc import CudaIpcBackend
+
+        backend = CudaIpcBackend(ListChannel())
+        send_state(state, backend, bucket_mb, version, checksum)  # buckets held (not a reused buffer) until finish
+        self.commands.put(("verify" if checksum else "trust", backend.channel.items))
+        try:
+            if self._reply() != "done":
+                raise RuntimeError("IPC receiver did not confirm the sync")
+        finally:
+            backend.finish()
+
+    def checksum(self) -> str:
+        self.commands.put(("checksum", None))
+        return self._reply()
 
 
 # -- the benchmark ------------------------------------------------------------------------------
@@ -203,19 +271,20 @@ def _start_ray(zero_copy: bool):
 class SyncBench:
     """The sender's state, the baseline's buffers, and the rows measured so far."""
 
-    def __init__(self, state: dict[str, torch.Tensor], warmup: int, repeats: int):
-        self.state, self.warmup, self.repeats = state, warmup, repeats
+    def __init__(self, state: dict[str, torch.Tensor], warmup: int, repeats: int, device: str = "cpu"):
+        self.state, self.warmup, self.repeats, self.device = state, warmup, repeats, device
         self.nbytes = sum(t.numel() * t.element_size() for t in state.values())
-        self.src = torch.empty(self.nbytes, dtype=torch.uint8)
+        self.src = torch.empty(self.nbytes, dtype=torch.uint8, device=device)
         self.src.random_(0, 256)
-        self.dst = torch.zeros(self.nbytes, dtype=torch.uint8)
-        self.target = _allocate(_specs(state))
+        self.dst = torch.zeros(self.nbytes, dtype=torch.uint8, device=device)
+        self.target = _allocate(_specs(state), device)
         self.version = 0
         self.rows: list[tuple[Setting, float, float]] = []
 
     def memcpy(self) -> None:
         """The baseline: one copy of the state's byte count into a preallocated, touched buffer."""
         self.dst.copy_(self.src)
+        _synchronize()
 
     def measure(self, setting: Setting, once, remote_checksum) -> None:
         """Time `once(version)` and the memcpy alternately (drifting load hits both alike), keep
@@ -240,6 +309,7 @@ class SyncBench:
             def once(v, mb=mb, ck=ck, buf=buf):
                 for bucket in pack_buckets(self.state, mb, v, ck, buffer=buf):
                     apply_bucket(self.target, bucket, verify=ck)
+                _synchronize()
 
             self.measure(Setting("inprocess", mb, ck, bf), once, lambda: state_checksum(self.target))
 
@@ -261,18 +331,27 @@ class SyncBench:
 
                 def once(v, mb=mb, ck=ck, buf=buf):
                     # put serialises at once, so reusing the buffer for the next bucket is safe
-                    refs = [ray.put(b) for b in pack_buckets(self.state, mb, v, ck, buffer=buf)]
-                    ray.get(receiver.receive_buckets.remote(refs, v, ck))
+                    ray.get([receiver.receive_bucket.remote(ray.put(b), v, ck)
+                             for b in pack_buckets(self.state, mb, v, ck, buffer=buf)])
 
                 self.measure(Setting("ray", mb, ck, bf), once, remote_sum)
-            for mb in buckets:  # the controller's function as it stands: sender checksums always, no buffer
-                cfg = SyncConfig(bucket_mb=mb, verify=False)
-                self.measure(Setting("ray/object_store_sync", mb, True, False),
+            for mb, ck in sorted({(mb, ck) for mb, ck, _ in grid}):  # the controller's own function (no buffer: unpacked)
+                cfg = SyncConfig(bucket_mb=mb, checksum=ck, verify=False)
+                self.measure(Setting("ray/object_store_sync", mb, ck, False),
                              lambda v, cfg=cfg: object_store_sync(self.state, [receiver], v, cfg), remote_sum)
         finally:
             ray.kill(receiver)
             if started:
                 ray.shutdown()
+
+    def over_ipc(self, grid: list[tuple[float, bool, bool]]) -> None:
+        sender = IpcSender(_specs(self.state))
+        try:
+            for mb, ck in sorted({(mb, ck) for mb, ck, _ in grid}):  # IPC buckets stay allocated: no reused buffer
+                self.measure(Setting("ipc", mb, ck, False),
+                             lambda v, mb=mb, ck=ck: sender.sync(self.state, mb, v, ck), sender.checksum)
+        finally:
+            sender.close()
 
     def over_gloo(self, grid: list[tuple[float, bool, bool]], threads: int) -> None:
         sender = GlooSender(_specs(self.state), threads)
@@ -287,10 +366,14 @@ class SyncBench:
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
-    backends = _parse_list(args.backend, str, "--backend")
-    unknown = sorted(set(backends) - set(BACKENDS))
+    allowed = DEVICE_BACKENDS[args.device]
+    backends = _parse_list(args.backend, str, "--backend") if args.backend else list(allowed)
+    unknown = sorted(set(backends) - set(allowed))
     if unknown or not backends:
-        raise SystemExit(f"hpo-ray bench sync: unknown --backend {unknown} (choose from {', '.join(BACKENDS)})")
+        raise SystemExit(f"hpo-ray bench sync: --backend {unknown or args.backend} not available on --device {args.device} "
+                         f"(choose from {', '.join(allowed)})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("hpo-ray bench sync: --device cuda but no CUDA device is visible")
     if args.repeats < 1 or args.warmup < 0:
         raise SystemExit("hpo-ray bench sync: need --repeats ≥ 1 and --warmup ≥ 0")
     buckets = _parse_list(args.bucket_mb, float, "--bucket-mb")
@@ -299,20 +382,28 @@ def run(args) -> int:
     if not grid:
         raise SystemExit("hpo-ray bench sync: --bucket-mb, --checksum and --buffer each need at least one value")
     note = load_note()
-    bench = SyncBench(model_like_state(args.size_mb, args.hidden, getattr(torch, args.dtype)), args.warmup, args.repeats)
-    copy_s, _ = median_seconds(lambda: [bench.target[k].copy_(v) for k, v in bench.state.items()],
-                               max(1, args.warmup), args.repeats)
+    state = {k: v.to(args.device) for k, v in model_like_state(args.size_mb, args.hidden, getattr(torch, args.dtype)).items()}
+    bench = SyncBench(state, args.warmup, args.repeats, args.device)
+
+    def per_tensor_copy():
+        for k, v in bench.state.items():
+            bench.target[k].copy_(v)
+        _synchronize()
+
+    copy_s, _ = median_seconds(per_tensor_copy, max(1, args.warmup), args.repeats)
     if "inprocess" in backends:
         bench.in_process(grid)
     if "ray" in backends:
         bench.over_ray(grid, buckets, args.threads, args.ray_zero_copy)
     if "gloo" in backends:
         bench.over_gloo(grid, args.threads)
+    if "ipc" in backends:
+        bench.over_ipc(grid)
 
     nbytes = bench.nbytes
     print(f"sync bench: {len(bench.state)} tensors, {nbytes / 2**20:.1f} MiB {args.dtype} (hidden {args.hidden}); "
           f"{args.warmup} warm-up + {args.repeats} timed syncs per row, median, each sync followed by one memcpy; "
-          f"{args.threads} torch thread(s); ray zero-copy tensors {'on' if args.ray_zero_copy else 'off'}; {note}")
+          f"device {args.device}; {args.threads} torch thread(s); ray zero-copy tensors {'on' if args.ray_zero_copy else 'off'}; {note}")
     print(f"baseline: memcpy = one copy_ of the same bytes into a preallocated, touched buffer (measured per row); "
           f"a per-tensor copy of the state into the target runs at {nbytes / copy_s / 1e9:.2f} GB/s")
     print(f"{'backend':<24}{'bucket MB':>10}{'checksum':>10}{'buffer':>8}{'median s':>10}{'GB/s':>8}{'memcpy GB/s':>13}"

@@ -25,7 +25,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gpu", action="store_true", help="run the checks on CUDA in bf16 (fails without a GPU)")
     parser.add_argument("--turns", type=int, default=10, help="turns of the check talk")
     parser.add_argument("--benches", action="store_true",
-                        help="also run `hpo-ray bench learner` on the same device (its own process) and report its ratio")
+                        help="also run `hpo-ray bench learner` and `hpo-ray bench sync` on the same device (own processes) "
+                             "and report their ratios")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="auto: bf16 with --gpu, fp32 without")
 
@@ -237,24 +238,42 @@ def run(args) -> int:
         check(f"vLLM sleep / wake_up [{where}]", doc.vllm_sleep)
         if args.benches:
             check(f"bench learner (ZeRO-2 vs torch AdamW) [{where}]", lambda: _bench_learner(args.gpu))
+            check(f"bench sync (bucketed sync vs memcpy) [{doc.device.type}]", lambda: _bench_sync(args.gpu))
     failed = sum(s == "FAIL" for s, _, _ in results)
     print(f"doctor: {sum(s == 'PASS' for s, _, _ in results)} passed, {failed} failed, "
           f"{sum(s == 'SKIP' for s, _, _ in results)} skipped")
     return 1 if failed else 0
 
 
-def _bench_learner(gpu: bool) -> str:
-    """`hpo-ray bench learner` in a subprocess (it sets up torch.distributed); its headline ratio."""
+def _bench_json(args: list[str]) -> dict:
+    """Run `hpo-ray bench ...` in a subprocess (benchmarks set up process groups); its last JSON line."""
     import json
     import subprocess
     import sys
 
-    device = ["learner.device=cuda", "learner.dtype=bfloat16"] if gpu else ["learner.device=cpu"]
-    done = subprocess.run([sys.executable, "-m", "hpo_ray.cli.main", "bench", "learner", "--steps", "3", "--warmup", "1",
-                           *device], capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "hpo_ray.cli.main", "bench", *args], capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
-    result = json.loads([line for line in done.stdout.splitlines() if line.strip()][-1])
+    return json.loads([line for line in done.stdout.splitlines() if line.strip()][-1])
+
+
+def _bench_sync(gpu: bool) -> str:
+    """`hpo-ray bench sync` on the device: GPU = in-process and CUDA-IPC buckets vs a device memcpy."""
+    device = ["--device", "cuda", "--size-mb", "1024", "--bucket-mb", "64,256"] if gpu else \
+        ["--device", "cpu", "--size-mb", "256", "--bucket-mb", "64,256", "--backend", "inprocess,ray"]
+    result = _bench_json(["sync", *device, "--repeats", "3"])
+    rows = {(r["backend"], r["checksum"]) for r in result["configurations"] if r["vs_memcpy"] >= 0.5}
+    detail = (f"sync_vs_memcpy {result['sync_vs_memcpy']:.2f} ({result['backend']}, bucket {result['bucket_mb']:g} MB, "
+              f"checksum {'on' if result['checksum'] else 'off'}); meeting 0.5: {sorted(rows) or 'none'}")
+    if result["sync_vs_memcpy"] < 0.5:
+        raise RuntimeError(detail + " — below the 0.5 target")
+    return detail
+
+
+def _bench_learner(gpu: bool) -> str:
+    """`hpo-ray bench learner` in a subprocess (it sets up torch.distributed); its headline ratio."""
+    device = ["learner.device=cuda", "learner.dtype=bfloat16"] if gpu else ["learner.device=cpu"]
+    result = _bench_json(["learner", "--steps", "3", "--warmup", "1", *device])
     if result["zero_vs_torch"] > 1.3:
         raise RuntimeError(f"zero_vs_torch {result['zero_vs_torch']:.2f} > 1.3 (target)")
     return f"zero_vs_torch {result['zero_vs_torch']:.2f} (ZeRO-2 {result['zero_step_s']:.3f} s, torch {result['torch_step_s']:.3f} s)"

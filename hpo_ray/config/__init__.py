@@ -25,7 +25,7 @@ __all__ = [
     "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
     "RunSection", "SamplingConfig", "Section", "SftConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
     "ValidationConfig", "ValidationSamplingConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
-    "apply_overrides", "load_config", "parse_config", "to_yaml",
+    "apply_overrides", "learner_on_gpu", "load_config", "parse_config", "sync_backend", "to_yaml",
 ]
 
 
@@ -124,6 +124,22 @@ def read_yaml_tree(path: str | Path, _seen: tuple = ()) -> dict:
     return tree
 
 
+def learner_on_gpu(cfg: RunConfig) -> bool:
+    """Whether the learner ranks run on GPUs: `learner.device=cuda`, or `auto` with GPUs in their bundles."""
+    return cfg.learner.device == "cuda" or (cfg.learner.device == "auto" and cfg.cluster.gpus_per_learner > 0)
+
+
+def sync_backend(cfg: RunConfig) -> str:
+    """The weight-sync backend `sync.backend` stands for: `auto` is the object store on CPU, and on
+    GPUs CUDA IPC when rollout workers share the learners' GPUs (`cluster.colocate`), else NCCL."""
+    chosen = cfg.sync.backend
+    if chosen != "auto":
+        return "broadcast" if chosen == "nccl" else chosen
+    if not learner_on_gpu(cfg):
+        return "object_store"
+    return "cuda_ipc" if cfg.cluster.colocate else "broadcast"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (or the defaults when `path` is None) and apply dotted overrides."""
     tree = read_yaml_tree(path) if path is not None else {}
@@ -182,8 +198,8 @@ def check_consistency(cfg: RunConfig) -> None:
         raise ConfigError("learner.global_batch_size", f"must be a multiple of learner.num_ranks={lb.num_ranks}")
     if cfg.checkpoint.every % cfg.validation.every and cfg.checkpoint.keep_best:
         raise ConfigError("checkpoint.every", f"must be a multiple of validation.every={cfg.validation.every} to rank checkpoints")
-    if cfg.sync.backend == "cuda_ipc":
-        raise ConfigError("sync.backend", "cuda_ipc: the core backend exists (hpo_ray/learner/sync_ipc.py) but the controller "
-                          "does not drive it yet; use object_store, or broadcast (NCCL on GPU, gloo on CPU)")
+    if cfg.sync.backend == "cuda_ipc" and not cfg.cluster.colocate:
+        raise ConfigError("sync.backend", "cuda_ipc shares GPU memory between a learner and the engines on its GPU: "
+                          "it needs cluster.colocate=true (separate pools: use nccl)")
     if cfg.sync.backend in ("nccl", "cuda_ipc") and lb.device == "cpu":
         raise ConfigError("sync.backend", f"{cfg.sync.backend} needs GPUs; learner.device is cpu")

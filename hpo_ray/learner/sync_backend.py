@@ -58,6 +58,24 @@ def _count_of(item: Any) -> int:
     return BucketManifest.from_json(item[0]).count
 
 
+class ListChannel:
+    """A channel over a list: what a sender put, shipped whole (e.g. IPC handles through one Ray call)."""
+
+    def __init__(self, items: list | None = None):
+        self.items: list = list(items or [])
+        self._next = 0
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+    def get(self) -> Any:
+        if self._next >= len(self.items):
+            raise RuntimeError(f"channel exhausted after {len(self.items)} items: the sync is incomplete")
+        item = self.items[self._next]
+        self._next += 1
+        return item
+
+
 class InProcessBackend:
     """Buckets travel as objects through a channel; no copy on the way in one process."""
 

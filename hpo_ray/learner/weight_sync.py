@@ -2,7 +2,9 @@
 
 A bucket is one contiguous uint8 tensor holding several named tensors at 16-byte-aligned offsets,
 plus a manifest (names, dtypes, shapes, offsets, weight version, position in the sync) and a
-checksum of its bytes. Backends (`sync_backend.py`) only move buckets; this module packs, checks and
+checksum of its bytes. A *parts* bucket carries the same manifest but its tensors as they are (no
+packing copy): for transports that copy anyway, such as the Ray object store, whose serializer
+writes each tensor straight into shared memory. Backends (`sync_backend.py`) only move buckets; this module packs, checks and
 applies them. The checksum is torch-native (same result on CPU and GPU, no host copy on GPU) and
 runs at memory speed; it is not cryptographic, it detects corruption and truncation.
 """
@@ -55,12 +57,13 @@ class BucketManifest:
     nbytes: int
     specs: tuple[TensorSpec, ...]
     checksum: str | None = None
+    parts: bool = False
 
     def to_json(self) -> str:
         """The manifest as JSON (no pickle on the wire)."""
         return json.dumps({
             "version": self.version, "index": self.index, "count": self.count, "nbytes": self.nbytes,
-            "checksum": self.checksum,
+            "checksum": self.checksum, "parts": self.parts,
             "tensors": [[s.name, str(s.dtype).removeprefix("torch."), list(s.shape), s.offset] for s in self.specs],
         })
 
@@ -71,17 +74,18 @@ class BucketManifest:
             d = json.loads(text)
             specs = tuple(TensorSpec(str(n), _dtype(dt), tuple(int(x) for x in shape), int(off))
                           for n, dt, shape, off in d["tensors"])
-            return BucketManifest(int(d["version"]), int(d["index"]), int(d["count"]), int(d["nbytes"]), specs, d["checksum"])
+            return BucketManifest(int(d["version"]), int(d["index"]), int(d["count"]), int(d["nbytes"]), specs, d["checksum"],
+                                  bool(d.get("parts", False)))
         except (ValueError, KeyError, TypeError) as exc:
             raise BucketCorruptError(f"unreadable bucket manifest: {exc}") from None
 
 
 @dataclass(frozen=True)
 class WeightBucket:
-    """A manifest and its bytes (a 1-D uint8 tensor on any device)."""
+    """A manifest and its bytes: one 1-D uint8 tensor on any device, or (parts bucket) one tensor per spec."""
 
     manifest: BucketManifest
-    data: Tensor
+    data: Tensor | tuple[Tensor, ...]
 
 
 @dataclass
@@ -137,12 +141,14 @@ class BucketBuffer:
 
 
 def pack_buckets(state: Mapping[str, Tensor], bucket_mb: float, version: int, checksum: bool = True,
-                 device: torch.device | str | None = None, buffer: BucketBuffer | None = None) -> Iterator[WeightBucket]:
+                 device: torch.device | str | None = None, buffer: BucketBuffer | None = None,
+                 parts: bool = False) -> Iterator[WeightBucket]:
     """Yield the buckets of `state` one at a time, allocated on `device` (default: the first tensor's).
 
     With a `buffer`, every bucket is packed into it: a bucket is then valid only until the next one
     is requested, which suits backends that copy or transmit it at once (object-store put,
-    broadcast) but not ones that hold it (a queue, CUDA IPC).
+    broadcast) but not ones that hold it (a queue, CUDA IPC). With `parts`, nothing is copied: each
+    bucket holds the state's own (detached, contiguous) tensors, valid while the state is unchanged.
     """
     if not state:
         raise ValueError("nothing to sync: the state dict is empty")
@@ -150,6 +156,11 @@ def pack_buckets(state: Mapping[str, Tensor], bucket_mb: float, version: int, ch
     dev = torch.device(device) if device is not None else next(iter(state.values())).device
     for index, specs in enumerate(plans):
         nbytes = _align(specs[-1].offset + specs[-1].nbytes)
+        if parts:
+            tensors = tuple(_contiguous(state[s.name]) for s in specs)
+            yield WeightBucket(BucketManifest(version, index, len(plans), nbytes, tuple(specs),
+                                              parts_checksum(tensors) if checksum else None, parts=True), tensors)
+            continue
         data = buffer.take(nbytes, dev) if buffer is not None else torch.empty(nbytes, dtype=torch.uint8, device=dev)
         for s in specs:
             end = s.offset + s.nbytes
@@ -164,7 +175,9 @@ def unpack_bucket(bucket: WeightBucket, verify: bool = True) -> dict[str, Tensor
     """Named views into the bucket's bytes; with `verify`, check the checksum first."""
     m, data = bucket.manifest, bucket.data
     where = f"bucket {m.index + 1}/{m.count} of weight version {m.version}"
-    if data.dtype != torch.uint8 or data.dim() != 1 or data.numel() != m.nbytes:
+    if m.parts:
+        return _unpack_parts(m, data, verify, where)
+    if not isinstance(data, Tensor) or data.dtype != torch.uint8 or data.dim() != 1 or data.numel() != m.nbytes:
         raise BucketCorruptError(f"{where}: expected {m.nbytes} uint8 bytes, got {data.dtype} {tuple(data.shape)}")
     if verify:
         if m.checksum is None:
@@ -178,6 +191,24 @@ def unpack_bucket(bucket: WeightBucket, verify: bool = True) -> dict[str, Tensor
             raise BucketCorruptError(f"{where}: tensor {s.name!r} at offset {s.offset} (+{s.nbytes} bytes) does not fit")
         out[s.name] = data[s.offset:s.offset + s.nbytes].view(s.dtype).view(s.shape)
     return out
+
+
+def _unpack_parts(m: BucketManifest, data, verify: bool, where: str) -> dict[str, Tensor]:
+    """Named tensors of a parts bucket, each checked against its spec (and the checksum with `verify`)."""
+    if not isinstance(data, (tuple, list)) or len(data) != len(m.specs):
+        raise BucketCorruptError(f"{where}: expected {len(m.specs)} tensors, got {type(data).__name__}"
+                                 + (f" of {len(data)}" if isinstance(data, (tuple, list)) else ""))
+    for s, t in zip(m.specs, data):
+        if not isinstance(t, Tensor) or t.dtype != s.dtype or tuple(t.shape) != s.shape:
+            got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+            raise BucketCorruptError(f"{where}: tensor {s.name!r} should be {s.dtype} {s.shape}, got {got}")
+    if verify:
+        if m.checksum is None:
+            raise BucketCorruptError(f"{where} carries no checksum to verify (packed with checksum=False)")
+        got = parts_checksum(data)
+        if got != m.checksum:
+            raise BucketCorruptError(f"{where} is corrupted: checksum {got} != expected {m.checksum}")
+    return {s.name: t for s, t in zip(m.specs, data)}
 
 
 def apply_bucket(target: nn.Module | Mapping[str, Tensor], bucket: WeightBucket, verify: bool = True) -> list[str]:
@@ -197,6 +228,38 @@ def apply_bucket(target: nn.Module | Mapping[str, Tensor], bucket: WeightBucket,
             dst.copy_(src)
             names.append(name)
     return names
+
+
+class BucketReceiver:
+    """Receiver side of a sync whose buckets arrive one call at a time (object store): checks version
+    and order, and says what to load. With `whole_state` the tensors of a version are held until its
+    last bucket, for engines whose partial loads are costly (vLLM's CPU build repacks whole layers)."""
+
+    def __init__(self, whole_state: bool = False):
+        self.whole_state = whole_state
+        self.version: int | None = None
+        self.next_index = 0
+        self.pending: list[tuple[str, Tensor]] = []
+
+    def add(self, bucket: WeightBucket, version: int, verify: bool = True) -> list[list[tuple[str, Tensor]]]:
+        """Check and unpack one bucket; returns the named-tensor batches to load now (maybe none)."""
+        m = bucket.manifest
+        if m.version != version:
+            raise BucketCorruptError(f"bucket {m.index + 1}/{m.count} is of weight version {m.version}, sent as {version}")
+        if m.index == 0:
+            self.version, self.next_index, self.pending = version, 0, []
+        if m.version != self.version or m.index != self.next_index:
+            raise BucketCorruptError(f"out-of-order bucket: got #{m.index} of version {m.version}, "
+                                     f"expected #{self.next_index} of version {self.version}")
+        named = list(unpack_bucket(bucket, verify).items())
+        self.next_index += 1
+        if not self.whole_state:
+            return [named]
+        self.pending.extend(named)
+        if self.next_index < m.count:
+            return []
+        batch, self.pending = self.pending, []
+        return [batch]
 
 
 def send_state(state: Mapping[str, Tensor], backend: "WeightSyncBackend", bucket_mb: float, version: int,
@@ -270,6 +333,12 @@ def bytes_checksum(data: Tensor) -> str:
     return f"{data.numel() * data.element_size():x}:{a:016x}{b:016x}{c:016x}"
 
 
+def parts_checksum(tensors: Iterable[Tensor]) -> str:
+    """Checksum of a parts bucket: `bytes_checksum` over the tensors' own checksums, in order."""
+    text = "\n".join(bytes_checksum(t) for t in tensors)
+    return bytes_checksum(torch.frombuffer(bytearray(text.encode() or b"\0"), dtype=torch.uint8))
+
+
 def tensor_checksums(target: nn.Module | Mapping[str, Tensor]) -> dict[str, str]:
     """`bytes_checksum` of every tensor of a model's state dict (or of a state dict), by name."""
     state = target.state_dict() if isinstance(target, nn.Module) else target
@@ -302,6 +371,11 @@ def _words(data: Tensor) -> tuple[Tensor, Tensor]:
     tail = torch.zeros(8 if n8 < b.numel() else 0, dtype=torch.uint8, device=b.device)
     tail[: b.numel() - n8] = b[n8:]
     return words, tail.view(torch.int64)
+
+
+def _contiguous(t: Tensor) -> Tensor:
+    t = t.detach()
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def _bytes_of(t: Tensor) -> Tensor:

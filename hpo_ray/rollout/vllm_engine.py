@@ -67,6 +67,7 @@ class VllmEngine:
         self.weight_version = 0
         self.stats: dict = {k: 0 for k in _COUNTERS} | {"prefix_cache_hit_rate": 0.0, "weight_loads": 0}
         self._kernel_layout = bool(self.llm.collective_rpc(vllm_worker.uses_kernel_layout)[0])
+        self.loads_whole_state = self._kernel_layout  # a partial load would repack whole layers each time
         if self._tp == 1:  # read back from the engine itself
             weights = self._worker_weights()
             names, table = set(weights), weights["model.embed_tokens.weight"]

@@ -1,0 +1,97 @@
+"""The evidence study's arithmetic: matched-latency comparison, spread over seeds, the three claims."""
+
+import pytest
+
+from hpo_ray.config import load_config
+from hpo_ray.study import (Spread, baseline_quality_at, claim_beats_start, claim_not_below, claim_robust, gain_spread,
+                           matched_gains, metric_spread)
+
+
+def point(m, chrf, laal, length=1.0):
+    return {"multiplier": m, "chrf": chrf, "stream_laal": laal, "length_ratio": length, "bleu": chrf / 4}
+
+
+SFT = [point(1, 20.0, 4.8, 0.5), point(2, 31.8, 2.35), point(3, 31.0, 3.3), point(4, 32.5, 3.16)]
+
+
+def test_baseline_is_read_at_its_best_point_that_is_no_slower():
+    assert baseline_quality_at(SFT, 3.2) == 32.5       # m4 (3.16 s) is within 3.2 s and best
+    assert baseline_quality_at(SFT, 3.0) == 31.8       # only m2 is within 3.0 s
+    assert baseline_quality_at(SFT, 10.0) == 32.5      # the non-monotone m1 point (20.0 at 4.8 s) never wins
+
+
+def test_baseline_faster_than_all_points_uses_its_fastest_point():
+    assert baseline_quality_at(SFT, 1.0) == 31.8       # favours the baseline: m2 is slower than 1.0 s
+
+
+def test_silent_baseline_has_no_latency_and_counts_at_any_latency():
+    silent = [{"multiplier": 1, "chrf": 0.0, "stream_laal": None}]
+    assert baseline_quality_at(silent, 2.0) == 0.0
+
+
+def test_matched_gains_per_multiplier_and_skip_points_without_latency():
+    hpo = [point(1, 33.4, 2.43), point(2, 34.3, 2.67), point(3, 30.0, None)]
+    gains = matched_gains(hpo, SFT)
+    assert gains == pytest.approx({1: 33.4 - 31.8, 2: 34.3 - 31.8})
+
+
+def test_spread_is_mean_sample_std_and_range():
+    s = Spread.of([1.0, 2.0, 3.0])
+    assert (s.mean, s.std, s.low, s.high, s.n) == (2.0, 1.0, 1.0, 3.0, 3)
+    assert Spread.of([4.0]).std == 0.0
+    assert str(s) == "+2.00 ± 1.00 [+1.00, +3.00]"
+
+
+def test_metric_and_gain_spread_over_seeds():
+    runs = {0: [point(1, 30.0, 2.0)], 1: [point(1, 34.0, 2.2)]}
+    assert metric_spread(runs, "chrf")[1].mean == 32.0
+    gains = gain_spread(runs, SFT)                      # both faster than every SFT point -> SFT's fastest (31.8)
+    assert gains[1].low == pytest.approx(30.0 - 31.8) and gains[1].high == pytest.approx(34.0 - 31.8)
+    per_seed = gain_spread(runs, {0: [point(1, 29.0, 2.0)], 1: [point(1, 35.0, 2.2)]})
+    assert per_seed[1].mean == pytest.approx(0.0)
+
+
+def test_claim_a_needs_a_gain_everywhere_and_the_margin_at_the_lowest_multiplier():
+    strong = {s: [point(1, 40.0, 2.0), point(2, 35.0, 2.3)] for s in range(3)}
+    assert claim_beats_start(strong, SFT).held
+    weak_low = {s: [point(1, 33.0, 2.4), point(2, 35.0, 2.3)] for s in range(3)}   # +1.2 at m1 < 5
+    verdict = claim_beats_start(weak_low, SFT)
+    assert not verdict.held and "m = 1" in verdict.detail
+    loses_high = {s: [point(1, 40.0, 2.0), point(2, 31.0, 3.2)] for s in range(3)}  # 31.0 < 32.5 at 3.2 s
+    verdict = claim_beats_start(loses_high, SFT)
+    assert not verdict.held and "[2]" in verdict.detail
+
+
+def test_claim_b_compares_each_seed_with_the_same_seed_of_the_other_policy():
+    hpo = {0: [point(1, 33.0, 2.0)], 1: [point(1, 31.0, 2.0)]}
+    flat = {0: [point(1, 32.0, 2.0)], 1: [point(1, 31.5, 2.0)]}
+    assert claim_not_below(hpo, flat, "No-HPO").held          # mean gain (+1.0 − 0.5) / 2 ≥ 0
+    verdict = claim_not_below(flat, hpo, "HPO")
+    assert not verdict.held and "m = 1" in verdict.detail
+
+
+def test_claim_c_fails_on_shrinking_output_or_latency_blow_up():
+    start = [point(1, 25.0, 3.0, 0.8)]
+    assert claim_robust({0: [point(1, 30.0, 3.2, 0.95)]}, start).held
+    shrunk = claim_robust({0: [point(1, 30.0, 3.0, 0.85)]}, start)
+    assert not shrunk.held and "length ratio" in shrunk.detail
+    slow = claim_robust({0: [point(1, 30.0, 4.0, 0.95)]}, start)
+    assert not slow.held and "StreamLAAL" in slow.detail
+    worse = claim_robust({0: [point(1, 24.0, 3.0, 0.95)]}, start)
+    assert not worse.held and "chrF" in worse.detail
+
+
+def test_study_report_states_command_seeds_and_claims():
+    from hpo_ray.cli.study_cmd import render
+
+    cfg = load_config("configs/study.yaml")
+    curves = {"sft": SFT, "sft-omit": [point(m, 25.0, 3.0, 0.8) for m in (1, 2, 3, 4)],
+              "hpo": {str(s): [point(m, 38.0 + s, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
+              "no-hpo": {str(s): [point(m, 36.0, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
+              "hpo-omit": {str(s): [point(m, 30.0, 3.1, 0.95) for m in (1, 2, 3, 4)] for s in (0, 1)}}
+    report = {"command": "hpo-ray study --seeds 0,1", "seeds": [0, 1], "multipliers": [1, 2, 3, 4], "omit_rate": 0.2,
+              "heldout": "runs/study/heldout/test/manifest.parquet", "curves": curves, "minutes": 1.0}
+    text = render(cfg, report)
+    assert "hpo-ray study --seeds 0,1" in text
+    assert text.count("held**") == 3 and "did not hold" not in text
+    assert "| HPO | 1 | 38.50 ± 0.71 |" in text
