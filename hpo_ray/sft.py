@@ -149,7 +149,7 @@ def train_sft(model, layout: DialogueLayout, train: list[SftExample], cfg: SftCo
             sched.step()
             history["train_loss"].append(loss.item())
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{float(loss):.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{history['train_loss'][-1]:.3f}")
         if dev:
             history["dev_loss"].append(evaluate_loss(model, layout, dev, cfg.batch_size, device))
             bar.set_postfix(epoch=epoch, dev_loss=f"{history['dev_loss'][-1]:.3f}")

@@ -177,14 +177,12 @@ def unpack_bucket(bucket: WeightBucket, verify: bool = True) -> dict[str, Tensor
     where = f"bucket {m.index + 1}/{m.count} of weight version {m.version}"
     if m.parts:
         return _unpack_parts(m, data, verify, where)
-    if not isinstance(data, Tensor) or data.dtype != torch.uint8 or data.dim() != 1 or data.numel() != m.nbytes:
+    if not isinstance(data, Tensor):
+        raise BucketCorruptError(f"{where}: expected one uint8 tensor, got {type(data).__name__}")
+    if data.dtype != torch.uint8 or data.dim() != 1 or data.numel() != m.nbytes:
         raise BucketCorruptError(f"{where}: expected {m.nbytes} uint8 bytes, got {data.dtype} {tuple(data.shape)}")
     if verify:
-        if m.checksum is None:
-            raise BucketCorruptError(f"{where} carries no checksum to verify (packed with checksum=False)")
-        got = bytes_checksum(data)
-        if got != m.checksum:
-            raise BucketCorruptError(f"{where} is corrupted: checksum {got} != expected {m.checksum}")
+        _check_sum(m, lambda: bytes_checksum(data), where)
     out = {}
     for s in m.specs:
         if s.offset % ALIGN or s.offset + s.nbytes > m.nbytes:
@@ -203,12 +201,17 @@ def _unpack_parts(m: BucketManifest, data, verify: bool, where: str) -> dict[str
             got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
             raise BucketCorruptError(f"{where}: tensor {s.name!r} should be {s.dtype} {s.shape}, got {got}")
     if verify:
-        if m.checksum is None:
-            raise BucketCorruptError(f"{where} carries no checksum to verify (packed with checksum=False)")
-        got = parts_checksum(data)
-        if got != m.checksum:
-            raise BucketCorruptError(f"{where} is corrupted: checksum {got} != expected {m.checksum}")
+        _check_sum(m, lambda: parts_checksum(data), where)
     return {s.name: t for s, t in zip(m.specs, data)}
+
+
+def _check_sum(m: BucketManifest, compute, where: str) -> None:
+    """Raise unless the manifest carries a checksum and `compute()` reproduces it."""
+    if m.checksum is None:
+        raise BucketCorruptError(f"{where} carries no checksum to verify (packed with checksum=False)")
+    got = compute()
+    if got != m.checksum:
+        raise BucketCorruptError(f"{where} is corrupted: checksum {got} != expected {m.checksum}")
 
 
 def apply_bucket(target: nn.Module | Mapping[str, Tensor], bucket: WeightBucket, verify: bool = True) -> list[str]:
