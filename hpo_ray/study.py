@@ -78,6 +78,13 @@ def metric_spread(curves: Mapping[int, Sequence[Mapping]], metric: str) -> dict[
     return {m: Spread.of(v) for m, v in sorted(per_m.items())}
 
 
+def mean_curve(curves: Mapping[int, Sequence[Mapping]], metrics: Sequence[str] = ("chrf", "bleu", LATENCY, "length_ratio")) -> list[dict]:
+    """One curve of per-multiplier means over the seeds' curves (for plotting)."""
+    spreads = {k: metric_spread(curves, k) for k in metrics}
+    ms = sorted(set().union(*(s.keys() for s in spreads.values())))
+    return [{"multiplier": m, **{k: spreads[k][m].mean if m in spreads[k] else None for k in metrics}} for m in ms]
+
+
 def gain_spread(candidates: Mapping[int, Sequence[Mapping]], baselines: Mapping[int, Sequence[Mapping]] | Sequence[Mapping],
                 quality: str = QUALITY) -> dict[int, Spread]:
     """Per multiplier, the spread over seeds of the matched-latency gain; `baselines` is one curve or one per seed."""

@@ -4,7 +4,7 @@ import pytest
 
 from hpo_ray.config import load_config
 from hpo_ray.study import (Spread, baseline_quality_at, claim_beats_start, claim_not_below, claim_robust, gain_spread,
-                           matched_gains, metric_spread)
+                           matched_gains, mean_curve, metric_spread)
 
 
 def point(m, chrf, laal, length=1.0):
@@ -49,6 +49,14 @@ def test_metric_and_gain_spread_over_seeds():
     assert gains[1].low == pytest.approx(30.0 - 31.8) and gains[1].high == pytest.approx(34.0 - 31.8)
     per_seed = gain_spread(runs, {0: [point(1, 29.0, 2.0)], 1: [point(1, 35.0, 2.2)]})
     assert per_seed[1].mean == pytest.approx(0.0)
+
+
+def test_mean_curve_averages_each_multiplier_over_seeds():
+    runs = {0: [point(1, 30.0, 2.0, 0.9), point(2, 32.0, 3.0)], 1: [point(1, 34.0, 2.4, 1.1), point(2, 30.0, 3.5)]}
+    curve = mean_curve(runs)
+    assert [p["multiplier"] for p in curve] == [1, 2]
+    assert curve[0]["chrf"] == 32.0 and curve[0]["stream_laal"] == pytest.approx(2.2) and curve[0]["length_ratio"] == 1.0
+    assert curve[1]["chrf"] == 31.0 and curve[1]["stream_laal"] == 3.25
 
 
 def test_claim_a_needs_a_gain_everywhere_and_the_margin_at_the_lowest_multiplier():

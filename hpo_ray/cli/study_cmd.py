@@ -15,7 +15,7 @@ from hpo_ray.cli.common import add_config_arguments
 from hpo_ray.cli import demo_cmd
 from hpo_ray.cli.demo_cmd import run_hpo
 from hpo_ray.config import RunConfig, load_config
-from hpo_ray.study import (Claim, claim_beats_start, claim_not_below, claim_robust, gain_spread, metric_spread)
+from hpo_ray.study import (Claim, claim_beats_start, claim_not_below, claim_robust, gain_spread, mean_curve, metric_spread)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "study.yaml"
 COMMAND = "hpo-ray study"
@@ -26,6 +26,9 @@ ARMS = {
     "no-hpo": ("sft", ["reward.hinge=none"]),
     "hpo-omit": ("sft-omit", ["reward.hinge=sentence"]),
 }
+
+
+NAMES = {"sft": "SFT (clean)", "hpo": "HPO", "no-hpo": "No-HPO", "sft-omit": "SFT (corrupted)", "hpo-omit": "HPO from corrupted SFT"}
 
 
 def stage(name: str, done: bool) -> bool:
@@ -74,8 +77,9 @@ def run(args) -> int:
     report = {"command": command_line(args), "seeds": seeds, "multipliers": multipliers, "omit_rate": args.omit_rate,
               "heldout": str(heldout), "curves": curves, "minutes": (time.perf_counter() - started) / 60}
     (root / "results.json").write_text(json.dumps(report, indent=1))
-    text = render(cfg, report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    report["plot"] = plot_means(curves, args.out.with_name(args.out.stem + "_chrf_vs_streamlaal.png"))
+    text = render(cfg, report)
     args.out.write_text(text)
     print(text)
     return 0
@@ -117,6 +121,16 @@ def evaluate_policies(cfg: RunConfig, starts: dict[str, Path], policies: dict[st
     return curves
 
 
+def plot_means(curves: dict, out: Path) -> str:
+    """chrF vs StreamLAAL of every policy (seed means), next to the report; returns the file name."""
+    from hpo_ray.plot import plot_curves
+
+    runs = {NAMES[key]: (curves[key] if key in ("sft", "sft-omit") else mean_curve({int(s): c for s, c in curves[key].items()}))
+            for key in NAMES}
+    plot_curves(runs, "chrf", "stream_laal", out, title="held-out talks; HPO arms: mean over seeds")
+    return out.name
+
+
 def command_line(args) -> str:
     parts = [COMMAND]
     if args.config:
@@ -135,7 +149,7 @@ def render(cfg: RunConfig, report: dict) -> str:
     curves = report["curves"]
     seeded = {arm: {int(s): c for s, c in curves[arm].items()} for arm in ARMS}
     single = {name: {0: curves[name]} for name in ("sft", "sft-omit")}
-    names = {"sft": "SFT (clean)", "hpo": "HPO", "no-hpo": "No-HPO", "sft-omit": "SFT (corrupted)", "hpo-omit": "HPO from corrupted SFT"}
+    names = NAMES
     rows = ["| policy | m | chrF | BLEU | StreamLAAL (s) | length ratio | seeds |", "|---|---|---|---|---|---|---|"]
     for key in ("sft", "hpo", "no-hpo", "sft-omit", "hpo-omit"):
         by_seed = single.get(key) or seeded[key]
@@ -190,6 +204,7 @@ def render(cfg: RunConfig, report: dict) -> str:
         "that are no slower (StreamLAAL ≤ the point's); when every baseline point is slower, with the baseline's "
         "fastest point (this favours the baseline).", "",
         "## Mean ± std over seeds", "", *rows, "",
+        *([f"![chrF vs StreamLAAL]({report['plot']})", ""] if report.get("plot") else []),
         "## chrF gain at matched latency (mean ± std [min, max] over seeds)", "", *gain_rows, "",
         "## Every seed", "", *per_seed, "",
     ])
