@@ -30,7 +30,7 @@ from actors.placement import make_pools
 from actors.ray_metrics import RayMetrics
 from actors.reward_pool import RewardPool
 from actors.rollout_pool import RolloutPool
-from actors.weight_sync import BroadcastSync, IpcSync, object_store_sync
+from actors.weight_sync import BroadcastSync, IpcSync, object_store_sync, put_buckets
 
 
 def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> list[dict]:
@@ -172,7 +172,7 @@ class Controller:
 
     def _resync_restarted(self, worker) -> None:
         """A restarted worker gets the current weights via the object store; a broadcast group is re-formed."""
-        object_store_sync(self._weights(), [worker], self.version, self.cfg.sync)
+        object_store_sync(put_buckets(self._weights(), self.version, self.cfg.sync), [worker], self.version, self.cfg.sync)
         if self.direct_sync is not None:
             self.direct_sync.reset()
 
@@ -182,7 +182,9 @@ class Controller:
         if self.direct_sync is not None:
             stats = self.direct_sync.sync(version, self._weights)
         else:
-            stats = object_store_sync(self._weights(), self.rollout.workers, version, self.cfg.sync)
+            sync = self.cfg.sync
+            stats = object_store_sync(self.learner.stream_weights(version, sync.bucket_mb, sync.checksum),
+                                      self.rollout.workers, version, sync, self._weights)
         stats["time/sync"] = time.perf_counter() - t0
         return stats
 

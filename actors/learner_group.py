@@ -63,6 +63,16 @@ class LearnerRank:
         stats = send_state(state, self.sync, bucket_mb, version)
         return {"bytes": stats.bytes, "buckets": stats.buckets, "seconds": stats.seconds}
 
+    def stream_weights(self, version: int, bucket_mb: float, checksum: bool):
+        """All ranks gather; rank 0 yields the weights as unpacked buckets (Ray puts each one in the
+        object store as it is yielded, so engines can apply bucket k while k+1 is being put)."""
+        state = self.trainer.full_state_dict(copy=False)
+        if self.trainer.rank != 0:
+            return
+        from hpo_ray.learner.weight_sync import pack_buckets
+
+        yield from pack_buckets(state, bucket_mb, version, checksum, parts=True)
+
     def share_weights_ipc(self, version: int, bucket_mb: float) -> list:
         """All ranks gather; rank 0 packs the buckets on its GPU and returns their CUDA IPC handles
         (manifest JSON, handle) — the buckets stay allocated until `release_ipc`."""
@@ -148,6 +158,14 @@ class LearnerGroup:
 
     def broadcast_weights(self, version: int, bucket_mb: float) -> list:
         return [r.broadcast_weights.remote(version, bucket_mb) for r in self.ranks]
+
+    def stream_weights(self, version: int, bucket_mb: float, checksum: bool):
+        """Object refs of rank 0's weight buckets, as they are put; the other ranks only join the gather."""
+        streams = [r.stream_weights.options(num_returns="streaming").remote(version, bucket_mb, checksum) for r in self.ranks]
+        yield from streams[0]
+        for stream in streams[1:]:
+            for ref in stream:  # none: a rank > 0 yields nothing; this waits for it and surfaces its error
+                ray.get(ref)
 
     def share_weights_ipc(self, version: int, bucket_mb: float) -> list:
         return [r.share_weights_ipc.remote(version, bucket_mb) for r in self.ranks]

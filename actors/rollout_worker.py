@@ -38,10 +38,10 @@ class RolloutWorker:
         return version
 
     def receive_bucket(self, bucket, version: int, verify: bool) -> int:
-        """Apply one object-store bucket of weight `version` (a sync sends them in index order)."""
+        """Apply one object-store bucket of weight `version` (a sync sends them in index order); its bytes."""
         for named in self.buckets.add(bucket, version, verify):
             self.engine.load_weights(named, version)
-        return version
+        return bucket.manifest.nbytes
 
     def join_sync_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
         """Join the learner's weight-sync broadcast group as receiver `rank`."""

@@ -1,8 +1,9 @@
 """Learner → rollout-engine weight sync, bucketed and versioned.
 
-- object store (the CPU default): each bucket's tensors are put in the object store as they are
-  (Ray's serializer writes them straight into shared memory: the only copy on the sender), and
-  every worker is asked to apply it at once, so workers apply bucket k while bucket k+1 is put;
+- object store (the CPU default): learner rank 0 yields each bucket's tensors unpacked from a
+  streaming generator (Ray's serializer writes them straight into shared memory: the only copy on
+  the sender) and every worker is asked to apply each bucket as soon as its ref arrives, so workers
+  apply bucket k while bucket k+1 is put;
 - broadcast: learner rank 0 and the workers form a dedicated process group (NCCL on GPU, gloo on
   CPU) and the buckets are broadcast (`hpo_ray.learner.sync_collective`);
 - CUDA IPC (colocated GPUs): learner rank 0 packs the buckets on its GPU and hands out IPC handles;
@@ -12,6 +13,7 @@ With `sync.verify` each worker's weight checksum is compared with the learner's 
 
 import json
 import time
+from collections.abc import Iterable, Iterator
 
 import ray
 
@@ -23,21 +25,25 @@ class WeightMismatchError(RuntimeError):
     """A rollout worker's weights differ from the learner's after a sync."""
 
 
-def object_store_sync(state: dict, workers: list, version: int, sync: SyncConfig) -> dict:
-    """Stream `state` to every worker bucket by bucket; returns seconds, bytes and bytes/s of the sync."""
-    start = time.perf_counter()
-    applied, nbytes, buckets = [], 0, 0
+def put_buckets(state: dict, version: int, sync: SyncConfig) -> Iterator:
+    """Object refs of `state`'s unpacked buckets, each put as it is packed (a sender in this process)."""
     for bucket in pack_buckets(state, sync.bucket_mb, version, checksum=sync.checksum, parts=True):
-        ref = ray.put(bucket)
-        applied += [w.receive_bucket.remote(ref, version, sync.checksum) for w in workers]
-        nbytes += bucket.manifest.nbytes
-        buckets += 1
-    ray.get(applied)
+        yield ray.put(bucket)
+
+
+def object_store_sync(bucket_refs: Iterable, workers: list, version: int, sync: SyncConfig, state_for_verify=None) -> dict:
+    """Have every worker apply each bucket as soon as its ref arrives (from `put_buckets` or the
+    learner's `stream_weights`); returns seconds, bytes and bytes/s of the sync."""
+    start = time.perf_counter()
+    applied = [[w.receive_bucket.remote(ref, version, sync.checksum) for w in workers] for ref in bucket_refs]
+    sizes = ray.get([calls[0] for calls in applied])  # worker 0's applied bytes per bucket
+    ray.get([call for calls in applied for call in calls[1:]])
     seconds = time.perf_counter() - start
-    if sync.verify:
-        verify_workers(state, workers, version)
-    return {"sync/seconds": seconds, "sync/bytes": float(nbytes), "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
-            "sync/buckets": float(buckets), "weight_version": float(version)}
+    if sync.verify and state_for_verify is not None:
+        verify_workers(state_for_verify(), workers, version)
+    nbytes = float(sum(sizes))
+    return {"sync/seconds": seconds, "sync/bytes": nbytes, "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
+            "sync/buckets": float(len(applied)), "weight_version": float(version)}
 
 
 def verify_workers(state: dict, workers: list, version: int) -> None:

@@ -9,6 +9,7 @@ import torch
 from hpo_ray.config import load_config
 from hpo_ray.learner.batch import SequenceItem, collate, token_logprobs
 from hpo_ray.learner.loss import policy_loss
+from hpo_ray.learner.weight_sync import apply_bucket
 from hpo_ray.rollout.sampling import ban_mask
 
 pytestmark = pytest.mark.ray
@@ -67,6 +68,7 @@ def test_two_rank_zero_matches_plain_torch_after_three_steps(stage, ray_cluster,
     try:
         metrics = group.train(items)
         got = group.state_dict()
+        streamed = [ray.get(ref) for ref in group.stream_weights(4, bucket_mb=0.05, checksum=True)]  # both ranks gather
     finally:
         group.shutdown()
         ray.util.remove_placement_group(pool)
@@ -76,6 +78,11 @@ def test_two_rank_zero_matches_plain_torch_after_three_steps(stage, ray_cluster,
     moved = max((got[k].float() - tiny_model.state_dict()[k].float()).abs().max().item() for k in expected)
     assert moved > 1e-3, "the update must actually change the weights"
     assert worst < 1e-5, f"ZeRO-{stage} differs from plain torch by {worst}"
+    assert len(streamed) > 1 and [b.manifest.index for b in streamed] == list(range(len(streamed)))
+    target = {k: torch.zeros_like(v) for k, v in got.items()}
+    for bucket in streamed:
+        apply_bucket(target, bucket, verify=True)
+    assert all(torch.equal(target[k], got[k]) for k in got), "the streamed weights are the gathered weights"
 
 
 def test_checkpoint_kill_resume_equals_not_stopping(ray_cluster, layout, tiny_policy_dir, tmp_path):

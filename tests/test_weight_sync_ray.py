@@ -44,7 +44,10 @@ def test_after_a_sync_the_engine_greedy_output_equals_the_learners(backend, ray_
         if backend == "broadcast":
             stats = BroadcastSync(cfg, learner, pool.workers).sync(1, lambda: state)  # verify=true checks checksums
         else:
-            stats = object_store_sync(state, pool.workers, 1, cfg.sync)
+            # the controller's path: rank 0 streams buckets, workers apply each as it arrives; verify=true
+            stats = object_store_sync(learner.stream_weights(1, 0.05, cfg.sync.checksum), pool.workers, 1, cfg.sync,
+                                      lambda: state)
+            assert stats["sync/buckets"] > 1
         assert stats["sync/bytes"] > 0 and stats["weight_version"] == 1
         after = greedy_ids(pool, talk, cfg)
     finally:

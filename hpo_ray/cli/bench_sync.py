@@ -121,7 +121,7 @@ def _ray_receiver_class():
                 for named in self.buckets.add(bucket, version, verify):
                     for name, tensor in named:
                         self.state[name].copy_(tensor)
-            return version
+            return bucket.manifest.nbytes
 
         def weight_checksum(self) -> str:
             return state_checksum(self.state)
@@ -317,7 +317,7 @@ class SyncBench:
         ray, started = _start_ray(zero_copy)  # first: it sets the zero-copy variable before ray is imported
         from hpo_ray.config import SyncConfig
 
-        from actors.weight_sync import object_store_sync
+        from actors.weight_sync import object_store_sync, put_buckets
 
         receiver = _ray_receiver_class().options(num_cpus=0).remote(_specs(self.state), threads)
         try:
@@ -338,7 +338,7 @@ class SyncBench:
             for mb, ck in sorted({(mb, ck) for mb, ck, _ in grid}):  # the controller's own function (no buffer: unpacked)
                 cfg = SyncConfig(bucket_mb=mb, checksum=ck, verify=False)
                 self.measure(Setting("ray/object_store_sync", mb, ck, False),
-                             lambda v, cfg=cfg: object_store_sync(self.state, [receiver], v, cfg), remote_sum)
+                             lambda v, cfg=cfg: object_store_sync(put_buckets(self.state, v, cfg), [receiver], v, cfg), remote_sum)
         finally:
             ray.kill(receiver)
             if started:

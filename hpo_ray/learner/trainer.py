@@ -152,8 +152,12 @@ class PolicyTrainer:
         return int(t.item())
 
     # -- weights and checkpoints ------------------------------------------------------------------
-    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """HF-named full weights on CPU (rank 0; None elsewhere). Collective under ZeRO-3: call on all ranks."""
+    def full_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor] | None:
+        """HF-named full weights on CPU (rank 0; None elsewhere). Collective under ZeRO-3: call on all ranks.
+
+        `copy=False` returns the live CPU tensors themselves where it can (not under ZeRO-3, whose
+        gathered parameters are freed again): for a reader that is done before the next update.
+        """
         module = self.engine.module
         if self.cfg.learner.zero_stage == 3:
             import deepspeed
@@ -161,7 +165,7 @@ class PolicyTrainer:
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
                 state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()} if self.rank == 0 else None
             return state
-        return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()} if self.rank == 0 else None
+        return {k: v.detach().to("cpu", copy=copy) for k, v in module.state_dict().items()} if self.rank == 0 else None
 
     def save_checkpoint(self, folder: str | Path, client_state: dict) -> None:
         """DeepSpeed state (module, optimiser, step) into `folder` (all ranks write, shared filesystem)."""
