@@ -96,6 +96,18 @@ def gain_spread(candidates: Mapping[int, Sequence[Mapping]], baselines: Mapping[
     return {m: Spread.of(v) for m, v in sorted(per_m.items())}
 
 
+def paired_deltas(candidates: Mapping[int, Sequence[Mapping]], baselines: Mapping[int, Sequence[Mapping]] | Sequence[Mapping],
+                  metric: str) -> dict[int, Spread]:
+    """Per multiplier, the spread over seeds of candidate − baseline in `metric` at the same multiplier."""
+    per_m: dict[int, list[float]] = {}
+    for seed, curve in candidates.items():
+        base = by_multiplier(baselines[seed] if isinstance(baselines, Mapping) else baselines)
+        for m, p in by_multiplier(curve).items():
+            if m in base and finite(p.get(metric)) and finite(base[m].get(metric)):
+                per_m.setdefault(m, []).append(p[metric] - base[m][metric])
+    return {m: Spread.of(v) for m, v in sorted(per_m.items())}
+
+
 @dataclass(frozen=True)
 class Claim:
     """One claim of the study, whether it held, and the numbers behind the verdict."""

@@ -4,7 +4,7 @@ import pytest
 
 from hpo_ray.config import load_config
 from hpo_ray.study import (Spread, baseline_quality_at, claim_beats_start, claim_not_below, claim_robust, gain_spread,
-                           matched_gains, mean_curve, metric_spread)
+                           matched_gains, mean_curve, metric_spread, paired_deltas)
 
 
 def point(m, chrf, laal, length=1.0):
@@ -57,6 +57,13 @@ def test_mean_curve_averages_each_multiplier_over_seeds():
     assert [p["multiplier"] for p in curve] == [1, 2]
     assert curve[0]["chrf"] == 32.0 and curve[0]["stream_laal"] == pytest.approx(2.2) and curve[0]["length_ratio"] == 1.0
     assert curve[1]["chrf"] == 31.0 and curve[1]["stream_laal"] == 3.25
+
+
+def test_paired_deltas_compare_the_same_multiplier():
+    runs = {0: [point(1, 33.0, 2.4)], 1: [point(1, 35.0, 2.6)]}
+    deltas = paired_deltas(runs, SFT, "chrf")
+    assert deltas[1].mean == pytest.approx(34.0 - 20.0)
+    assert paired_deltas(runs, SFT, "stream_laal")[1].mean == pytest.approx(2.5 - 4.8)
 
 
 def test_claim_a_needs_a_gain_everywhere_and_the_margin_at_the_lowest_multiplier():
