@@ -117,18 +117,20 @@ class Claim:
     detail: str
 
 
-def claim_beats_start(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], lowest_margin: float = 5.0) -> Claim:
+def claim_beats_start(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], lowest_margin: float = 5.0,
+                      label: str = "") -> Claim:
     """(a) HPO's chrF at matched latency beats its SFT start at every multiplier, by `lowest_margin` at the lowest."""
+    name = f"(a) HPO{label} beats its SFT start at matched latency"
     gains = gain_spread(hpo, sft)
     if not gains:
-        return Claim("(a) HPO beats its SFT start at matched latency", False, "HPO wrote nothing at any multiplier")
+        return Claim(name, False, "HPO wrote nothing at any multiplier")
     lowest = min(gains)
     failing = [m for m, g in gains.items() if g.mean <= 0]
     held = not failing and gains[lowest].mean >= lowest_margin
     detail = (f"mean matched-latency gain > 0 at every multiplier and ≥ {lowest_margin:g} at m = {lowest}: "
               f"gain at m = {lowest} is {gains[lowest].mean:+.2f}"
               + (f"; not above 0 at m = {failing}" if failing else ""))
-    return Claim("(a) HPO beats its SFT start at matched latency", held, detail)
+    return Claim(name, held, detail)
 
 
 def claim_not_below(hpo: Mapping[int, Sequence[Mapping]], other: Mapping[int, Sequence[Mapping]], name: str) -> Claim:
@@ -141,7 +143,7 @@ def claim_not_below(hpo: Mapping[int, Sequence[Mapping]], other: Mapping[int, Se
 
 
 def claim_robust(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], max_latency_ratio: float = 1.25,
-                 min_length_ratio: float = 0.9) -> Claim:
+                 min_length_ratio: float = 0.9, label: str = "") -> Claim:
     """(c) From a corrupted SFT start: chrF up at every multiplier, StreamLAAL not blown up, length ratio kept.
 
     "No latency collapse": the mean StreamLAAL stays within `max_latency_ratio` × the SFT start's at
@@ -163,7 +165,7 @@ def claim_robust(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], m
             problems.append(f"m = {m}: length ratio {length[m].mean:.3f} < {min_length_ratio:g}")
     detail = (f"chrF above the corrupted SFT start at every multiplier, StreamLAAL ≤ {max_latency_ratio:g} × the start's, "
               f"length ratio ≥ {min_length_ratio:g}" + ("; failed: " + "; ".join(problems) if problems else ""))
-    return Claim("(c) HPO from corrupted SFT data improves quality without collapse", not problems, detail)
+    return Claim(f"(c) HPO{label} from corrupted SFT data improves quality without collapse", not problems, detail)
 
 
 def finite(value) -> bool:

@@ -62,13 +62,14 @@ def test_study_writes_the_report_with_its_command_seeds_and_claims(tmp_path):
     config = toy_config(tmp_path, "study.yaml", root)
     report = tmp_path / "results.md"
     hpo_ray("study", "--config", str(config), "--seeds", "0", "--multipliers", "1,2", "--heldout-talks", "12",
-            "--out", str(report), cwd=tmp_path)
+            "--per-multiplier-seeds", "0", "--out", str(report), cwd=tmp_path)
     text = report.read_text()
-    assert f"hpo-ray study --config {config} --seeds 0 --omit-rate 0.2" in text
-    assert text.count("- **(") == 3                     # the three claims, each with a verdict
+    assert f"hpo-ray study --config {config} --seeds 0 --omit-rate 0.2" in text and "--per-multiplier-seeds 0" in text
+    assert text.count("- **(") == 5                     # claims a, b, c, then a and c with one model per m
     assert (tmp_path / "results_chrf_vs_streamlaal.png").is_file()
     results = json.loads((root / "results.json").read_text())
-    assert set(results["curves"]) == {"sft", "sft-omit", "hpo", "no-hpo", "hpo-omit"}
+    assert set(results["curves"]) == {"sft", "sft-omit", "hpo", "no-hpo", "hpo-omit", "hpo-per-m", "hpo-omit-per-m"}
+    assert (root / "seed0" / "hpo-m2_run" / "config.yaml").read_text().count("multiplier: 2") == 1
     assert [p["multiplier"] for p in results["curves"]["hpo"]["0"]] == [1, 2]
     meta = json.loads((root / "data-omit" / "meta.json").read_text())
     assert meta["sft"]["train"]["omitted"] > 0 and json.loads((root / "data" / "meta.json").read_text())["sft"]["train"]["omitted"] == 0

@@ -29,7 +29,9 @@ ARMS = {
 }
 
 
-NAMES = {"sft": "SFT (clean)", "hpo": "HPO", "no-hpo": "No-HPO", "sft-omit": "SFT (corrupted)", "hpo-omit": "HPO from corrupted SFT"}
+NAMES = {"sft": "SFT (clean)", "hpo": "HPO", "no-hpo": "No-HPO", "sft-omit": "SFT (corrupted)", "hpo-omit": "HPO from corrupted SFT",
+         "hpo-per-m": "HPO, one model per m", "hpo-omit-per-m": "HPO from corrupted SFT, one model per m"}
+PER_M_ARMS = ("hpo", "hpo-omit")  # also trained at each multiplier with --per-multiplier-seeds
 
 
 def stage(name: str, done: bool) -> bool:
@@ -42,6 +44,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--multipliers", default="1,2,3,4", help="chunk multipliers evaluated (latency points)")
     parser.add_argument("--heldout-seed", type=int, default=7, help="data.synth.seed of the held-out evaluation talks")
     parser.add_argument("--heldout-talks", type=int, default=40, help="talks in the held-out synthesis (its test split, 80 %%, is evaluated)")
+    parser.add_argument("--per-multiplier-seeds", default="",
+                        help="seeds (a subset of --seeds) for which HPO and HPO-from-corrupted-SFT are also trained at every "
+                             "other multiplier and evaluated there: one model per latency point, as in the paper")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"), help="the markdown report written at the end")
     add_config_arguments(parser)
 
@@ -74,8 +79,24 @@ def run(args) -> int:
             if stage(f"HPO {arm} seed {seed}", (out / "config.json").is_file()):
                 run_hpo(arm_cfg, root / f"seed{seed}" / f"{arm}_run", out)
             policies.setdefault(arm, {})[seed] = out
+    per_m_seeds = [int(s) for s in args.per_multiplier_seeds.split(",") if s.strip()]
+    if not set(per_m_seeds) <= set(seeds):
+        raise SystemExit(f"hpo-ray study: --per-multiplier-seeds {per_m_seeds} must be among --seeds {seeds}")
+    per_m: dict[str, dict[int, dict[int, Path]]] = {}
+    for seed in per_m_seeds:
+        for arm in PER_M_ARMS:
+            start, overrides = ARMS[arm]
+            for m in multipliers:
+                out = policies[arm][seed] if m == cfg.data.multiplier else root / f"seed{seed}" / f"{arm}-m{m}"
+                if m != cfg.data.multiplier and stage(f"HPO {arm} at m = {m} seed {seed}", (out / "config.json").is_file()):
+                    run_hpo(load_config(config_path, list(args.overrides) + overrides + [
+                        f"run.seed={seed}", f"run.name={arm}-m{m}-seed{seed}", f"model.path={starts[start]}",
+                        f"data.multiplier={m}", "data.chunk_seconds=null"]), root / f"seed{seed}" / f"{arm}-m{m}_run", out)
+                per_m.setdefault(arm, {}).setdefault(seed, {})[m] = out
     curves = evaluate_policies(cfg, starts, policies, heldout, multipliers, root / "eval")
-    report = {"command": command_line(args), "seeds": seeds, "multipliers": multipliers, "omit_rate": args.omit_rate,
+    curves.update(evaluate_per_multiplier(cfg, per_m, heldout, root / "eval"))
+    report = {"command": command_line(args), "seeds": seeds, "per_multiplier_seeds": per_m_seeds,
+              "multipliers": multipliers, "omit_rate": args.omit_rate,
               "heldout": str(heldout), "curves": curves, "minutes": (time.perf_counter() - started) / 60}
     (root / "results.json").write_text(json.dumps(report, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,12 +143,28 @@ def evaluate_policies(cfg: RunConfig, starts: dict[str, Path], policies: dict[st
     return curves
 
 
+def evaluate_per_multiplier(cfg: RunConfig, per_m: dict[str, dict[int, dict[int, Path]]], manifest: Path, out: Path) -> dict:
+    """Each per-multiplier model at its own multiplier: `{f"{arm}-per-m": {seed: [...]}}`."""
+    from hpo_ray.eval import evaluate_multipliers
+
+    curves: dict = {}
+    for arm, by_seed in per_m.items():
+        for seed, by_m in by_seed.items():
+            folder = out / f"{arm}-per-m" / f"seed{seed}"
+            for m, policy in by_m.items():
+                if stage(f"evaluate {arm} trained at m = {m}, seed {seed}", (folder / f"m{m}" / "scores.json").is_file()):
+                    evaluate_multipliers(cfg, policy, manifest, [m], folder)
+            curves.setdefault(f"{arm}-per-m", {})[str(seed)] = [json.loads((folder / f"m{m}" / "scores.json").read_text())
+                                                                for m in sorted(by_m)]
+    return curves
+
+
 def plot_means(curves: dict, out: Path) -> str:
     """chrF vs StreamLAAL of every policy (seed means), next to the report; returns the file name."""
     from hpo_ray.plot import plot_curves
 
     runs = {NAMES[key]: (curves[key] if key in ("sft", "sft-omit") else mean_curve({int(s): c for s, c in curves[key].items()}))
-            for key in NAMES}
+            for key in NAMES if key in curves}
     plot_curves(runs, "chrf", "stream_laal", out, title="held-out talks; HPO arms: mean over seeds")
     return out.name
 
@@ -137,7 +174,10 @@ def command_line(args) -> str:
     if args.config:
         parts += ["--config", str(args.config)]
     parts += ["--seeds", args.seeds, "--omit-rate", f"{args.omit_rate:g}", "--multipliers", args.multipliers,
-              "--heldout-seed", str(args.heldout_seed), "--heldout-talks", str(args.heldout_talks), "--out", str(args.out)]
+              "--heldout-seed", str(args.heldout_seed), "--heldout-talks", str(args.heldout_talks)]
+    if args.per_multiplier_seeds:
+        parts += ["--per-multiplier-seeds", args.per_multiplier_seeds]
+    parts += ["--out", str(args.out)]
     return " ".join(parts + list(args.overrides))
 
 
@@ -148,11 +188,11 @@ def fmt(value, digits: int = 2) -> str:
 def render(cfg: RunConfig, report: dict) -> str:
     """docs/results.md: method, per-arm table (mean ± std over seeds), matched-latency gains, claims."""
     curves = report["curves"]
-    seeded = {arm: {int(s): c for s, c in curves[arm].items()} for arm in ARMS}
+    seeded = {arm: {int(s): c for s, c in curves[arm].items()} for arm in NAMES if arm in curves and arm not in ("sft", "sft-omit")}
     single = {name: {0: curves[name]} for name in ("sft", "sft-omit")}
     names = NAMES
     rows = ["| policy | m | chrF | BLEU | StreamLAAL (s) | length ratio | seeds |", "|---|---|---|---|---|---|---|"]
-    for key in ("sft", "hpo", "no-hpo", "sft-omit", "hpo-omit"):
+    for key in [k for k in NAMES if k in curves]:
         by_seed = single.get(key) or seeded[key]
         spreads = {metric: metric_spread(by_seed, metric) for metric in ("chrf", "bleu", "stream_laal", "length_ratio")}
         for m in report["multipliers"]:
@@ -163,12 +203,18 @@ def render(cfg: RunConfig, report: dict) -> str:
              ("HPO vs No-HPO (same seed)", gain_spread(seeded["hpo"], seeded["no-hpo"])),
              ("No-HPO vs SFT (clean)", gain_spread(seeded["no-hpo"], curves["sft"])),
              ("HPO vs SFT, corrupted start", gain_spread(seeded["hpo-omit"], curves["sft-omit"]))]
+    if "hpo-per-m" in seeded:
+        gains += [("HPO one model per m vs SFT (clean)", gain_spread(seeded["hpo-per-m"], curves["sft"])),
+                  ("HPO one model per m vs SFT, corrupted start", gain_spread(seeded["hpo-omit-per-m"], curves["sft-omit"]))]
     gain_rows = ["| comparison | " + " | ".join(f"m = {m}" for m in report["multipliers"]) + " |",
                  "|---|" + "---|" * len(report["multipliers"])]
     for label, spread in gains:
         gain_rows.append(f"| {label} | " + " | ".join(str(spread[m]) if m in spread else "n/a" for m in report["multipliers"]) + " |")
     pairs = [("HPO − SFT (clean)", seeded["hpo"], curves["sft"]), ("HPO − No-HPO (same seed)", seeded["hpo"], seeded["no-hpo"]),
              ("HPO − SFT, corrupted start", seeded["hpo-omit"], curves["sft-omit"])]
+    if "hpo-per-m" in seeded:
+        pairs += [("HPO one model per m − SFT (clean)", seeded["hpo-per-m"], curves["sft"]),
+                  ("HPO one model per m − SFT, corrupted start", seeded["hpo-omit-per-m"], curves["sft-omit"])]
     pair_rows = ["| comparison | " + " | ".join(f"m = {m}: ΔchrF / ΔStreamLAAL (s)" for m in report["multipliers"]) + " |",
                  "|---|" + "---|" * len(report["multipliers"])]
     for label, cand, base in pairs:
@@ -178,10 +224,13 @@ def render(cfg: RunConfig, report: dict) -> str:
     claims: list[Claim] = [claim_beats_start(seeded["hpo"], curves["sft"]),
                            claim_not_below(seeded["hpo"], seeded["no-hpo"], "No-HPO"),
                            claim_robust(seeded["hpo-omit"], curves["sft-omit"])]
+    if "hpo-per-m" in seeded:
+        claims += [claim_beats_start(seeded["hpo-per-m"], curves["sft"], label=" (one model per m)"),
+                   claim_robust(seeded["hpo-omit-per-m"], curves["sft-omit"], label=" (one model per m)")]
     claim_rows = [f"- **{c.name}: {'held' if c.held else 'did not hold'}** — {c.detail}." for c in claims]
     per_seed = ["| policy | seed | " + " | ".join(f"m = {m} chrF / StreamLAAL / len" for m in report["multipliers"]) + " |",
                 "|---|---|" + "---|" * len(report["multipliers"])]
-    for key in ARMS:
+    for key in seeded:
         for seed, curve in sorted(seeded[key].items()):
             cells = [" / ".join(fmt(p.get(k)) for k in ("chrf", "stream_laal", "length_ratio")) for p in curve]
             per_seed.append(f"| {names[key]} | {seed} | " + " | ".join(cells) + " |")
@@ -205,7 +254,10 @@ def render(cfg: RunConfig, report: dict) -> str:
         "No-HPO = the flat reward α·z(Q) − β·z(L) (`reward.hinge=none`); everything else equal, same seeds "
         f"{report['seeds']}.",
         "- Latency points: chunk multipliers m (a turn = m × "
-        f"{cfg.data.chunk_frames} frames of {cfg.data.frame_seconds:g} s); training used m = {cfg.data.multiplier}.",
+        f"{cfg.data.chunk_frames} frames of {cfg.data.frame_seconds:g} s). Two protocols: every arm is trained at "
+        f"m = {cfg.data.multiplier} and evaluated at every m (seeds {report['seeds']}); and, as in the paper, one HPO "
+        "model per m, each trained and evaluated at its own m (\"one model per m\"; seeds "
+        f"{report.get('per_multiplier_seeds') or 'none'}).",
         "- Reported chrF is sacrebleu's standard chrF (β = 2); StreamLAAL in seconds; length ratio = output / reference "
         "characters.", "",
         "## Claims", "", *claim_rows, "",
