@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed syncs per configuration first")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on every side (memcpy included)")
     parser.add_argument("--ray-zero-copy", action="store_true",
-                        help="set RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 (tensors read from the object store without a copy)")
+                        help="set RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 (already the default unless the environment sets it to 0)")
 
 
 @dataclass(frozen=True)
@@ -403,7 +403,7 @@ def run(args) -> int:
     nbytes = bench.nbytes
     print(f"sync bench: {len(bench.state)} tensors, {nbytes / 2**20:.1f} MiB {args.dtype} (hidden {args.hidden}); "
           f"{args.warmup} warm-up + {args.repeats} timed syncs per row, median, each sync followed by one memcpy; "
-          f"device {args.device}; {args.threads} torch thread(s); ray zero-copy tensors {'on' if args.ray_zero_copy else 'off'}; {note}")
+          f"device {args.device}; {args.threads} torch thread(s); ray zero-copy tensors {'on' if os.environ.get('RAY_ENABLE_ZERO_COPY_TORCH_TENSORS') == '1' else 'off'}; {note}")
     print(f"baseline: memcpy = one copy_ of the same bytes into a preallocated, touched buffer (measured per row); "
           f"a per-tensor copy of the state into the target runs at {nbytes / copy_s / 1e9:.2f} GB/s")
     print(f"{'backend':<24}{'bucket MB':>10}{'checksum':>10}{'buffer':>8}{'median s':>10}{'GB/s':>8}{'memcpy GB/s':>13}"
