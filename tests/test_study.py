@@ -3,7 +3,7 @@
 import pytest
 
 from hpo_ray.config import load_config
-from hpo_ray.study import (Spread, baseline_quality_at, claim_beats_start, claim_not_below, claim_robust, gain_spread,
+from hpo_ray.study import (Spread, baseline_quality_at, claim_beats_start, claim_not_below, claim_robust, faster_than_baseline, gain_spread,
                            matched_gains, mean_curve, metric_spread, paired_deltas)
 
 
@@ -20,8 +20,13 @@ def test_baseline_is_read_at_its_best_point_that_is_no_slower():
     assert baseline_quality_at(SFT, 10.0) == 32.5      # the non-monotone m1 point (20.0 at 4.8 s) never wins
 
 
-def test_baseline_faster_than_all_points_uses_its_fastest_point():
-    assert baseline_quality_at(SFT, 1.0) == 31.8       # favours the baseline: m2 is slower than 1.0 s
+def test_a_point_faster_than_every_baseline_point_meets_the_baseline_at_its_multiplier_or_strictly_its_fastest():
+    assert baseline_quality_at(SFT, 1.0, multiplier=1) == 20.0   # the operating point it replaces (4.8 s)
+    assert baseline_quality_at(SFT, 1.0) == 31.8                 # strict: the fastest point (2.35 s), favours the baseline
+    hpo = [point(1, 33.4, 2.0), point(2, 34.0, 3.0)]
+    assert matched_gains(hpo, SFT) == pytest.approx({1: 13.4, 2: 34.0 - 31.8})
+    assert matched_gains(hpo, SFT, strict=True) == pytest.approx({1: 33.4 - 31.8, 2: 34.0 - 31.8})
+    assert faster_than_baseline(hpo, SFT) == {1}
 
 
 def test_silent_baseline_has_no_latency_and_counts_at_any_latency():
@@ -45,8 +50,10 @@ def test_spread_is_mean_sample_std_and_range():
 def test_metric_and_gain_spread_over_seeds():
     runs = {0: [point(1, 30.0, 2.0)], 1: [point(1, 34.0, 2.2)]}
     assert metric_spread(runs, "chrf")[1].mean == 32.0
-    gains = gain_spread(runs, SFT)                      # both faster than every SFT point -> SFT's fastest (31.8)
-    assert gains[1].low == pytest.approx(30.0 - 31.8) and gains[1].high == pytest.approx(34.0 - 31.8)
+    gains = gain_spread(runs, SFT)                      # both faster than every SFT point -> SFT at m1 (20.0)
+    assert gains[1].low == pytest.approx(10.0) and gains[1].high == pytest.approx(14.0)
+    strict = gain_spread(runs, SFT, strict=True)        # -> SFT's fastest point (31.8)
+    assert strict[1].low == pytest.approx(30.0 - 31.8) and strict[1].high == pytest.approx(34.0 - 31.8)
     per_seed = gain_spread(runs, {0: [point(1, 29.0, 2.0)], 1: [point(1, 35.0, 2.2)]})
     assert per_seed[1].mean == pytest.approx(0.0)
 

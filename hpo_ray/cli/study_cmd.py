@@ -15,8 +15,8 @@ from hpo_ray.cli.common import add_config_arguments
 from hpo_ray.cli import demo_cmd
 from hpo_ray.cli.demo_cmd import run_hpo
 from hpo_ray.config import RunConfig, load_config
-from hpo_ray.study import (Claim, claim_beats_start, claim_not_below, claim_robust, gain_spread, mean_curve, metric_spread,
-                           paired_deltas)
+from hpo_ray.study import (Claim, claim_beats_start, claim_not_below, claim_robust, faster_than_baseline, gain_spread, mean_curve,
+                           metric_spread, paired_deltas)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "study.yaml"
 COMMAND = "hpo-ray study"
@@ -199,17 +199,21 @@ def render(cfg: RunConfig, report: dict) -> str:
             cells = [spreads[k][m].plain(3 if k in ("stream_laal", "length_ratio") else 2) if m in spreads[k] else "n/a"
                      for k in ("chrf", "bleu", "stream_laal", "length_ratio")]
             rows.append(f"| {names[key]} | {m} | " + " | ".join(cells) + f" | {len(by_seed)} |")
-    gains = [("HPO vs SFT (clean)", gain_spread(seeded["hpo"], curves["sft"])),
-             ("HPO vs No-HPO (same seed)", gain_spread(seeded["hpo"], seeded["no-hpo"])),
-             ("No-HPO vs SFT (clean)", gain_spread(seeded["no-hpo"], curves["sft"])),
-             ("HPO vs SFT, corrupted start", gain_spread(seeded["hpo-omit"], curves["sft-omit"]))]
+    compared = [("HPO vs SFT (clean)", seeded["hpo"], curves["sft"]), ("HPO vs No-HPO (same seed)", seeded["hpo"], seeded["no-hpo"]),
+                ("No-HPO vs SFT (clean)", seeded["no-hpo"], curves["sft"]),
+                ("HPO vs SFT, corrupted start", seeded["hpo-omit"], curves["sft-omit"])]
     if "hpo-per-m" in seeded:
-        gains += [("HPO one model per m vs SFT (clean)", gain_spread(seeded["hpo-per-m"], curves["sft"])),
-                  ("HPO one model per m vs SFT, corrupted start", gain_spread(seeded["hpo-omit-per-m"], curves["sft-omit"]))]
-    gain_rows = ["| comparison | " + " | ".join(f"m = {m}" for m in report["multipliers"]) + " |",
-                 "|---|" + "---|" * len(report["multipliers"])]
-    for label, spread in gains:
-        gain_rows.append(f"| {label} | " + " | ".join(str(spread[m]) if m in spread else "n/a" for m in report["multipliers"]) + " |")
+        compared += [("HPO one model per m vs SFT (clean)", seeded["hpo-per-m"], curves["sft"]),
+                     ("HPO one model per m vs SFT, corrupted start", seeded["hpo-omit-per-m"], curves["sft-omit"])]
+    header = ["| comparison | " + " | ".join(f"m = {m}" for m in report["multipliers"]) + " |",
+              "|---|" + "---|" * len(report["multipliers"])]
+    gain_rows, strict_rows = list(header), list(header)
+    for label, cand, base in compared:
+        spread, strict = gain_spread(cand, base), gain_spread(cand, base, strict=True)
+        faster = set().union(*(faster_than_baseline(c, base[s] if isinstance(base, dict) else base) for s, c in cand.items()))
+        gain_rows.append(f"| {label} | " + " | ".join(
+            (str(spread[m]) + (" †" if m in faster else "")) if m in spread else "n/a" for m in report["multipliers"]) + " |")
+        strict_rows.append(f"| {label} | " + " | ".join(str(strict[m]) if m in strict else "n/a" for m in report["multipliers"]) + " |")
     pairs = [("HPO − SFT (clean)", seeded["hpo"], curves["sft"]), ("HPO − No-HPO (same seed)", seeded["hpo"], seeded["no-hpo"]),
              ("HPO − SFT, corrupted start", seeded["hpo-omit"], curves["sft-omit"])]
     if "hpo-per-m" in seeded:
@@ -262,11 +266,16 @@ def render(cfg: RunConfig, report: dict) -> str:
         "characters.", "",
         "## Claims", "", *claim_rows, "",
         "*Matched latency*: a policy's point is compared with the baseline's best chrF among the baseline points "
-        "that are no slower (StreamLAAL ≤ the point's); when every baseline point is slower, with the baseline's "
-        "fastest point (this favours the baseline).", "",
+        "that are no slower (StreamLAAL ≤ the point's: what the baseline reaches within that latency). When every "
+        "baseline point is slower, with the baseline at the same multiplier (marked † below); the *strict rule* uses "
+        "the baseline's fastest point there instead.", "",
         "## Mean ± std over seeds", "", *rows, "",
         *([f"![chrF vs StreamLAAL]({report['plot']})", ""] if report.get("plot") else []),
         "## chrF gain at matched latency (mean ± std [min, max] over seeds)", "", *gain_rows, "",
+        "† In at least one seed the policy is faster at this multiplier than every baseline point, so the baseline "
+        "has no point at that latency; it is then compared with the baseline at the same multiplier (the operating "
+        "point it replaces, which is slower). The strict rule compares it with the baseline's fastest point instead "
+        "(quality the baseline only reaches at a higher latency):", "", *strict_rows, "",
         "## Same multiplier: differences in chrF and StreamLAAL (mean over seeds)", "",
         "Negative ΔStreamLAAL = lower latency than the baseline at the same chunk size.", "", *pair_rows, "",
         "## Every seed", "", *per_seed, "",
