@@ -40,6 +40,11 @@ def test_matched_gains_per_multiplier_and_skip_points_without_latency():
     assert gains == pytest.approx({1: 33.4 - 31.8, 2: 34.3 - 31.8})
 
 
+def test_both_curves_are_read_at_their_best_point_within_the_latency():
+    hpo = [point(2, 35.0, 2.4), point(3, 31.0, 3.2)]   # m3 is dominated by HPO's own m2 point
+    assert matched_gains(hpo, SFT) == pytest.approx({2: 35.0 - 31.8, 3: 35.0 - 32.5})
+
+
 def test_spread_is_mean_sample_std_and_range():
     s = Spread.of([1.0, 2.0, 3.0])
     assert (s.mean, s.std, s.low, s.high, s.n) == (2.0, 1.0, 1.0, 3.0, 3)
@@ -79,7 +84,7 @@ def test_claim_a_needs_a_gain_everywhere_and_the_margin_at_the_lowest_multiplier
     weak_low = {s: [point(1, 33.0, 2.4), point(2, 35.0, 2.3)] for s in range(3)}   # +1.2 at m1 < 5
     verdict = claim_beats_start(weak_low, SFT)
     assert not verdict.held and "m = 1" in verdict.detail
-    loses_high = {s: [point(1, 40.0, 2.0), point(2, 31.0, 3.2)] for s in range(3)}  # 31.0 < 32.5 at 3.2 s
+    loses_high = {s: [point(1, 30.0, 2.0), point(2, 31.0, 3.2)] for s in range(3)}  # best within 3.2 s: 31.0 < 32.5
     verdict = claim_beats_start(loses_high, SFT)
     assert not verdict.held and "[2]" in verdict.detail
 
@@ -90,6 +95,12 @@ def test_claim_b_compares_each_seed_with_the_same_seed_of_the_other_policy():
     assert claim_not_below(hpo, flat, "No-HPO").held          # mean gain (+1.0 − 0.5) / 2 ≥ 0
     verdict = claim_not_below(flat, hpo, "HPO")
     assert not verdict.held and "m = 1" in verdict.detail
+
+
+def test_claim_c_does_not_take_a_near_silent_start_as_latency_reference():
+    silent_start = [point(1, 4.0, 1.5, 0.06)]
+    verdict = claim_robust({0: [point(1, 30.0, 2.0, 0.95)]}, silent_start)
+    assert verdict.held and "latency not checked" in verdict.detail
 
 
 def test_claim_c_fails_on_shrinking_output_or_latency_blow_up():

@@ -265,10 +265,10 @@ def render(cfg: RunConfig, report: dict) -> str:
         "- Reported chrF is sacrebleu's standard chrF (β = 2); StreamLAAL in seconds; length ratio = output / reference "
         "characters.", "",
         "## Claims", "", *claim_rows, "",
-        "*Matched latency*: a policy's point is compared with the baseline's best chrF among the baseline points "
-        "that are no slower (StreamLAAL ≤ the point's: what the baseline reaches within that latency). When every "
-        "baseline point is slower, with the baseline at the same multiplier (marked † below); the *strict rule* uses "
-        "the baseline's fastest point there instead.", "",
+        "*Matched latency*: at the StreamLAAL L of each of a policy's points (one per multiplier), both curves are "
+        "read at their best chrF among their points with StreamLAAL ≤ L — what each reaches within that latency. "
+        "When every baseline point is slower than L, the baseline cannot run at that latency; it is then read at "
+        "the same multiplier (marked † below), and the *strict rule* reads its fastest point instead.", "",
         "## Mean ± std over seeds", "", *rows, "",
         *([f"![chrF vs StreamLAAL]({report['plot']})", ""] if report.get("plot") else []),
         "## chrF gain at matched latency (mean ± std [min, max] over seeds)", "", *gain_rows, "",
