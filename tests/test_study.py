@@ -123,7 +123,8 @@ def test_study_report_states_command_seeds_and_claims():
               "no-hpo": {str(s): [point(m, 36.0, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
               "hpo-omit": {str(s): [point(m, 30.0, 3.1, 0.95) for m in (1, 2, 3, 4)] for s in (0, 1)}}
     report = {"command": "hpo-ray study --seeds 0,1", "seeds": [0, 1], "multipliers": [1, 2, 3, 4], "omit_rate": 0.2,
-              "heldout": "runs/study/heldout/test/manifest.parquet", "curves": curves, "minutes": 1.0}
+              "heldout": "runs/study/heldout/test/manifest.parquet", "curves": curves, "minutes": 1.0,
+              "hpo_runs": {"runs": 6, "minutes": 3.0}}
     text = render(cfg, report)
     assert "hpo-ray study --seeds 0,1" in text
     assert text.count("held**") == 3 and "did not hold" not in text
