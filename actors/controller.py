@@ -30,7 +30,7 @@ from actors.placement import make_pools
 from actors.ray_metrics import RayMetrics
 from actors.reward_pool import RewardPool
 from actors.rollout_pool import RolloutPool
-from actors.weight_sync import BroadcastSync, IpcSync, object_store_sync, put_buckets
+from actors.weight_sync import BroadcastSync, IpcSync, object_store_sync
 
 
 def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> list[dict]:
@@ -171,8 +171,10 @@ class Controller:
         return self._state[1]
 
     def _resync_restarted(self, worker) -> None:
-        """A restarted worker gets the current weights via the object store; a broadcast group is re-formed."""
-        object_store_sync(put_buckets(self._weights(), self.version, self.cfg.sync), [worker], self.version, self.cfg.sync)
+        """A restarted worker gets the current weights streamed from the learner via the object store; a
+        broadcast group is re-formed."""
+        sync = self.cfg.sync
+        object_store_sync(self.learner.stream_weights(self.version, sync.bucket_mb, sync.checksum), [worker], self.version, sync)
         if self.direct_sync is not None:
             self.direct_sync.reset()
 

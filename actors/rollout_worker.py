@@ -39,9 +39,13 @@ class RolloutWorker:
 
     def receive_bucket(self, bucket, version: int, verify: bool) -> int:
         """Apply one object-store bucket of weight `version` (a sync sends them in index order); its bytes."""
+        self._apply(bucket, version, verify)
+        return bucket.manifest.nbytes
+
+    def _apply(self, bucket, version: int, verify: bool) -> None:
+        """Check one bucket (order, version, checksum) and load what it completes into the engine."""
         for named in self.buckets.add(bucket, version, verify):
             self.engine.load_weights(named, version)
-        return bucket.manifest.nbytes
 
     def join_sync_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
         """Join the learner's weight-sync broadcast group as receiver `rank`."""
@@ -51,10 +55,8 @@ class RolloutWorker:
         self.sync = BroadcastBackend(make_sync_group(host, port, rank, world, backend, 600.0), 0, rank, device)
 
     def receive_broadcast(self, version: int, verify: bool) -> int:
-        from hpo_ray.learner.weight_sync import unpack_bucket
-
         for bucket in self.sync.receive():
-            self.engine.load_weights(unpack_bucket(bucket, verify=verify).items(), version)
+            self._apply(bucket, version, verify)
         return version
 
     def receive_ipc(self, handles: list, version: int, verify: bool) -> int:
@@ -65,8 +67,7 @@ class RolloutWorker:
         from hpo_ray.learner.sync_ipc import CudaIpcBackend
 
         for bucket in CudaIpcBackend(ListChannel(handles)).receive():
-            for named in self.buckets.add(bucket, version, verify):
-                self.engine.load_weights(named, version)
+            self._apply(bucket, version, verify)
         torch.cuda.synchronize()  # the copies must be done before the learner frees the buckets
         return version
 

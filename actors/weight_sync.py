@@ -38,12 +38,17 @@ def object_store_sync(bucket_refs: Iterable, workers: list, version: int, sync: 
     applied = [[w.receive_bucket.remote(ref, version, sync.checksum) for w in workers] for ref in bucket_refs]
     sizes = ray.get([calls[0] for calls in applied])  # worker 0's applied bytes per bucket
     ray.get([call for calls in applied for call in calls[1:]])
+    return finish_sync(start, sum(sizes), len(applied), version, sync, workers, state_for_verify)
+
+
+def finish_sync(start: float, nbytes: float, buckets: int, version: int, sync: SyncConfig, workers: list,
+                state_for_verify=None) -> dict:
+    """Verify the workers when `sync.verify`; the sync's metrics (seconds up to the verify)."""
     seconds = time.perf_counter() - start
     if sync.verify and state_for_verify is not None:
         verify_workers(state_for_verify(), workers, version)
-    nbytes = float(sum(sizes))
-    return {"sync/seconds": seconds, "sync/bytes": nbytes, "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
-            "sync/buckets": float(len(applied)), "weight_version": float(version)}
+    return {"sync/seconds": seconds, "sync/bytes": float(nbytes), "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
+            "sync/buckets": float(buckets), "weight_version": float(version)}
 
 
 def verify_workers(state: dict, workers: list, version: int) -> None:
@@ -80,11 +85,7 @@ class BroadcastSync:
         start = time.perf_counter()
         sent = ray.get(self.learner.broadcast_weights(version, self.cfg.sync.bucket_mb)
                        + [w.receive_broadcast.remote(version, self.cfg.sync.checksum) for w in self.workers])[0]
-        seconds = time.perf_counter() - start
-        if self.cfg.sync.verify and state_for_verify is not None:
-            verify_workers(state_for_verify(), self.workers, version)
-        return {"sync/seconds": seconds, "sync/bytes": float(sent["bytes"]), "sync/bytes_per_s": sent["bytes"] / max(seconds, 1e-9),
-                "sync/buckets": float(sent["buckets"]), "weight_version": float(version)}
+        return finish_sync(start, sent["bytes"], sent["buckets"], version, self.cfg.sync, self.workers, state_for_verify)
 
 
 class IpcSync:
@@ -103,9 +104,5 @@ class IpcSync:
             ray.get([w.receive_ipc.remote(handles, version, self.cfg.sync.checksum) for w in self.workers])
         finally:
             ray.get(self.learner.release_ipc())
-        seconds = time.perf_counter() - start
-        if self.cfg.sync.verify and state_for_verify is not None:
-            verify_workers(state_for_verify(), self.workers, version)
         nbytes = sum(json.loads(text)["nbytes"] for text, _ in handles)
-        return {"sync/seconds": seconds, "sync/bytes": float(nbytes), "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
-                "sync/buckets": float(len(handles)), "weight_version": float(version)}
+        return finish_sync(start, nbytes, len(handles), version, self.cfg.sync, self.workers, state_for_verify)
