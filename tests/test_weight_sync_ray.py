@@ -1,5 +1,7 @@
 """Weight sync learner group → rollout workers on Ray: greedy outputs agree after a sync; corruption is caught."""
 
+import time
+
 import pytest
 
 from hpo_ray.config import load_config
@@ -50,6 +52,26 @@ def test_after_a_sync_the_engine_greedy_output_equals_the_learners(backend, ray_
             assert stats["sync/buckets"] > 1
         assert stats["sync/bytes"] > 0 and stats["weight_version"] == 1
         after = greedy_ids(pool, talk, cfg)
+        if backend == "object_store":  # a restarted worker comes back with the SFT weights; the controller resyncs it
+            from types import SimpleNamespace
+
+            from actors.controller import Controller
+            from hpo_ray.learner.weight_sync import state_checksum
+
+            worker = pool.workers[0]
+            ray.kill(worker, no_restart=False)
+            restarted = state_checksum(state)
+            for _ in range(120):  # until the restarted instance answers (with the SFT weights it was built from)
+                try:
+                    restarted = ray.get(worker.weight_checksum.remote())
+                except ray.exceptions.RayActorError:
+                    pass
+                if restarted != state_checksum(state):
+                    break
+                time.sleep(1)
+            assert restarted != state_checksum(state), "the worker did not come back with its initial weights"
+            Controller._resync_restarted(SimpleNamespace(learner=learner, version=1, cfg=cfg, direct_sync=None), worker)
+            assert ray.get(worker.weight_checksum.remote()) == state_checksum(state)
     finally:
         learner.shutdown()
         for w in pool.workers:
