@@ -69,8 +69,10 @@ class Controller:
         self.train_set = Manifest(cfg.data.train_manifest, width=width, frame_seconds=cfg.data.frame_seconds)
         self.dev_set = Manifest(cfg.data.dev_manifest, width=width, frame_seconds=cfg.data.frame_seconds) \
             if cfg.data.dev_manifest else None
-        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best)
-        self.step, sampler_state, latest = 0, SamplerState(), self.store.latest() if resume else None
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best,
+                                     keep_last=cfg.checkpoint.keep_last)
+        # the newest checkpoint that verifies (manifest + allow-listed pickles); newer damaged ones are warned about
+        self.step, sampler_state, latest = 0, SamplerState(), self.store.latest_verified().info if resume else None
         if latest is not None:
             state = json.loads((latest.path / "trainer_state.json").read_text())
             self.step, sampler_state = state["step"], SamplerState(**state["sampler"])

@@ -139,7 +139,9 @@ class LearnerGroup:
         merged = merge_metrics(parts) if parts else {}
         if results and "grad_norm" in results[0]:
             merged["grad_norm"] = results[0]["grad_norm"]
-        merged["optimizer_steps"] = len(plan.normalisers) * self.cfg.algorithm.updates_per_step
+        skipped = results[0]["learner/skipped_updates"]  # the same on every rank: the skip is agreed
+        merged["learner/skipped_updates"] = skipped
+        merged["optimizer_steps"] = len(plan.normalisers) * self.cfg.algorithm.updates_per_step - skipped
         merged["time/logprob"] = max(m.get("time/logprob", 0.0) for m in results)
         return merged
 

@@ -1,6 +1,8 @@
-"""Atomic checkpoint directories: crashes never expose half-written checkpoints; resume finds the newest."""
+"""Atomic checkpoint directories: crashes never expose half-written checkpoints; resume finds the newest
+one whose manifest verifies and names what failed in the newer ones."""
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpo_ray.learner.checkpoint import CheckpointStore, load_trainer_state
+from hpo_ray.learner.checkpoint import CheckpointError, CheckpointStore, load_trainer_state
 from hpo_ray.learner.rng_state import capture_rng_state, restore_rng_state
 
 
@@ -102,7 +104,8 @@ def test_multi_rank_protocol_begin_write_commit(tmp_path):
         (tmp / f"zero_rank_{rank}.pt").write_bytes(bytes([rank]) * 10)
     assert store.latest() is None
     path = store.commit(5, {"step": 5}, criterion=0.5)
-    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.json", "trainer_state.json", "zero_rank_0.pt", "zero_rank_1.pt"]
+    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.json", "manifest.json", "trainer_state.json", "zero_rank_0.pt",
+                                                   "zero_rank_1.pt"]
     with pytest.raises(FileNotFoundError, match="call begin first"):
         store.commit(6, {"step": 6})
 
@@ -136,3 +139,54 @@ def test_rng_state_is_plain_json_and_bad_state_is_reported():
     restore_rng_state(json.loads(text))
     with pytest.raises(ValueError, match="invalid RNG state"):
         restore_rng_state({"python": {}})
+
+
+def payload(d, text=b"weights"):
+    (d / "deepspeed").mkdir()
+    (d / "deepspeed" / "shard.safetensors").write_bytes(text * 100)
+
+
+def test_commit_writes_a_manifest_of_every_file_size_and_sha256(tmp_path):
+    import hashlib
+
+    path = CheckpointStore(tmp_path, keep_best=0).save(1, {"step": 1}, save_fn=payload)
+    files = json.loads((path / "manifest.json").read_text())["files"]
+    on_disk = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert sorted(files) == on_disk == ["checkpoint.json", "deepspeed/shard.safetensors", "trainer_state.json"]
+    for rel, entry in files.items():
+        data = (path / rel).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert CheckpointStore(tmp_path, keep_best=0).verify(path) == []
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda d: (d / "deepspeed" / "shard.safetensors").unlink(), "deepspeed/shard.safetensors: missing"),
+    (lambda d: (d / "deepspeed" / "extra.pt").write_bytes(b"x"), "deepspeed/extra.pt: not in the manifest"),
+    (lambda d: (d / "manifest.json").unlink(), "manifest.json: missing"),
+    (lambda d: (d / "manifest.json").write_text('{"format": 1, "fil'), "manifest.json: unreadable"),
+    (lambda d: (d / "checkpoint.json").write_text("{}"), "checkpoint.json: 2 bytes, expected"),
+])
+def test_missing_stray_and_unlisted_files_are_named(tmp_path, damage, expected):
+    store = CheckpointStore(tmp_path, keep_best=0, keep_last=2)
+    store.save(1, {"step": 1}, save_fn=payload)
+    damage(store.save(2, {"step": 2}, save_fn=payload))
+    verified = store.latest_verified()
+    assert verified.info.step == 1 and expected in str(verified.rejected[0])
+
+
+def test_a_checkpoint_moved_to_another_step_name_is_rejected(tmp_path):
+    store = CheckpointStore(tmp_path, keep_best=0, keep_last=2)
+    store.save(1, {"step": 1}, save_fn=payload)
+    os.replace(store.save(2, {"step": 2}, save_fn=payload), tmp_path / "step_00000007")
+    verified = store.latest_verified()
+    assert verified.info.step == 1 and "says step 2, but the directory is step_00000007" in str(verified.rejected[0])
+
+
+def test_no_intact_checkpoint_is_an_error_naming_each_and_none_at_all_is_none(tmp_path):
+    store = CheckpointStore(tmp_path, keep_best=0, keep_last=2)
+    assert store.latest_verified().info is None
+    for step in (1, 2):
+        path = store.save(step, {"step": step}, save_fn=payload)
+        (path / "deepspeed" / "shard.safetensors").write_bytes(b"tampered")
+    with pytest.raises(CheckpointError, match="no intact checkpoint.*step_00000002: .*shard.safetensors.*step_00000001"):
+        store.latest_verified()

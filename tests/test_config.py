@@ -39,6 +39,38 @@ def test_bad_values_are_rejected_naming_the_key_path(override, path):
     assert path in str(err.value)
 
 
+@pytest.mark.parametrize("override, path", [
+    ("learner.optimizer.lr=inf", "learner.optimizer.lr"),                   # was accepted: every weight NaN after step 1
+    ("learner.optimizer.lr=.nan", "learner.optimizer.lr"),
+    ("algorithm.kl_coef=.inf", "algorithm.kl_coef"),
+    ("algorithm.clip_high=nan", "algorithm.clip_high"),
+    ("algorithm.truncated_reward=-inf", "algorithm.truncated_reward"),
+    ("reward.alpha=-1", "reward.alpha"),
+    ("reward.beta=inf", "reward.beta"),
+    ("reward.target_quality=nan", "reward.target_quality"),
+    ("learner.optimizer.betas=[0.9, 1.5]", "learner.optimizer.betas.1"),
+    ("cluster.learner_resources={node_a: inf}", "cluster.learner_resources.node_a"),
+    ("run.seed=-5", "run.seed"),                                            # was accepted: failed after actors started
+    ("data.seed=4294967296", "data.seed"),
+    ("model.tiny.seed=-1", "model.tiny.seed"),
+    ("learner.max_skipped_updates=0", "learner.max_skipped_updates"),
+])
+def test_non_finite_and_out_of_range_numbers_are_rejected_naming_the_key(override, path):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert err.value.path == path
+
+
+def test_train_with_an_infinite_learning_rate_exits_2_naming_the_key_before_ray_starts(capsys):
+    import ray
+
+    demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    assert cli(["train", "--config", str(demo), "learner.optimizer.lr=inf"]) == 2
+    err = capsys.readouterr().err
+    assert "learner.optimizer.lr" in err and "finite" in err
+    assert not ray.is_initialized()
+
+
 def test_turns_times_chunk_shorter_than_a_talk_is_rejected():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["data.max_talk_seconds=67.2", "rollout.max_turns=30"])

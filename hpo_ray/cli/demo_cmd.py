@@ -73,7 +73,8 @@ def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
     ray.shutdown()
     from hpo_ray.learner.checkpoint import CheckpointStore
 
-    latest = CheckpointStore(run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best).latest()
+    latest = CheckpointStore(run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best,
+                             keep_last=cfg.checkpoint.keep_last).latest_verified().info
     if latest is None:
         raise RuntimeError(f"HPO wrote no checkpoint under {run_dir}")
     if out.exists():

@@ -1,12 +1,17 @@
-"""Shared base for every config section: unknown keys are errors, assignments are validated."""
+"""Shared base for every config section: unknown keys are errors, numbers are finite, assignments are validated."""
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# A random seed: numpy's legacy generators and torch accept 0 ≤ seed < 2³².
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class Section(BaseModel):
-    """A config section: strict keys, validated on assignment, defaults only here."""
+    """A config section: strict keys, no inf/nan in any float, validated on assignment, defaults only here."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class ConfigError(ValueError):

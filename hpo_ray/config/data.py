@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from .base import Section
+from .base import Section, Seed
 
 
 class SynthConfig(Section):
@@ -15,8 +15,8 @@ class SynthConfig(Section):
     """
 
     talks: PositiveInt = 48
-    seed: int = Field(0, ge=0)
-    language_seed: int = Field(1234, ge=0)
+    seed: Seed = 0
+    language_seed: Seed = 1234
     dev_fraction: float = Field(0.125, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.125, ge=0.0, lt=1.0)
     min_talk_seconds: PositiveFloat = 60.0
@@ -82,7 +82,7 @@ class DataConfig(Section):
     chunk_seconds: PositiveFloat | None = None
     max_talk_seconds: PositiveFloat | None = None
     shuffle: bool = True
-    seed: int = 42
+    seed: Seed = 42
     synth: SynthConfig = SynthConfig()
 
     @property

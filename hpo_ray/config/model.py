@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import PositiveInt
 
-from .base import Section
+from .base import Section, Seed
 
 
 class TinyModelConfig(Section):
@@ -24,7 +24,7 @@ class TinyModelConfig(Section):
     vocab_size: PositiveInt = 640
     max_position_embeddings: PositiveInt = 4096
     tie_word_embeddings: bool = True
-    seed: int = 0
+    seed: Seed = 0
 
 
 class ModelConfig(Section):

@@ -46,12 +46,12 @@ class RewardConfig(Section):
     splitting: Literal["sentence", "clause"] = "sentence"
     splitters: dict[str, str] = Field(default_factory=dict)  # per-language override of the splitter set
     latency: Literal["hpo", "laal"] = "laal"
-    target_latency: float | None = None
+    target_latency: float | None = Field(None, ge=0.0)
     hinge: Literal["sentence", "document", "none"] = "sentence"
     target_quality: float | None = None  # None: DEFAULT_TARGET_QUALITY[quality]
     max_latency: PositiveFloat = 10.0
-    alpha: float = 1.0
-    beta: float = 0.5
+    alpha: float = Field(1.0, ge=0.0)  # weight of z(quality); both weights ≥ 0 (0 switches a term off)
+    beta: float = Field(0.5, ge=0.0)  # weight of z(latency)
     normalize: bool = True
     seqpo: bool = False
 

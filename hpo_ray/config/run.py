@@ -3,9 +3,9 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from .base import Section
+from .base import Section, Seed
 
 
 class ClusterConfig(Section):
@@ -22,9 +22,9 @@ class ClusterConfig(Section):
     gpus_per_rollout_worker: float = Field(0.0, ge=0.0)
     gpus_per_reward_actor: float = Field(0.0, ge=0.0)
     gpus_per_learner: float = Field(0.0, ge=0.0)
-    rollout_resources: dict[str, float] = Field(default_factory=dict)
-    reward_resources: dict[str, float] = Field(default_factory=dict)
-    learner_resources: dict[str, float] = Field(default_factory=dict)
+    rollout_resources: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    reward_resources: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    learner_resources: dict[str, NonNegativeFloat] = Field(default_factory=dict)
     max_restarts: NonNegativeInt = 3
     max_task_retries: NonNegativeInt = 2
     include_dashboard: bool = True
@@ -42,10 +42,12 @@ class ValidationConfig(Section):
 
 
 class CheckpointConfig(Section):
-    """Atomic checkpoints; the best are kept by quality at a latency budget, not quality alone."""
+    """Atomic, verified checkpoints; the best are kept by quality at a latency budget, not quality
+    alone, plus the `keep_last` newest (so resume can fall back when the newest fails verification)."""
 
     every: PositiveInt = 10
     keep_best: NonNegativeInt = 3
+    keep_last: PositiveInt = 2
     criterion: Literal["quality_at_latency", "quality", "latency"] = "quality_at_latency"
     latency_budget: PositiveFloat = 3.0
     latency_penalty: float = Field(10.0, ge=0.0)
@@ -67,4 +69,4 @@ class RunSection(Section):
 
     name: str = "hpo"
     dir: Path = Path("runs/default")
-    seed: int = 0
+    seed: Seed = 0

@@ -1,10 +1,12 @@
 """Training config: the HPO algorithm (loss, advantages), the learner group, weight sync and SFT."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from .base import Section
+from .base import Section, Seed
+
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class AlgorithmConfig(Section):
@@ -39,7 +41,7 @@ class OptimizerConfig(Section):
 
     lr: PositiveFloat = 1e-6
     weight_decay: float = Field(0.01, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
     grad_clip: PositiveFloat | None = 1.0
 
@@ -55,6 +57,8 @@ class LearnerConfig(Section):
     global_batch_size: PositiveInt | None = None
     offload_reference: bool = False
     gradient_checkpointing: bool = False
+    # Optimiser steps with a non-finite loss or gradient norm are skipped; this many in a row stop the run.
+    max_skipped_updates: PositiveInt = 3
     optimizer: OptimizerConfig = OptimizerConfig()
 
 
@@ -79,4 +83,4 @@ class SftConfig(Section):
     batch_size: PositiveInt = 8
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(20, ge=0)
-    seed: int = 0
+    seed: Seed = 0

@@ -7,9 +7,15 @@ holds `trainer_state.json` (step, data position, RNG states, metrics: JSON only,
 `checkpoint.json` (step, criterion, time), plus whatever the caller writes (DeepSpeed state, an HF
 export). Multi-rank saves: rank 0 calls `begin`, every rank writes into `tmp_path(step)` (shared
 filesystem), then after a barrier rank 0 calls `commit`.
+
+`commit` also writes `manifest.json` (every file's size and SHA-256, fsync'd before the rename).
+Resume goes through `latest_verified`: the newest checkpoint whose files match their manifest and
+whose torch files load without code; newer ones that fail are reported (file, expected vs actual)
+and skipped, and `latest` is rewritten to what verified; it is never trusted on its own.
 """
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -19,6 +25,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hpo_ray.learner.checkpoint_manifest import verify_dir, write_manifest
+
+log = logging.getLogger(__name__)
 
 PREFIX = "step_"
 TMP_PREFIX = ".tmp-"
@@ -36,6 +46,29 @@ class CheckpointInfo:
     path: Path
     criterion: float | None
     created: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A checkpoint directory that failed verification, and why (one line per problem)."""
+
+    path: Path
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.path.name}: " + "; ".join(self.problems)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What to resume from (None: no checkpoint at all) and the newer checkpoints skipped on the way."""
+
+    info: CheckpointInfo | None
+    rejected: tuple[Rejected, ...] = ()
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none of them can be trusted."""
 
 
 class CheckpointStore:
@@ -75,6 +108,7 @@ class CheckpointStore:
             raise ValueError(f"checkpoint criterion must be finite, got {criterion}")
         _write_json(tmp / STATE_FILE, trainer_state, "trainer_state")
         _write_json(tmp / META_FILE, {"step": step, "criterion": criterion, "created": time.time()}, "checkpoint meta")
+        write_manifest(tmp)
         _fsync_tree(tmp)
         final = self.root / self.name(step)
         trash = None
@@ -123,10 +157,54 @@ class CheckpointStore:
         return sorted(out, key=lambda i: i.step)
 
     def latest(self) -> CheckpointInfo | None:
-        """The checkpoint to resume from: the complete one with the highest step (every visible
-        checkpoint is complete; the `latest` file mirrors this for people and external tools)."""
+        """The committed checkpoint with the highest step, unverified (for bookkeeping; resume goes
+        through `latest_verified`). The `latest` file mirrors it for people and external tools."""
         found = self.checkpoints()
         return found[-1] if found else None
+
+    def verify(self, path: str | Path) -> list[str]:
+        """Problems of checkpoint directory `path` (empty: intact); see `checkpoint_manifest.verify_dir`."""
+        path = Path(path)
+        problems = verify_dir(path)
+        if not problems:
+            info = _read_info(path)
+            if info is None:
+                problems = [f"{META_FILE}: unreadable"]
+            elif path.name != self.name(info.step):
+                problems = [f"{META_FILE}: says step {info.step}, but the directory is {path.name}"]
+        return problems
+
+    def latest_verified(self) -> Verified:
+        """The newest checkpoint that verifies, with a warning per newer one that does not; `latest`
+        is rewritten to name it. Raises `CheckpointError` when checkpoints exist but none verifies."""
+        rejected: list[Rejected] = []
+        for path in self._step_dirs_newest_first():
+            problems = self.verify(path)
+            if problems:
+                rejected.append(Rejected(path, tuple(problems)))
+                log.warning("checkpoint %s failed verification, not resuming from it: %s", path, "; ".join(problems))
+                continue
+            info = _read_info(path)
+            self._point_latest_at(info)
+            if rejected:
+                log.warning("resuming from %s, the newest intact checkpoint", path)
+            return Verified(info, tuple(rejected))
+        if rejected:
+            raise CheckpointError(f"no intact checkpoint under {self.root}: " + " | ".join(str(r) for r in rejected))
+        return Verified(None)
+
+    def _step_dirs_newest_first(self) -> list[Path]:
+        """Every `step_N` directory, readable meta or not (so a damaged newest one is reported, not skipped)."""
+        dirs = [d for d in self.root.glob(f"{PREFIX}*") if d.is_dir() and d.name[len(PREFIX):].isdigit()]
+        return sorted(dirs, key=lambda d: int(d.name[len(PREFIX):]), reverse=True)
+
+    def _point_latest_at(self, info: CheckpointInfo) -> None:
+        pointer = self.root / LATEST_FILE
+        current = pointer.read_text().strip() if pointer.is_file() else None
+        if current != info.path.name:
+            if current is not None:
+                log.warning("%s named %s; it now names %s, the newest checkpoint that verifies", pointer, current, info.path.name)
+            _atomic_write_text(pointer, info.path.name + "\n")
 
     def best(self) -> list[CheckpointInfo]:
         """Checkpoints with a criterion, best first."""

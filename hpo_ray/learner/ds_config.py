@@ -7,6 +7,8 @@ nominal micro-batch 1, accumulation 1): every `engine.backward(loss)` accumulate
 step (pad with an empty micro-batch). DeepSpeed averages gradients over the R data-parallel ranks,
 so with the global-batch normaliser of `loss.policy_loss` the learner backpropagates `loss * R`.
 The optimiser is a client `torch.optim.AdamW` (DeepSpeedCPUAdam would JIT-compile with g++).
+`bf16.check_grad_overflow` is set explicitly: it is the check that drops an optimiser step whose
+gradients are not finite (see `hpo_ray.learner.finite`).
 """
 
 from collections.abc import Iterable
@@ -57,7 +59,7 @@ def deepspeed_config(learner: LearnerConfig, world_size: int, device: Device, dt
         "managed_gradient_accumulation": False,
         "gradient_clipping": float(clip) if clip is not None else 0.0,
         "zero_optimization": zero,
-        "bf16": {"enabled": dtype == torch.bfloat16},
+        "bf16": {"enabled": dtype == torch.bfloat16, "check_grad_overflow": True},
         "fp16": {"enabled": False},
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,

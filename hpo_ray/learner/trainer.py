@@ -4,8 +4,11 @@ The Ray learner-group actors are thin wrappers over `PolicyTrainer`. A step's se
 over ranks and over optimiser steps by the caller; π_old and π_ref are computed once for all of a
 rank's sequences before the first update (so later optimiser steps are off-policy and rely on
 clipping, as in PPO). Every rank runs the same number of backward passes per optimiser step.
+An optimiser step whose loss or gradient norm is not finite is skipped (`hpo_ray.learner.finite`),
+and DeepSpeed's checkpoint files are only ever read by the restricted loader (`safe_load`).
 """
 
+import math
 import time
 from pathlib import Path
 
@@ -16,7 +19,9 @@ from hpo_ray.config import RunConfig
 from hpo_ray.learner.batch import MicroBatch, SequenceItem, collate, micro_batches, token_logprobs
 from hpo_ray.learner.distributed import init_cpu_distributed, init_cuda_distributed
 from hpo_ray.learner.ds_config import deepspeed_config, make_optimizer, resolve_device, resolve_dtype
+from hpo_ray.learner.finite import NonFiniteTrainingError, SkipGuard, guarded_step, nonfinite_weights, poisoned
 from hpo_ray.learner.loss import merge_metrics, policy_loss
+from hpo_ray.learner.safe_load import restricted_checkpoint_engine
 from hpo_ray.model.build import load_policy
 from hpo_ray.rollout.factory import make_layout
 from hpo_ray.rollout.sampling import ban_mask
@@ -50,8 +55,10 @@ class PolicyTrainer:
         optimizer = make_optimizer(model.parameters(), cfg.learner.optimizer)
         ds_cfg = deepspeed_config(cfg.learner, world, self.device_type, self.dtype)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_cfg)
+        self.engine.checkpoint_engine = restricted_checkpoint_engine(self.engine.checkpoint_engine)
         self.device = device
         self.optimizer_steps = 0
+        self.skips = SkipGuard(cfg.learner.max_skipped_updates)
 
     # -- logprobs ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -96,12 +103,14 @@ class PolicyTrainer:
         temperature = self.cfg.rollout.sampling.temperature or 1.0
         parts: list[dict] = []
         grad_norms = []
+        skipped = 0
         self.engine.train()
         for k, normaliser in [kn for _ in range(passes) for kn in enumerate(normalisers)]:
             mine = [i for i, s in enumerate(opt_step_of) if s == k]
             groups = micro_batches([items[i] for i in mine], self.cfg.learner.micro_batch_tokens) if mine else []
             groups = [[mine[j] for j in g] for g in groups]
             n_passes = self._max_over_ranks(len(groups))
+            step_parts, nonfinite = [], False
             for p in range(n_passes):
                 if p < len(groups):
                     mb = collate(items, groups[p], self.pad_id)
@@ -113,18 +122,26 @@ class PolicyTrainer:
                 ref_t = self._stack(ref, mb) if ref is not None else None
                 loss, metrics = policy_loss(lp, old_t, mb.rollout_logprobs, ref_t, mb.advantages, mb.loss_mask,
                                             normaliser, algo, entropy=ent)
+                if not math.isfinite(metrics["loss"]):
+                    nonfinite, loss = True, poisoned(lp)  # NaN gradients: the whole optimiser step is dropped
                 self.engine.backward(loss * self.world)
                 if p < len(groups):
-                    parts.append(metrics)
-            self.engine.step()
-            norm = self.engine.get_global_grad_norm()
-            if norm is not None:
-                grad_norms.append(float(norm))
-            self.optimizer_steps += 1
+                    step_parts.append(metrics)
+            nonfinite = self._any_rank(nonfinite)
+            outcome = guarded_step(self.engine, nonfinite, self._any_rank)
+            self.skips.record(outcome, nonfinite)
+            if outcome.applied:
+                parts += step_parts
+                if outcome.grad_norm is not None:
+                    grad_norms.append(outcome.grad_norm)
+                self.optimizer_steps += 1
+            else:
+                skipped += 1
         metrics = merge_metrics(parts) if parts else {}
         if grad_norms:
             metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
-        metrics["optimizer_steps"] = passes * len(normalisers)
+        metrics["optimizer_steps"] = passes * len(normalisers) - skipped
+        metrics["learner/skipped_updates"] = float(skipped)
         metrics["time/logprob"] = logprob_seconds
         return metrics
 
@@ -151,6 +168,9 @@ class PolicyTrainer:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
+    def _any_rank(self, flag: bool) -> bool:
+        return bool(self._max_over_ranks(int(flag)))
+
     # -- weights and checkpoints ------------------------------------------------------------------
     def full_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor] | None:
         """HF-named full weights on CPU (rank 0; None elsewhere). Collective under ZeRO-3: call on all ranks.
@@ -168,7 +188,12 @@ class PolicyTrainer:
         return {k: v.detach().to("cpu", copy=copy) for k, v in module.state_dict().items()} if self.rank == 0 else None
 
     def save_checkpoint(self, folder: str | Path, client_state: dict) -> None:
-        """DeepSpeed state (module, optimiser, step) into `folder` (all ranks write, shared filesystem)."""
+        """DeepSpeed state (module, optimiser, step) into `folder` (all ranks write, shared filesystem).
+        Refused on every rank when any rank's weights hold a non-finite value."""
+        bad = nonfinite_weights(self.engine.module)
+        if self._any_rank(bool(bad)):
+            where = f"rank {self.rank}: {', '.join(bad[:5])}" if bad else "another rank's weights"
+            raise NonFiniteTrainingError(f"refusing to save a checkpoint with non-finite weights ({where})")
         self.engine.save_checkpoint(str(folder), tag="state", client_state={**client_state, "optimizer_steps": self.optimizer_steps})
 
     def load_checkpoint(self, folder: str | Path) -> dict:
