@@ -1,5 +1,6 @@
 """Generated DeepSpeed configs initialise real engines (gloo, CPU) and train like plain torch AdamW."""
 
+import math
 import multiprocessing as mp
 
 import pytest
@@ -9,6 +10,7 @@ from hpo_ray.config.base import ConfigError
 from hpo_ray.config.training import AlgorithmConfig, LearnerConfig
 from hpo_ray.learner.distributed import free_port, init_cpu_distributed
 from hpo_ray.learner.ds_config import deepspeed_config, make_optimizer, resolve_device, resolve_dtype
+from hpo_ray.learner.finite import NonFiniteTrainingError, guarded_step, poisoned
 from hpo_ray.learner.loss import masked_logprobs, policy_loss
 
 VOCAB, BANNED, TEMPERATURE = 11, [7], 1.0
@@ -122,6 +124,59 @@ def test_bf16_config_initialises_and_steps_on_cpu(single_rank):
     train(engine, engine, tokens, mask, adv, [slice(0, 4), slice(4, 8)], int(mask.sum()), steps=1)
     after = [p.detach().float() for p in engine.module.parameters()]
     assert any((a - b).abs().max() > 0 for a, b in zip(after, before))
+
+
+def guarded_train(engine, bad_steps, stage):
+    """One optimiser step per entry of `bad_steps`; a True step's batch has an infinite advantage.
+    Returns each step's outcome and the final parameters."""
+    tokens, mask, adv = make_data()
+    algo = AlgorithmConfig(kl_coef=0.0)
+    outcomes = []
+    for bad in bad_steps:
+        a = adv.clone()
+        if bad:
+            a[0] = math.inf
+        lp = logprobs(engine, tokens)
+        loss, metrics = policy_loss(lp, lp.detach(), lp.detach(), None, a, mask, int(mask.sum()), algo)
+        nonfinite = not math.isfinite(metrics["loss"])
+        engine.backward(poisoned(lp) if nonfinite else loss)
+        outcomes.append(guarded_step(engine, nonfinite, lambda flag: flag))
+    with deepspeed_gathered(engine, stage):
+        return outcomes, [p.detach().float().clone() for p in engine.module.parameters()]
+
+
+def deepspeed_gathered(engine, stage):
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage == 3)
+
+
+def fresh_engine(stage, dtype, optimizer=None):
+    import deepspeed
+
+    learner = LearnerConfig(zero_stage=stage, **LEARNER)
+    torch.manual_seed(0)
+    model = TinyPolicy()
+    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(learner, 1, "cpu", dtype),
+                                      optimizer=(optimizer or make_optimizer)(model.parameters(), learner.optimizer))
+    return engine
+
+
+@pytest.mark.parametrize("stage, dtype", [(0, torch.float32), (1, torch.float32), (2, torch.float32), (3, torch.float32),
+                                          (0, torch.bfloat16), (2, torch.bfloat16)])
+def test_every_zero_stage_drops_a_step_with_a_non_finite_loss_exactly(single_rank, stage, dtype):
+    outcomes, skipped_between = guarded_train(fresh_engine(stage, dtype), [False, True, False], stage)
+    _, straight = guarded_train(fresh_engine(stage, dtype), [False, False], stage)
+    assert [o.applied for o in outcomes] == [True, False, True] and outcomes[1].grad_norm == math.inf
+    assert all(torch.equal(a, b) for a, b in zip(skipped_between, straight)), "the skipped step left a trace"
+
+
+def test_weights_overflowing_in_an_applied_step_stop_training(single_rank):
+    # Decoupled weight decay multiplies by 1 − lr·wd ≈ −3e38: finite gradients, infinite weights. No config
+    # passes such an lr (learner.optimizer.lr ≤ 1); a hand-built optimiser shows the last guard.
+    engine = fresh_engine(2, torch.float32, lambda params, _: torch.optim.AdamW(params, lr=3e37, weight_decay=10.0))
+    with pytest.raises(NonFiniteTrainingError, match="weights became non-finite"):
+        guarded_train(engine, [False], 2)
 
 
 def test_device_and_dtype_resolution():

@@ -39,7 +39,7 @@ class AlgorithmConfig(Section):
 class OptimizerConfig(Section):
     """AdamW settings (the original: lr 1e-6, wd 0.01, betas .9/.999, eps 1e-8, clip 1.0)."""
 
-    lr: PositiveFloat = 1e-6
+    lr: float = Field(1e-6, gt=0.0, le=1.0)
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
@@ -79,7 +79,7 @@ class SftConfig(Section):
     """Supervised fine-tuning on dialogue-form data (the HPO starting point)."""
 
     epochs: PositiveInt = 4
-    lr: PositiveFloat = 3e-3
+    lr: float = Field(3e-3, gt=0.0, le=1.0)
     batch_size: PositiveInt = 8
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(20, ge=0)
