@@ -2,6 +2,8 @@
 
 from pydantic import BaseModel, ConfigDict
 
+from hpo_ray.errors import InputError
+
 
 class Section(BaseModel):
     """A config section: strict keys, validated on assignment, defaults only here."""
@@ -9,7 +11,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config value is wrong; `path` is the dotted key path (e.g. `algorithm.kl_coef`)."""
 
     def __init__(self, path: str, message: str):
