@@ -42,7 +42,8 @@ class ValidationConfig(Section):
 
 
 class CheckpointConfig(Section):
-    """Atomic checkpoints; the best are kept by quality at a latency budget, not quality alone."""
+    """Atomic checkpoints every `every` steps and after the last (with or without a dev set); the best
+    are kept by validation quality at a latency budget, not quality alone."""
 
     every: PositiveInt = 10
     keep_best: NonNegativeInt = 3
