@@ -2,7 +2,9 @@
 
 One step: draw P talks → G rollouts each on the rollout workers, every finished trajectory scored
 by a reward actor at once (scoring overlaps generation) → group-normalised hierarchical rewards →
-advantages → learner update → weight sync. Validation and checkpoints every k steps.
+advantages → learner update → weight sync. Validation (`validation.every`) and checkpoints
+(`checkpoint.every`) are separate phases with their own cadence; both also run after the last step.
+Step k's log lines and its checkpoint all carry k (hpo_ray/run_dir.py).
 """
 
 import json
@@ -24,6 +26,7 @@ from hpo_ray.metrics import MetricsLog
 from hpo_ray.model.build import export_policy
 from hpo_ray.reward.group import group_rewards
 from hpo_ray.rollout.protocol import Trajectory
+from hpo_ray.run_dir import cut_logs, prepare_run_dir
 
 from actors.learner_group import LearnerGroup
 from actors.placement import make_pools
@@ -38,8 +41,8 @@ def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> li
     ctl = Controller(cfg, run_dir, resume)
     history = []
     try:
-        if ctl.step == 0 and cfg.validation.at_start:
-            ctl.validate_and_checkpoint(0, save=False)
+        if ctl.step == 0 and cfg.validation.at_start and ctl.dev_set is not None:
+            ctl.log(ctl.validate(0), step=0)
         for step in ctl.progress(range(ctl.step, steps)):
             started = time.perf_counter()
             talks = ctl.draw_talks()                                                # P talks
@@ -49,9 +52,10 @@ def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> li
             sync_stats = ctl.sync_weights(version=step + 1)                         # learner → rollout engines
             ctl.step = step + 1
             metrics = {**timing, **batch_stats, **train_stats, **sync_stats}
-            if ctl.step % cfg.validation.every == 0 or ctl.step == steps:
-                save = ctl.step % cfg.checkpoint.every == 0 or ctl.step == steps
-                metrics.update(ctl.validate_and_checkpoint(ctl.step, save=save))
+            if ctl.due(cfg.validation.every, steps) and ctl.dev_set is not None:
+                metrics.update(ctl.validate(ctl.step))                              # dev talks: quality, latency
+            if ctl.due(cfg.checkpoint.every, steps):
+                metrics.update(ctl.save_checkpoint(ctl.step))                       # ranked by the step's validation
             history.append(ctl.log(metrics, started))
     finally:
         ctl.close()
@@ -63,6 +67,8 @@ class Controller:
 
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        if not resume:
+            prepare_run_dir(self.run_dir, "new")  # one run per run dir: a used one needs resume or clearing
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         width = None  # the model decides; the manifest check runs before any actor starts
@@ -86,19 +92,22 @@ class Controller:
         direct = {"broadcast": BroadcastSync, "cuda_ipc": IpcSync}.get(sync_backend(cfg))  # None: object store
         self.direct_sync = direct(cfg, self.learner, self.rollout.workers) if direct is not None else None
         self.rollout.on_restart(self._resync_restarted)
-        self.metrics = MetricsLog(self.run_dir, cfg.logging.jsonl, cfg.logging.tensorboard)
+        kept = self.step if latest is not None else -1  # the steps after the checkpoint are re-run and re-logged
+        cut_logs(self.run_dir, kept)
+        self.metrics = MetricsLog(self.run_dir, cfg.logging.jsonl, cfg.logging.tensorboard, purge_after=kept)
         self.ray_metrics = RayMetrics(name) if cfg.logging.ray_metrics else None
-        self.version, self._state = 0, None
+        self.version, self._state, self.validated = 0, None, (-1, {})
         if latest is not None:
             self.learner.load(str(latest.path / "deepspeed"))
             self.sync_weights(version=self.step)
 
     # -- the phases -----------------------------------------------------------------------------
     def draw_talks(self) -> list[Talk]:
-        """The step's P talks; their ids go to `data_order.jsonl` so a resumed run can be audited."""
+        """The next step's P talks; their ids go to `data_order.jsonl` under that step's number (the one
+        its metrics line and checkpoint carry), so a resumed run can be audited."""
         talks = [self.train_set[i] for i in self.sampler.draw(self.cfg.algorithm.talks_per_step)]
         with (self.run_dir / "data_order.jsonl").open("a") as f:
-            f.write(json.dumps({"step": self.step, "talks": [t.talk_id for t in talks]}) + "\n")
+            f.write(json.dumps({"step": self.step + 1, "talks": [t.talk_id for t in talks]}) + "\n")
         return talks
 
     def rollout_and_score(self, talks: list[Talk], step: int, stream: bool = True, validation: bool = False,
@@ -129,7 +138,8 @@ class Controller:
         t_end = time.perf_counter()
         timing = {"time/rollout": t_gen - t0, "time/reward_tail": t_end - t_gen, "time/rollout_and_reward": t_end - t0,
                   "queue/reward_inflight_max": float(inflight[0]), "rollout/retries": float(run["rollout_retries"]),
-                  "actors/rollout_restarts": float(self.rollout.restarts)}
+                  "actors/rollout_restarts": float(self.rollout.restarts),
+                  "actors/reward_restarts": float(self.rewards.count_restarts())}
         return trajectories, scores, timing
 
     def make_batch(self, trajectories: list[Trajectory], scores: list, talks: list[Talk]):
@@ -192,10 +202,8 @@ class Controller:
         stats["time/sync"] = time.perf_counter() - t0
         return stats
 
-    def validate_and_checkpoint(self, step: int, save: bool) -> dict:
+    def validate(self, step: int) -> dict:
         """Greedy (or n-sample) rollouts on the fixed dev talks: raw quality and latency, never reward."""
-        if self.dev_set is None:
-            return {}
         t0 = time.perf_counter()
         talks = [self.dev_set[i] for i in range(min(self.cfg.validation.talks, len(self.dev_set)))]
         trajs, scores, _ = self.rollout_and_score(talks, step, validation=True, samples=self.cfg.validation.samples)
@@ -203,21 +211,27 @@ class Controller:
         chosen = [by_id[t.talk_id] for t in trajs]
         summary = summarize(scores, [t.ref_sentences for t in chosen], [t.segments for t in chosen],
                             [t.tgt_lang for t in chosen], self.cfg.reward)
+        self.validated = (step, summary)
         val = {f"val/{k}": v for k, v in summary.items()}
         val["time/validate"] = time.perf_counter() - t0
-        if save:
-            self.save_checkpoint(step, criterion(summary, self.cfg.checkpoint))
-        if step == 0:
-            self.log(val, step=0)
         return val
 
-    def save_checkpoint(self, step: int, score: float | None) -> Path:
+    def save_checkpoint(self, step: int) -> dict:
+        """Learner state, the HF policy and the data position of `step`; ranked by this step's
+        validation when there was one (else unranked)."""
+        t0 = time.perf_counter()
+        score = criterion(self.validated[1], self.cfg.checkpoint) if self.validated[0] == step else None
         tmp = self.store.begin(step)
         self.learner.save(str(tmp / "deepspeed"), {"step": step})
         export_policy(self._weights(), self.policy_path, tmp / "policy")
         state = {"step": step, "sampler": self.sampler.state.__dict__, "weight_version": self.version,
                  "seed": self.cfg.run.seed}
-        return self.store.commit(step, state, score)
+        self.store.commit(step, state, score)
+        return {"time/checkpoint": time.perf_counter() - t0}
+
+    def due(self, every: int, steps: int) -> bool:
+        """Whether a phase run every `every` steps is due after the current step (always after the last)."""
+        return self.step % every == 0 or self.step == steps
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def log(self, metrics: dict, started: float | None = None, step: int | None = None) -> dict:
@@ -226,7 +240,8 @@ class Controller:
         step = self.step if step is None else step
         if started is not None:
             metrics["time/step"] = time.perf_counter() - started
-            busy = sum(metrics.get(k, 0.0) for k in ("time/rollout", "time/train", "time/sync", "time/validate"))
+            busy = sum(metrics.get(k, 0.0) for k in ("time/rollout", "time/train", "time/sync", "time/validate",
+                                                     "time/checkpoint"))
             metrics["time/bubble"] = metrics.get("time/reward_tail", 0.0)
             metrics["bubble_share"] = metrics["time/bubble"] / max(metrics["time/step"], 1e-9)
             metrics["time/other"] = max(0.0, metrics["time/step"] - busy - metrics["time/bubble"])

@@ -19,8 +19,10 @@ class LearnerRank:
 
     def __init__(self, cfg: dict, model_path: str, rank: int, world: int, addr: str, port: int):
         apply_defaults()
+        from hpo_ray.learner.distributed import pin_socket_interface
         from hpo_ray.learner.trainer import PolicyTrainer
 
+        pin_socket_interface(ray.util.get_node_ip_address())
         # Ray sets CUDA_VISIBLE_DEVICES to this actor's own GPU, so its local device index is always 0.
         self.trainer = PolicyTrainer(parse_config(cfg), model_path, rank, world, addr, port, local_rank=0)
 
@@ -102,7 +104,8 @@ class LearnerRank:
 def _address_and_port() -> tuple[str, int]:
     from hpo_ray.learner.distributed import free_port
 
-    return ray.util.get_node_ip_address(), free_port()
+    ip = ray.util.get_node_ip_address()  # the rendezvous binds this address only (loopback on one machine)
+    return ip, free_port(ip)
 
 
 class LearnerGroup:

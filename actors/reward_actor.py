@@ -14,11 +14,17 @@ class RewardActor:
         from hpo_ray.config import RewardConfig
         from hpo_ray.reward.pipeline import RewardFunction
 
-        self.index = index
+        import uuid
+
+        self.index, self.incarnation = index, uuid.uuid4().hex  # a restarted actor gets a new one
         self.fn = RewardFunction(RewardConfig.model_validate(reward_cfg))
 
     def ready(self) -> int:
         return self.index
+
+    def started_as(self) -> str:
+        """Which start of this actor answers: changes when Ray restarted it."""
+        return self.incarnation
 
     def score(self, records: list[dict]) -> list:
         """Raw per-rollout scores (Q, L, H, StreamLAAL, per sentence); normalisation is per group later."""

@@ -11,7 +11,8 @@ from actors.reward_actor import RewardActor
 
 
 class RewardPool:
-    """Round-robin submission; a crashed actor restarts and its calls are retried by Ray."""
+    """Round-robin submission; a crashed actor restarts and its calls are retried by Ray (the retry is
+    invisible to the caller, so `count_restarts` asks each actor which start of it is answering)."""
 
     def __init__(self, cfg: RunConfig, pool, run_name: str):
         c = cfg.cluster
@@ -24,6 +25,15 @@ class RewardPool:
         ]
         ray.get([a.ready.remote() for a in self.actors])
         self._next = itertools.cycle(range(len(self.actors)))
+        self._starts = ray.get([a.started_as.remote() for a in self.actors])
+        self.restarts = 0
+
+    def count_restarts(self) -> int:
+        """Restarts seen so far (several restarts of one actor between two calls count once)."""
+        starts = ray.get([a.started_as.remote() for a in self.actors])
+        self.restarts += sum(a != b for a, b in zip(starts, self._starts))
+        self._starts = starts
+        return self.restarts
 
     def submit(self, records: list[dict]) -> ray.ObjectRef:
         """Score `records` on the next actor; the ref resolves to a list of RolloutScore."""

@@ -6,15 +6,18 @@ from pathlib import Path
 
 
 class MetricsLog:
-    """Appends one JSON object per step to `<run_dir>/metrics.jsonl` and mirrors scalars to TensorBoard."""
+    """Appends one JSON object per step to `<run_dir>/metrics.jsonl` and mirrors scalars to TensorBoard.
+    `purge_after=S` (a resume from step S): TensorBoard hides the earlier events of steps > S."""
 
-    def __init__(self, run_dir: Path, jsonl: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, jsonl: bool = True, tensorboard: bool = True, purge_after: int | None = None):
         self.path = Path(run_dir) / "metrics.jsonl" if jsonl else None
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            folder = Path(run_dir) / "tensorboard"
+            purge = purge_after + 1 if purge_after is not None and folder.is_dir() else None
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None)

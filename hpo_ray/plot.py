@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpo_ray.errors import InputError
+
 if TYPE_CHECKING:
     from matplotlib.lines import Line2D
 
@@ -14,7 +16,7 @@ LATENCIES = ("stream_laal", "hpo_latency")
 AXIS_LABELS = {"chrf": "chrF", "bleu": "BLEU", "stream_laal": "StreamLAAL (s)", "hpo_latency": "HPO latency (s)"}
 
 
-class PlotError(ValueError):
+class PlotError(InputError):
     """Plot input is unusable; the message names the run folder or scores file."""
 
 

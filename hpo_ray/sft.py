@@ -19,9 +19,10 @@ from tqdm import tqdm
 from hpo_ray.config import RunConfig, SftConfig
 from hpo_ray.data.manifest import Manifest, Talk
 from hpo_ray.dialogue import DialogueLayout, embed
+from hpo_ray.errors import InputError
 
 
-class SftDataError(ValueError):
+class SftDataError(InputError):
     """A bad SFT record; the message names the file, line and field."""
 
 

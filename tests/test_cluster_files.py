@@ -1,5 +1,6 @@
 """cluster/: the launcher YAML, KubeRay RayJob, SLURM script and runtime_env are well formed."""
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def test_kuberay_rayjob_manifest_is_a_complete_rayjob():
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
     spec = job["spec"]
     assert spec["entrypoint"].startswith("hpo-ray train --config")
+    from hpo_ray.cli.main import parse
+
+    assert parse(shlex.split(spec["entrypoint"])[1:]).start == "resume_or_start"  # a re-run job continues its run
     head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] and any(p["containerPort"] == 8265 for p in head["ports"])
     for group in spec["rayClusterSpec"]["workerGroupSpecs"]:

@@ -25,7 +25,8 @@ def test_three_hpo_steps_run_end_to_end(ray_cluster, small_run, tmp_path):
     for m in logged[1:]:
         assert m["rollout/sequences"] == 4 and m["batch/sequences"] + m["rollout/truncated"] == 4
         for key in ("reward/quality", "reward/stream_laal", "kl", "clip_fraction", "entropy", "grad_norm",
-                    "time/rollout", "time/logprob", "time/train", "time/sync", "sync/bytes_per_s", "bubble_share", "queue/reward_inflight_max"):
+                    "time/rollout", "time/logprob", "time/train", "time/sync", "sync/bytes_per_s", "bubble_share", "queue/reward_inflight_max",
+                    "actors/reward_restarts"):
             assert key in m, key
         assert m["optimizer_steps"] == 2
     assert [m["weight_version"] for m in logged[1:]] == [1, 2, 3]
@@ -36,10 +37,44 @@ def test_three_hpo_steps_run_end_to_end(ray_cluster, small_run, tmp_path):
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["step"] == 3 and state["sampler"]["position"] + state["sampler"]["epoch"] > 0
     order = [json.loads(line) for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
-    assert [o["step"] for o in order] == [0, 1, 2] and all(len(o["talks"]) == 2 for o in order)
+    assert [o["step"] for o in order] == [1, 2, 3] and all(len(o["talks"]) == 2 for o in order)  # as metrics number them
     # the same step metrics are exported through ray.util.metrics (dashboard / Prometheus endpoint)
     samples = prometheus_samples("ray_hpo_reward_quality", f'run="{cfg.run.name}"', logged[-1]["reward/quality"])
     assert samples and abs(samples[-1] - logged[-1]["reward/quality"]) < 1e-6
+
+
+def test_a_run_without_a_dev_set_checkpoints_and_resumes(ray_cluster, small_run, tmp_path):
+    from actors.controller import train
+
+    _, _, overrides = small_run
+    cfg = load_config(None, overrides + CPU_SPLIT + ["data.dev_manifest=null"])
+    assert [h["step"] for h in train(cfg, tmp_path / "run", steps=2)] == [1, 2]
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002"
+    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == 2
+    assert json.loads((ckpt / "checkpoint.json").read_text())["criterion"] is None  # no validation: unranked
+    assert [h["step"] for h in train(cfg, tmp_path / "run", steps=3, resume=True)] == [3]
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3]
+    assert not any(k.startswith("val/") for m in read_metrics(tmp_path / "run") for k in m)
+
+
+def test_a_killed_reward_actor_is_restarted_and_counted(ray_cluster, small_run):
+    import ray
+
+    from actors.placement import make_pools
+    from actors.reward_pool import RewardPool
+
+    _, _, overrides = small_run
+    cfg = load_config(None, overrides + CPU_SPLIT + ["cluster.num_reward_actors=2"])
+    pools = make_pools(cfg)
+    pool = RewardPool(cfg, pools.reward, "rewardkill")
+    try:
+        assert pool.count_restarts() == 0
+        ray.kill(pool.actors[1], no_restart=False)
+        assert pool.count_restarts() == 1 and pool.count_restarts() == 1  # counted once, when it is seen
+    finally:
+        for a in pool.actors:
+            ray.kill(a)
+        pools.remove()
 
 
 def prometheus_samples(metric: str, label: str, expected: float, timeout_s: float = 60.0) -> list[float]:

@@ -67,9 +67,11 @@ def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
     preflight(cfg)
     if not ray.is_initialized():
         connect(cfg)
+    from hpo_ray.run_dir import prepare_run_dir
+
     from actors.controller import train
 
-    train(cfg, run_dir, cfg.algorithm.steps, resume=(run_dir / "checkpoints").is_dir())
+    train(cfg, run_dir, cfg.algorithm.steps, resume=prepare_run_dir(run_dir, "resume_or_start"))
     ray.shutdown()
     from hpo_ray.learner.checkpoint import CheckpointStore
 

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from hpo_ray.config import ConfigError
     from hpo_ray.data.manifest import ManifestError
     from hpo_ray.eval import evaluate
+    from hpo_ray.model.files import check_policy_dir
 
     cfg = config_from_args(args)
     checkpoint = args.checkpoint or cfg.model.path
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("model.path", "no policy: pass --checkpoint or set model.path")
     if manifest is None:
         raise ConfigError("data.test_manifest", "no talks: pass --data or set data.test_manifest")
+    check_policy_dir(checkpoint)  # config.json and safetensors headers, before anything loads
     for flag, value in (("--multiplier", multiplier), ("--samples", args.samples), ("--talks-per-batch", args.talks_per_batch)):
         if value is not None and value < 1:
             print(f"hpo-ray eval: {flag} must be a positive integer, got {value}", file=sys.stderr)

@@ -27,21 +27,39 @@ def _available() -> dict[str, tuple[str, str]]:
     return {n: c for n, c in COMMANDS.items() if importlib.util.find_spec(c[0]) is not None}
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command word first, then only that command's module parses the rest: options may come
+    anywhere among the `key=value` overrides."""
+    available = _available()
+    top = argparse.ArgumentParser(prog="hpo-ray", description="HPO for simultaneous speech translation on Ray",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  epilog="commands:\n" + "\n".join(f"  {n:<12}{h}" for n, (_, h) in available.items()))
+    top.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    top.add_argument("command", choices=list(available), metavar="COMMAND")
+    top.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    head = top.parse_args(argv)
+    module, help_text = available[head.command]
+    sub = argparse.ArgumentParser(prog=f"hpo-ray {head.command}", description=help_text)
+    sub.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    importlib.import_module(module).add_arguments(sub)
+    nested = sub._subparsers is not None  # argparse cannot intermix with sub-commands (bench NAME)
+    args = sub.parse_args(head.rest) if nested else sub.parse_intermixed_args(head.rest)
+    args.command, args._module, args.debug = head.command, module, head.debug or args.debug
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     apply_defaults()
-    parser = argparse.ArgumentParser(prog="hpo-ray", description="HPO for simultaneous speech translation on Ray")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module, help_text) in _available().items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
-    args = parser.parse_args(argv)
-    from hpo_ray.config import ConfigError
+    args = parse(sys.argv[1:] if argv is None else list(argv))
+    from hpo_ray.errors import InputError
 
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except ConfigError as exc:
-        print(f"hpo-ray {args.command}: {exc}", file=sys.stderr)
+    except InputError as exc:
+        if args.debug:
+            raise
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"hpo-ray {args.command}: {message}", file=sys.stderr)
         return 2
 
 

@@ -19,6 +19,9 @@ def run(args) -> int:
     sft_dir = args.sft_dir or cfg.data.sft_dir
     if sft_dir is None:
         raise SystemExit("hpo-ray sft: give --sft-dir or set data.sft_dir")
+    from hpo_ray.model.files import check_policy_dir
+
+    check_policy_dir(args.init)
     summary = finetune(cfg, args.init, args.out, Path(sft_dir))
     print(json.dumps(summary))
     return 0

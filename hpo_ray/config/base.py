@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # A random seed: numpy's legacy generators and torch accept 0 ≤ seed < 2³².
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
+from hpo_ray.errors import InputError
+
 
 class Section(BaseModel):
     """A config section: strict keys, no inf/nan in any float, validated on assignment, defaults only here."""
@@ -14,7 +16,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config value is wrong; `path` is the dotted key path (e.g. `algorithm.kl_coef`)."""
 
     def __init__(self, path: str, message: str):

@@ -42,8 +42,9 @@ class ValidationConfig(Section):
 
 
 class CheckpointConfig(Section):
-    """Atomic, verified checkpoints; the best are kept by quality at a latency budget, not quality
-    alone, plus the `keep_last` newest (so resume can fall back when the newest fails verification)."""
+    """Atomic, verified checkpoints every `every` steps and after the last (with or without a dev set); the
+    best are kept by validation quality at a latency budget, not quality alone, plus the `keep_last`
+    newest (so resume can fall back when the newest fails verification)."""
 
     every: PositiveInt = 10
     keep_best: NonNegativeInt = 3

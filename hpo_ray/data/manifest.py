@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from hpo_ray.errors import InputError
+
 REQUIRED_COLUMNS = (
     "talk_id", "features_path", "features_row", "frame_seconds", "src_lang", "tgt_lang",
     "src_sentences", "ref_sentences", "segments",
@@ -21,7 +23,7 @@ REQUIRED_COLUMNS = (
 _VALUE_CHECK_FRAMES = 4096
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest row is invalid; the message names the file, the row and the field."""
 
     def __init__(self, manifest: Path, row: int | None, column: str, message: str):

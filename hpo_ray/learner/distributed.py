@@ -2,10 +2,16 @@
 
 On CPU, DeepSpeed would JIT-compile its shared-memory communication op with g++ (~60 s) inside
 `init_distributed`; marking it incompatible first avoids that (docs/platform-notes.md).
+
+The rendezvous binds only the address it is given (the node IP Ray gave rank 0; loopback on one
+machine): torch's TCPStore server would listen on all interfaces, so rank 0 opens the listening
+socket itself and hands it over. Gloo's own sockets go on the interface of the rank's node IP.
 """
 
+import ipaddress
 import os
 import socket
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -13,9 +19,44 @@ import torch.distributed as dist
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now on `host` (for a rendezvous address)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def rendezvous_store(addr: str, port: int, rank: int, world: int, timeout: timedelta) -> dist.TCPStore:
+    """The group's TCPStore: rank 0 serves it on `addr:port` only, the other ranks connect there."""
+    if rank != 0:
+        return dist.TCPStore(addr, port, world, is_master=False, timeout=timeout)
+    sock = socket.socket(_family(addr), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((addr, port))
+    sock.listen(max(128, world))
+    return dist.TCPStore(addr, port, world, is_master=True, timeout=timeout, wait_for_workers=False,
+                         master_listen_fd=sock.detach())  # the store owns the socket from here on
+
+
+def pin_socket_interface(node_ip: str) -> None:
+    """Make gloo bind the interface that carries this rank's node IP (unless GLOO_SOCKET_IFNAME is set;
+    on loopback NCCL's bootstrap too), instead of whatever the host name resolves to."""
+    import psutil
+
+    names = [name for name, addrs in psutil.net_if_addrs().items() if any(a.address == node_ip for a in addrs)]
+    if names:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", names[0])
+        if ipaddress.ip_address(node_ip).is_loopback:
+            os.environ.setdefault("NCCL_SOCKET_IFNAME", names[0])
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _init_group(backend: str, rank: int, world: int, addr: str, port: int) -> None:
+    """The default process group over our own rendezvous store (DeepSpeed then adopts it)."""
+    timeout = dist.default_pg_timeout
+    dist.init_process_group(backend, store=rendezvous_store(addr, port, rank, world, timeout), rank=rank,
+                            world_size=world, timeout=timeout)
 
 
 def init_cpu_distributed(rank: int, world: int, addr: str, port: int) -> None:
@@ -32,6 +73,7 @@ def init_cpu_distributed(rank: int, world: int, addr: str, port: int) -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if _already(rank, world, "gloo"):
         return
+    _init_group("gloo", rank, world, addr, port)
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, distributed_port=port,
                                rank=rank, world_size=world, verbose=False)
 
@@ -47,6 +89,7 @@ def init_cuda_distributed(rank: int, world: int, local_rank: int, addr: str, por
 
     if _already(rank, world, "nccl"):
         return
+    _init_group("nccl", rank, world, addr, port)
     deepspeed.init_distributed(dist_backend="nccl", auto_mpi_discovery=False, distributed_port=port,
                                rank=rank, world_size=world, verbose=False)
 

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
+from hpo_ray.learner.distributed import rendezvous_store
 from hpo_ray.learner.weight_sync import BucketManifest, WeightBucket
 
 _MAGIC = 0x48504F57  # "HPOW": guards against a receiver joining a stream at the wrong place
@@ -26,7 +27,7 @@ def make_sync_group(host: str, port: int, rank: int, world: int, backend: Litera
         raise RuntimeError("the NCCL weight-sync group needs CUDA and a torch build with NCCL; "
                            "use sync.backend=object_store on CPU")
     timeout = timedelta(seconds=timeout_s)
-    store = dist.TCPStore(host, port, world, is_master=rank == 0, timeout=timeout)
+    store = rendezvous_store(host, port, rank, world, timeout)  # listens on host only, not all interfaces
     store = dist.PrefixStore("hpo-weight-sync", store)
     if backend == "nccl":
         return dist.ProcessGroupNCCL(store, rank, world)

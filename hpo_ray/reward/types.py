@@ -8,8 +8,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpo_ray.errors import InputError
 
-class RolloutFormatError(ValueError):
+
+class RolloutFormatError(InputError):
     """A rollout record is malformed; the message names the line (when known) and the field."""
 
     def __init__(self, line: int | None, field_path: str, message: str):
