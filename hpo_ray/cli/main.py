@@ -10,6 +10,7 @@ from hpo_ray.env import apply_defaults
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("hpo_ray.cli.config_cmd", "print the resolved config"),
     "synth": ("hpo_ray.cli.synth_cmd", "synthesize toy-SST talks, manifests and SFT dialogues"),
+    "import-manifest": ("hpo_ray.cli.import_cmd", "convert an original HPO / InfiniSST parquet manifest into hpo-ray's"),
     "build-model": ("hpo_ray.cli.model_cmd", "build the tiny speech LLM and its tokenizer in HF format"),
     "sft": ("hpo_ray.cli.sft_cmd", "supervised fine-tuning on dialogue-form data (the HPO start)"),
     "train": ("hpo_ray.cli.train_cmd", "run the HPO training job on Ray"),
