@@ -52,6 +52,9 @@ def run(args) -> int:
     steps = args.steps if args.steps is not None else cfg.algorithm.steps
     preflight(cfg)
     connect(cfg)
+    from hpo_ray.cli.plan_cmd import check_live_cluster
+
+    check_live_cluster(cfg)
     from actors.controller import train
 
     history = train(cfg, Path(run_dir), steps, resume=args.resume)
