@@ -11,6 +11,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from hpo_ray.cluster_plan import pool_specs
 from hpo_ray.config import RunConfig
 
 
@@ -26,37 +27,20 @@ class Pools:
             remove_placement_group(pg)
 
 
-def _bundle(cpus: float, gpus: float, extra: dict[str, float]) -> dict[str, float]:
-    b = {"CPU": cpus, **extra}
-    if gpus:
-        b["GPU"] = gpus
-    return b
-
-
 def make_pools(cfg: RunConfig, timeout_s: float = 120.0) -> Pools:
-    """Reserve every pool's bundles; a pool the cluster cannot fit fails fast, naming its config keys."""
-    c = cfg.cluster
-    learner = placement_group(
-        [_bundle(c.cpus_per_learner + (c.cpus_per_rollout_worker if c.colocate else 0),
-                 max(c.gpus_per_learner, c.gpus_per_rollout_worker if c.colocate else 0), c.learner_resources)]
-        * cfg.learner.num_ranks, strategy=c.placement_strategy, name="hpo-learner-pool")
-    rollout = learner if c.colocate else placement_group(
-        [_bundle(c.cpus_per_rollout_worker, c.gpus_per_rollout_worker, c.rollout_resources)] * c.num_rollout_workers,
-        strategy=c.placement_strategy, name="hpo-rollout-pool")
-    reward = placement_group(
-        [_bundle(c.cpus_per_reward_actor, c.gpus_per_reward_actor, c.reward_resources)] * c.num_reward_actors,
-        strategy=c.placement_strategy, name="hpo-reward-pool")
-    pools = Pools(learner, rollout, reward, c.colocate)
-    for name, pg, keys in (("learner", learner, "cluster.cpus_per_learner/gpus_per_learner/learner_resources × learner.num_ranks"),
-                           ("rollout", rollout, "cluster.cpus_per_rollout_worker/gpus_per_rollout_worker/rollout_resources × cluster.num_rollout_workers"),
-                           ("reward", reward, "cluster.cpus_per_reward_actor/gpus_per_reward_actor/reward_resources × cluster.num_reward_actors")):
+    """Reserve every pool's bundles (as `hpo_ray.cluster_plan.pool_specs` defines them); a pool the
+    cluster cannot fit fails fast, naming its config keys."""
+    specs = {p.name: p for p in pool_specs(cfg)}
+    groups = {name: placement_group(p.bundles, strategy=p.strategy, name=f"hpo-{name}-pool") for name, p in specs.items()}
+    pools = Pools(groups["learner"], groups.get("rollout", groups["learner"]), groups["reward"], cfg.cluster.colocate)
+    for name, pg in groups.items():
         try:
             ray.get(pg.ready(), timeout=timeout_s)
         except ray.exceptions.GetTimeoutError:
             pools.remove()
             raise RuntimeError(
                 f"the cluster cannot place the {name} pool ({pg.bundle_specs}) within {timeout_s:.0f} s; "
-                f"available: {ray.available_resources()}; adjust {keys}") from None
+                f"available: {ray.available_resources()}; adjust {specs[name].keys}") from None
     return pools
 
 

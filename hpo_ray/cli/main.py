@@ -10,8 +10,10 @@ from hpo_ray.env import apply_defaults
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("hpo_ray.cli.config_cmd", "print the resolved config"),
     "synth": ("hpo_ray.cli.synth_cmd", "synthesize toy-SST talks, manifests and SFT dialogues"),
+    "import-manifest": ("hpo_ray.cli.import_cmd", "convert an original HPO / InfiniSST parquet manifest into hpo-ray's"),
     "build-model": ("hpo_ray.cli.model_cmd", "build the tiny speech LLM and its tokenizer in HF format"),
     "sft": ("hpo_ray.cli.sft_cmd", "supervised fine-tuning on dialogue-form data (the HPO start)"),
+    "plan": ("hpo_ray.cli.plan_cmd", "check that a config's pools fit the nodes of a launcher file (before submitting)"),
     "train": ("hpo_ray.cli.train_cmd", "run the HPO training job on Ray"),
     "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
     "eval": ("hpo_ray.cli.eval_cmd", "run a policy on a manifest's talks; write instances.log, segment YAML, references and scores.json"),

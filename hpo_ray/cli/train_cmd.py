@@ -63,6 +63,9 @@ def run(args) -> int:
     preflight(cfg)
     resume = prepare_run_dir(Path(run_dir), args.start)
     connect(cfg)
+    from hpo_ray.cli.plan_cmd import check_live_cluster
+
+    check_live_cluster(cfg)
     from actors.controller import train
 
     history = train(cfg, Path(run_dir), steps, resume=resume)

@@ -30,6 +30,9 @@ class ClusterConfig(Section):
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
     num_cpus: PositiveInt | None = None
+    # Check before any actor starts that every pool fits the live cluster's nodes (`hpo-ray plan`);
+    # turn off on an autoscaling cluster whose nodes appear only on demand.
+    check_fit: bool = True
 
 
 class ValidationConfig(Section):

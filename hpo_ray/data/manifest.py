@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hpo_ray.errors import InputError
@@ -21,6 +22,13 @@ REQUIRED_COLUMNS = (
     "src_sentences", "ref_sentences", "segments",
 )
 _VALUE_CHECK_FRAMES = 4096
+# The parquet schema of a manifest as hpo-ray writes it (synth, encode, import-manifest).
+MANIFEST_SCHEMA = pa.schema([
+    ("talk_id", pa.string()), ("features_path", pa.string()), ("features_row", pa.int64()),
+    ("frame_seconds", pa.float64()), ("src_lang", pa.string()), ("tgt_lang", pa.string()),
+    ("src_sentences", pa.list_(pa.string())), ("ref_sentences", pa.list_(pa.string())),
+    ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
+])
 
 
 class ManifestError(InputError):

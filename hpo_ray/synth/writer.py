@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hpo_ray.config import ConfigError, RunConfig
+from hpo_ray.data.manifest import MANIFEST_SCHEMA
 
 from .language import Language
 from .render import RenderedTalk, render_talk
@@ -19,12 +20,6 @@ SPLITS = ("train", "dev", "test")
 SFT_SPLITS = ("train", "dev")
 FORMAT = "hpo-ray-synth/1"
 OUTPUTS = (*SPLITS, "sft", "meta.json", "language.json")
-MANIFEST_SCHEMA = pa.schema([
-    ("talk_id", pa.string()), ("features_path", pa.string()), ("features_row", pa.int64()),
-    ("frame_seconds", pa.float64()), ("src_lang", pa.string()), ("tgt_lang", pa.string()),
-    ("src_sentences", pa.list_(pa.string())), ("ref_sentences", pa.list_(pa.string())),
-    ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
-])
 # Purposes mixed into every random stream so talks, dialogues and the lexicon never share one.
 _TALK_STREAM, _SFT_STREAM = 1, 2
 
