@@ -86,6 +86,7 @@ def test_audio_manifest_has_the_agreed_schema_and_wavs_match_it(spoken):
             audio = read_wav(spoken / split / row["audio_path"])
             assert row["sample_rate"] == RATE and (row["src_lang"], row["tgt_lang"]) == ("en", "de")
             assert len(audio) % (CHUNK * round(FS * RATE)) == 0 and len(audio) / RATE >= 8
+            assert np.abs(audio).max() < 32767  # headroom: nothing clips
             assert len(row["src_sentences"]) == len(row["ref_sentences"]) == len(row["segments"]) == len(row["words"]) >= 2
             assert meta["speech"]["speakers"][row["talk_id"]]["seconds"] == len(audio) / RATE
             previous_end = 0.0

@@ -17,7 +17,8 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _EVENT_LIST_TERMINATED, _EVENT_WORD = 0, 1
-_PARAM_RATE, _PARAM_PITCH = 1, 3
+_PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH = 1, 2, 3
+VOLUME = 70  # of 100: peaks stay near 2/3 of full scale, headroom for the resampler's overshoot and for noise
 RATE_RANGE = (80, 450)  # espeakRATE_MINIMUM/MAXIMUM, words per minute
 PITCH_RANGE = (0, 99)
 INSTALL_HINT = "pip install 'hpo-ray[speech]' (eSpeak NG via espeakng-loader, GPL-3)"
@@ -118,7 +119,8 @@ class ESpeak:
         if self._lib.espeak_SetVoiceByName(name.encode()) != 0:
             raise SpeechError(f"eSpeak NG has no voice {name!r} (names are voice files, e.g. en, en-us, en-gb-x-rp, "
                               "optionally +variant such as +f2 or +m3)")
-        for param, value, valid in ((_PARAM_RATE, rate, RATE_RANGE), (_PARAM_PITCH, pitch, PITCH_RANGE)):
+        settings = ((_PARAM_RATE, rate, RATE_RANGE), (_PARAM_PITCH, pitch, PITCH_RANGE), (_PARAM_VOLUME, VOLUME, (0, 200)))
+        for param, value, valid in settings:
             if not valid[0] <= value <= valid[1] or self._lib.espeak_SetParameter(param, value, 0) != 0:
                 raise SpeechError(f"eSpeak NG refused parameter {param}={value} (valid {valid})")
 
