@@ -108,6 +108,7 @@ class ESpeak:
             raise SpeechError(f"espeak_Initialize failed ({self.sample_rate}) with data {loader.get_data_path()}")
         _engine_loaded = True
         self.version = lib.espeak_Info(None).decode()
+        self.voice = "<default>"
         self._pcm: list[np.ndarray] = []
         self._events: list[WordEvent] = []
         self._callback = _CALLBACK(self._collect)  # kept referenced: the library holds only the pointer
@@ -123,6 +124,7 @@ class ESpeak:
         for param, value, valid in settings:
             if not valid[0] <= value <= valid[1] or self._lib.espeak_SetParameter(param, value, 0) != 0:
                 raise SpeechError(f"eSpeak NG refused parameter {param}={value} (valid {valid})")
+        self.voice = name
 
     def speak(self, text: str, words: tuple[str, ...]) -> Utterance:
         """Speak `text`, whose words are `words`; fails loudly unless there is exactly one word event per word."""
@@ -130,11 +132,12 @@ class ESpeak:
         data = text.encode("utf-8")
         status = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if status != 0 or self._lib.espeak_Synchronize() != 0:
-            raise SpeechError(f"espeak_Synth failed ({status}) on {text!r}")
+            raise SpeechError(f"espeak_Synth failed ({status}) on {text!r} (voice {self.voice})")
         events = tuple(self._events)
         heard = [text[e.text_position - 1:e.text_position - 1 + e.length] for e in events]
         if heard != list(words):
-            raise SpeechError(f"eSpeak NG gave {len(events)} word events {heard} for the {len(words)} words of {text!r}")
+            raise SpeechError(f"eSpeak NG (voice {self.voice}) gave {len(events)} word events {heard} for the "
+                              f"{len(words)} words of {text!r}")
         pcm = np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)
         return Utterance(pcm, self.sample_rate, events)
 
