@@ -161,6 +161,30 @@ def test_every_dashboard_query_returns_data_for_the_run(monitored_run):
     assert RUN_NAME in runs  # the dashboard's `run` variable
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_restart_and_retry_panels_count_from_the_pool_totals(monitored_run):
+    """The reliability panels' counters (0 in a healthy run, so the run above shows only their fallback)."""
+    url = monitored_run["prometheus"]
+    if url is None:
+        pytest.skip("no `prometheus` binary on PATH (Debian: apt-get install -y prometheus; .ci/run installs it)")
+    from actors.ray_metrics import RayMetrics
+
+    metrics, run = RayMetrics("restart-check", "chrf"), "restart-check"
+    for restarts, retries in ((0, 0), (1, 2), (1, 0), (3, 1)):  # running restart totals, per-step retries
+        metrics.record({"actors/rollout_restarts": restarts, "rollout/retries": retries}, trained=True)
+    dash = json.loads(DASHBOARD.read_text())
+    exprs = {p["title"]: p["targets"][0]["expr"].replace("$run", run) for p in panels(dash)
+             if p["title"] in ("Actor restarts", "Rollout retries")}
+    deadline, values = time.time() + 30, {}
+    while time.time() < deadline and values != {"Actor restarts": [("rollout", 3.0)], "Rollout retries": [(None, 3.0)]}:
+        time.sleep(1)
+        values = {title: [(r["metric"].get("pool"), float(r["value"][1]))
+                          for r in prom_get(url, "/api/v1/query", query=expr)["data"]["result"]]
+                  for title, expr in exprs.items()}
+    assert values == {"Actor restarts": [("rollout", 3.0)], "Rollout retries": [(None, 3.0)]}
+
+
 def mlflow_client(cfg):
     from mlflow.tracking import MlflowClient
 
