@@ -240,7 +240,8 @@ class Controller:
             metrics["time/other"] = max(0.0, metrics["time/step"] - busy - metrics["time/bubble"])
         self.metrics.log(step, metrics)
         if self.ray_metrics is not None:
-            self.ray_metrics.record({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, trained=started is not None)
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            self.ray_metrics.record(numbers, trained=started is not None)
         if self.mlflow is not None:
             self.mlflow.log_metrics(step, metrics)
         return {"step": step, **metrics}

@@ -50,11 +50,11 @@ class RayMetrics:
                                 tag_keys=("run", "pool"))
         self.amounts = {key: Counter(name, description=what, tag_keys=run) for key, (name, what) in STEP_AMOUNTS.items()}
         self.quality_sign = -1.0 if quality_scorer == "metricx" else 1.0
+        scale = quality_scorer + (", error = -score" if self.quality_sign < 0 else "")
         self.histograms = {key: Histogram(name, description=what, boundaries=bounds, tag_keys=run)
                            for key, (name, what, bounds) in HISTOGRAMS.items()}
-        self.histograms["quality"] = Histogram(
-            "hpo_trajectory_quality", boundaries=QUALITY_BOUNDS[quality_scorer], tag_keys=run,
-            description=f"quality of each training trajectory ({quality_scorer}{', error = -score' if self.quality_sign < 0 else ''})")
+        self.histograms["quality"] = Histogram("hpo_trajectory_quality", boundaries=QUALITY_BOUNDS[quality_scorer],
+                                               description=f"quality of each training trajectory ({scale})", tag_keys=run)
 
     def record(self, metrics: dict[str, float], trained: bool) -> None:
         """A logged step: amounts to counters, restart totals to the restart counter, the rest to gauges."""

@@ -99,7 +99,8 @@ def monitored_run(small_run, tmp_path_factory):
         mlflow = ["logging.mlflow.enabled=true", f"logging.mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
                   "logging.mlflow.experiment=hpo-test", f"logging.mlflow.artifact_location={tmp / 'artifacts'}"] \
             if _has_mlflow() else []
-        cfg = load_config(None, overrides + CPU_SPLIT + mlflow + [f"run.name={RUN_NAME}", "validation.every=2", "validation.at_start=false"])
+        run = [f"run.name={RUN_NAME}", "validation.every=2", "validation.at_start=false"]
+        cfg = load_config(None, overrides + CPU_SPLIT + mlflow + run)
         from actors.controller import train
 
         started = time.time()
