@@ -52,3 +52,20 @@ def test_runtime_env_excludes_heavy_folders_and_sets_the_ray_variables():
     env = load("runtime_env.yaml")
     assert {".git", ".venv", "runs"} <= set(env["excludes"])
     assert env["env_vars"]["RAY_AUTH_MODE"] == "disabled" and env["env_vars"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_launchers_fix_the_metrics_port_of_every_node():
+    starts = [line for name in ("slurm.sbatch", "ray-cluster.yaml")
+              for line in (CLUSTER / name).read_text().replace("\\\n", " ").splitlines() if "ray start" in line]
+    assert len(starts) == 4 and all("--metrics-export-port=" in line for line in starts), starts
+    spec = load("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    assert all(g["rayStartParams"]["metrics-export-port"] == "8080" for g in groups)
+    for g in groups:
+        assert {"containerPort": 8080, "name": "metrics"} in g["template"]["spec"]["containers"][0]["ports"]
+
+
+def test_prometheus_config_scrapes_rays_service_discovery_file():
+    cfg = load("prometheus/prometheus.yml")
+    files = [f for job in cfg["scrape_configs"] for sd in job.get("file_sd_configs", []) for f in sd["files"]]
+    assert files == ["/tmp/ray/prom_metrics_service_discovery.json"]

@@ -17,12 +17,12 @@ from .data import AUDIO_SAMPLE_RATE, DataConfig, SpeechConfig, SynthConfig
 from .model import ModelConfig, TinyModelConfig
 from .reward import CLAUSE_SPLITTERS, DEFAULT_SPLITTERS, RewardConfig
 from .rollout import RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
-from .run import CheckpointConfig, ClusterConfig, LoggingConfig, RunSection, ValidationConfig
+from .run import CheckpointConfig, ClusterConfig, LoggingConfig, MlflowConfig, RunSection, ValidationConfig
 from .training import AlgorithmConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
 
 __all__ = [
     "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig",
-    "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
+    "LoggingConfig", "MlflowConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
     "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
     "ValidationConfig", "ValidationSamplingConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
     "apply_overrides", "learner_on_gpu", "load_config", "parse_config", "sync_backend", "to_yaml",
