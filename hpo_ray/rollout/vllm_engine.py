@@ -225,7 +225,9 @@ class VllmEngine:
             prompts, params = [], []
             for i, rec in enumerate(recs):
                 if rec.slid:  # the kept window as a fresh prompt (positions from 0): its rows, bit-identical
-                    history[i] = torch.cat([history[i][: rec.n_system], history[i][min(rec.window_start, embedded[i]):]])
+                    # history = system rows + rows of ids[base:embedded], base = the window start of the last turn
+                    cut = rec.n_system + min(rec.window_start, embedded[i]) - rec.window_starts[-1]
+                    history[i] = torch.cat([history[i][: rec.n_system], history[i][cut:]])
                     embedded[i] = max(embedded[i], rec.window_start)
                     call["context_slides"] += 1
                     rec.slid = False
