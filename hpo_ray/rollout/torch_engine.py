@@ -102,7 +102,7 @@ class TorchEngine:
 
     def __init__(self, model, layout: DialogueLayout, max_total_tokens: int = 4096, kv_reuse: bool = True,
                  context: tuple[int, int] | None = None):
-        """`context` = (max_tokens, keep_tokens) turns on the bounded context of inference (docs/rollout.md §2):
+        """`context` = (max_tokens, keep_tokens) turns on the bounded context of inference (docs/rollout.md §8):
         no dialogue is cut at `max_total_tokens`, the oldest turns leave the cache instead."""
         check_positions(context, getattr(model.config, "max_position_embeddings", None))
         self.model = model.eval()
