@@ -86,7 +86,10 @@ def check_run_talks(cfg) -> None:
 
     from hpo_ray.rollout.factory import make_layout
 
-    layout = make_layout(cfg, AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=True))
+    try:
+        layout = make_layout(cfg, AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=True))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("model.path", f"cannot load the tokenizer and dialogue layout of {cfg.model.path}: {exc}") from None
     r = cfg.rollout
     for path, sampling in ((cfg.data.train_manifest, r.sampling), (cfg.data.dev_manifest, r.validation_sampling)):
         if path is not None:
