@@ -103,7 +103,7 @@ def test_sampled_logprobs_are_tempered_and_banned_like_the_learner(engine, polic
     cfg = SamplingConfig(temperature=0.7, max_new_tokens=6)
     trajs = list(engine.generate(talks, 3, cfg, seed=4))
     banned = torch.zeros(policy.config.vocab_size, dtype=torch.bool)
-    banned[layout.banned_token_ids()] = True
+    banned[layout.banned_token_ids(policy.config.vocab_size)] = True
     for traj in trajs:
         pos = [p for p, m in enumerate(traj.assistant_mask) if m]
         logits = full_logits(policy, layout, traj, talks[0])[[p - 1 for p in pos]]
@@ -160,7 +160,7 @@ def test_weights_load_in_place_and_match_a_torch_engine_with_the_same_weights(en
 
 def test_banned_tokens_are_never_sampled_even_when_most_likely(engine, policy, layout):
     newline = layout.encode("\n")[0]
-    assert newline in layout.banned_token_ids()
+    assert newline in layout.banned_token_ids(policy.config.vocab_size)
     tempted = copy.deepcopy(policy)
     steer_row(tempted, layout, newline, 3.0)
     talks = make_talks((70,))
@@ -171,7 +171,7 @@ def test_banned_tokens_are_never_sampled_even_when_most_likely(engine, policy, l
     old = {k: v.clone() for k, v in policy.state_dict().items()}
     try:
         engine.load_weights(tempted.state_dict().items(), version=1)
-        banned = set(layout.banned_token_ids())
+        banned = set(layout.banned_token_ids(policy.config.vocab_size))
         for cfg in (SamplingConfig(greedy=True, max_new_tokens=6), SamplingConfig(temperature=1.5, max_new_tokens=6)):
             for traj in engine.generate(talks, 4, cfg, seed=2):
                 assert not banned & {t for turn in traj.turn_token_ids for t in turn}

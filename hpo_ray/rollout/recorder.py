@@ -23,13 +23,15 @@ class DialogueRecorder:
 
     def fits(self, n_frames: int, max_new_tokens: int) -> bool:
         """Whether another user turn plus a full reply stays within the dialogue's token cap."""
-        return len(self.ids) + len(self.layout.user_ids(n_frames)) + max_new_tokens + 1 <= self.max_total_tokens
+        user = self.layout.user_ids(n_frames, first=not self.turn_ids)
+        return len(self.ids) + len(user) + max_new_tokens + 1 <= self.max_total_tokens
 
     def add_user_turn(self, n_frames: int) -> list[int]:
         """Append a user turn; returns its ids (the engine prefills them)."""
-        user = self.layout.user_ids(n_frames)
+        opening = not self.turn_ids
+        user = self.layout.user_ids(n_frames, first=opening)
         self._user_start = len(self.ids)
-        first = self._user_start + len(self.layout.user_prefix)
+        first = self._user_start + len(self.layout.user_prefix(opening))
         self.placeholders.extend(range(first, first + n_frames))
         self.ids += user
         self.mask += [False] * len(user)
