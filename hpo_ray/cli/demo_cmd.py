@@ -62,11 +62,10 @@ def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
     """HPO from the SFT policy; the final policy is exported to `out` (HF format)."""
     from hpo_ray.cli.train_cmd import connect, preflight
 
+    preflight(cfg)
+    connect(cfg)  # before `import ray`: it chooses local or cluster mode
     import ray
 
-    preflight(cfg)
-    if not ray.is_initialized():
-        connect(cfg)
     from actors.controller import train
 
     train(cfg, run_dir, cfg.algorithm.steps, resume=(run_dir / "checkpoints").is_dir())
