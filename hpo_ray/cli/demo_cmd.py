@@ -61,11 +61,14 @@ def run(args) -> int:
 def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
     """HPO from the SFT policy; the final policy is exported to `out` (HF format)."""
     from hpo_ray.cli.train_cmd import connect, preflight
+    from hpo_ray.env import apply_ray_mode
 
-    preflight(cfg)
-    connect(cfg)  # before `import ray`: it chooses local or cluster mode
+    apply_ray_mode(cfg.cluster.address, cfg.cluster.local_auth)  # before `import ray`, as connect() does
     import ray
 
+    preflight(cfg)
+    if not ray.is_initialized():
+        connect(cfg)
     from actors.controller import train
 
     train(cfg, run_dir, cfg.algorithm.steps, resume=(run_dir / "checkpoints").is_dir())

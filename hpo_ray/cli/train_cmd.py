@@ -12,7 +12,6 @@ from pathlib import Path
 from hpo_ray.cli.common import add_config_arguments, config_from_args
 from hpo_ray.config import ConfigError, RunConfig
 from hpo_ray.data.manifest import Manifest
-from hpo_ray.env import apply_ray_mode
 
 
 def add_arguments(parser) -> None:
@@ -39,11 +38,11 @@ def preflight(cfg: RunConfig) -> None:
 def connect(cfg: RunConfig) -> None:
     """Join the Ray in cluster.address / RAY_ADDRESS as it is configured, or start a single-node Ray
     with the local-only settings (loopback binding, cluster.local_auth), applied before `import ray`."""
+    from hpo_ray.env import apply_ray_mode
+
     apply_ray_mode(cfg.cluster.address, cfg.cluster.local_auth)
     import ray
 
-    if ray.is_initialized():  # e.g. a test's or the study's own Ray
-        return
     address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
