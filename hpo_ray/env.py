@@ -69,9 +69,10 @@ def apply_local_ray(local_auth: str) -> None:
 
 def token_available() -> bool:
     """Whether a Ray auth token is set the way Ray looks for one (env, token file, ~/.ray)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    return bool(os.environ.get("RAY_AUTH_TOKEN")) or (Path(path).is_file() if path
-                                                      else (Path.home() / ".ray" / "auth_token").is_file())
+    return (Path(path) if path else Path.home() / ".ray" / "auth_token").is_file()
 
 
 def check_token_auth() -> None:
@@ -79,5 +80,6 @@ def check_token_auth() -> None:
     if os.environ.get(AUTH_MODE, "").lower() == "token" and not token_available():
         from hpo_ray.config import ConfigError
 
-        raise ConfigError("cluster.address", f"RAY_AUTH_MODE=token but no token found: set one of {', '.join(TOKEN_SOURCES)} "
-                                             "(the cluster's token, e.g. from `ray get-auth-token` on the head)")
+        sources = ", ".join(TOKEN_SOURCES)
+        raise ConfigError("cluster.address", f"RAY_AUTH_MODE=token but no token found: set one of {sources} "
+                          "to the cluster's token (`ray get-auth-token` on the head prints it)")
