@@ -60,7 +60,7 @@ def tokens_needed(talk: Talk, layout, turn_frames: int, max_new_tokens: int, max
     """The most tokens a dialogue over `talk` can reach: the system prompt, then per turn its user
     turn (frames + template) and a full reply (`max_new_tokens` and a closing `<|im_end|>`)."""
     spans = talk.turn_spans(turn_frames)[:max_turns]
-    turns = sum(len(layout.user_ids(end - start)) + max_new_tokens + 1 for start, end in spans)
+    turns = sum(len(layout.user_ids(end - start, first=k == 0)) + max_new_tokens + 1 for k, (start, end) in enumerate(spans))
     return len(layout.system_ids(talk.src_lang, talk.tgt_lang)) + turns
 
 
