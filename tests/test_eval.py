@@ -128,6 +128,7 @@ def test_bad_manifest_is_reported_before_the_model_loads(tiny_policy_dir, tmp_pa
     manifest = write_manifest(tmp_path / "data", [row], {"t0.npy": np.zeros((80, width), np.float32)})
     with pytest.raises(ManifestError, match="row 0 field 'segments'"):
         evaluate(load_config(None, FAST), policy, manifest, 1, tmp_path / "out")
+    shutil.copy(tiny_policy_dir / "model.safetensors", policy / "model.safetensors")  # the CLI checks weight files first
     assert cli(eval_cmd, ["--checkpoint", str(policy), "--data", str(manifest), "--output", str(tmp_path / "o"), *FAST]) == 2
     assert "field 'segments'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
