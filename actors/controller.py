@@ -18,11 +18,13 @@ from tqdm import tqdm
 from hpo_ray.config import RunConfig, sync_backend, to_yaml
 from hpo_ray.data.manifest import Manifest, Talk
 from hpo_ray.data.sampler import SamplerState, TalkSampler, step_seed
+from hpo_ray.data.windows import training_talks
 from hpo_ray.evaluation import criterion, summarize
 from hpo_ray.experience import rollout_record, sequence_item
 from hpo_ray.learner.advantages import dynamic_sampling_keep, group_advantages
 from hpo_ray.learner.checkpoint import CheckpointStore
 from hpo_ray.metrics import MetricsLog
+from hpo_ray.mlflow_run import MlflowRun
 from hpo_ray.model.build import export_policy
 from hpo_ray.reward.group import group_rewards
 from hpo_ray.rollout.protocol import Trajectory
@@ -39,7 +41,7 @@ from actors.weight_sync import BroadcastSync, IpcSync, object_store_sync
 def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> list[dict]:
     """Run HPO steps until `steps` are done; returns each step's metrics."""
     ctl = Controller(cfg, run_dir, resume)
-    history = []
+    history, ok = [], False
     try:
         if ctl.step == 0 and cfg.validation.at_start and ctl.dev_set is not None:
             ctl.log(ctl.validate(0), step=0)
@@ -57,8 +59,10 @@ def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> li
             if ctl.due(cfg.checkpoint.every, steps):
                 metrics.update(ctl.save_checkpoint(ctl.step))                       # ranked by the step's validation
             history.append(ctl.log(metrics, started))
+        ctl.publish()
+        ok = True
     finally:
-        ctl.close()
+        ctl.close(ok)
     return history
 
 
@@ -72,8 +76,9 @@ class Controller:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         width = None  # the model decides; the manifest check runs before any actor starts
-        self.train_set = Manifest(cfg.data.train_manifest, width=width, frame_seconds=cfg.data.frame_seconds)
-        self.dev_set = Manifest(cfg.data.dev_manifest, width=width, frame_seconds=cfg.data.frame_seconds) \
+        fs, windowed = cfg.data.frame_seconds, cfg.data.max_talk_seconds  # long talks → windows of whole sentences
+        self.train_set = training_talks(Manifest(cfg.data.train_manifest, width=width, frame_seconds=fs), windowed)
+        self.dev_set = training_talks(Manifest(cfg.data.dev_manifest, width=width, frame_seconds=fs), windowed) \
             if cfg.data.dev_manifest else None
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best,
                                      keep_last=cfg.checkpoint.keep_last)
@@ -83,6 +88,9 @@ class Controller:
             state = json.loads((latest.path / "trainer_state.json").read_text())
             self.step, sampler_state = state["step"], SamplerState(**state["sampler"])
         self.sampler = TalkSampler(len(self.train_set), cfg.data.seed, cfg.data.shuffle, sampler_state)
+        tracking = cfg.logging.mlflow
+        self.mlflow = MlflowRun(tracking, self.run_dir, cfg.model_dump(mode="json"), cfg.run.name, resume) \
+            if tracking.enabled else None
         self.policy_path = str(cfg.model.path)
         self.pools = make_pools(cfg)
         name = cfg.run.name
@@ -95,7 +103,7 @@ class Controller:
         kept = self.step if latest is not None else -1  # the steps after the checkpoint are re-run and re-logged
         cut_logs(self.run_dir, kept)
         self.metrics = MetricsLog(self.run_dir, cfg.logging.jsonl, cfg.logging.tensorboard, purge_after=kept)
-        self.ray_metrics = RayMetrics(name) if cfg.logging.ray_metrics else None
+        self.ray_metrics = RayMetrics(name, cfg.reward.quality) if cfg.logging.ray_metrics else None
         self.version, self._state, self.validated = 0, None, (-1, {})
         if latest is not None:
             self.learner.load(str(latest.path / "deepspeed"))
@@ -157,6 +165,9 @@ class Controller:
         items = [sequence_item(trajectories[finished[j]], by_id[trajectories[finished[j]].talk_id], adv[j]) for j in keep]
         if algo.truncated_reward is not None:
             items += [sequence_item(t, by_id[t.talk_id], algo.truncated_reward) for t in trajectories if t.truncated]
+        if not items and not finished:
+            raise RuntimeError(f"all {len(trajectories)} rollouts hit rollout.max_total_tokens={self.cfg.rollout.max_total_tokens} "
+                               "and were truncated: nothing to learn from (set data.max_talk_seconds, or raise the cap)")
         q = np.array([s.quality for s in scores])
         stats = {
             "reward/mean": float(np.mean(rewards)) if len(rewards) else 0.0, "reward/std": float(np.std(rewards)) if len(rewards) else 0.0,
@@ -169,6 +180,9 @@ class Controller:
             "tokens/total": float(sum(len(t.input_ids) for t in trajectories)),
             "rollout/weight_version_min": float(min(t.weight_version for t in trajectories)),
         }
+        if self.ray_metrics is not None:
+            self.ray_metrics.observe([s.quality for s in scores], [s.latency for s in scores],
+                                     [float(t.num_generated) for t in trajectories])
         return items, stats
 
     def update(self, batch: list) -> dict:
@@ -214,6 +228,7 @@ class Controller:
         self.validated = (step, summary)
         val = {f"val/{k}": v for k, v in summary.items()}
         val["time/validate"] = time.perf_counter() - t0
+        (self.run_dir / "validation_report.json").write_text(json.dumps({"step": step, **summary}, indent=1) + "\n")
         return val
 
     def save_checkpoint(self, step: int) -> dict:
@@ -247,16 +262,32 @@ class Controller:
             metrics["time/other"] = max(0.0, metrics["time/step"] - busy - metrics["time/bubble"])
         self.metrics.log(step, metrics)
         if self.ray_metrics is not None:
-            self.ray_metrics.set({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            self.ray_metrics.record(numbers, trained=started is not None)
+        if self.mlflow is not None:
+            self.mlflow.log_metrics(step, metrics)
         return {"step": step, **metrics}
+
+    def publish(self) -> None:
+        """The finished run's outputs to MLflow: the latest exported policy and the validation report."""
+        if self.mlflow is None:
+            return
+        latest = self.store.latest()
+        if self.cfg.logging.mlflow.log_policy and latest is not None:
+            self.mlflow.log_artifact(latest.path / "policy", "policy")
+        report = self.run_dir / "validation_report.json"
+        if report.is_file():
+            self.mlflow.log_artifact(report)
 
     def progress(self, steps: range):
         bar = tqdm(steps, desc="hpo", disable=not self.cfg.logging.progress, dynamic_ncols=True, initial=steps.start,
                    total=steps.stop)
         return bar
 
-    def close(self) -> None:
+    def close(self, ok: bool = False) -> None:
         self.metrics.close()
+        if self.mlflow is not None:
+            self.mlflow.finish(ok)
         try:
             self.learner.shutdown()
             for actor in self.rollout.workers + self.rewards.actors:

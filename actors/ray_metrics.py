@@ -1,8 +1,35 @@
-"""Export step metrics through `ray.util.metrics`, so they show in the Ray dashboard and Prometheus."""
+"""Export step metrics through `ray.util.metrics` for Prometheus and `cluster/grafana/hpo_dashboard.json`.
+
+The kind is chosen per quantity: what accumulates over a run is a Counter (steps, tokens, retries,
+restarts; Prometheus adds `_total`), a per-step level is a Gauge, and per-trajectory distributions
+are Histograms (quality, latency, length). Every series carries the `run` tag.
+"""
 
 import re
 
-from ray.util.metrics import Counter, Gauge
+from ray.util.metrics import Counter, Gauge, Histogram
+
+# step keys whose value is this step's amount: each step adds it to a counter
+STEP_AMOUNTS = {
+    "tokens/generated": ("hpo_generated_tokens", "tokens sampled by the rollout engines"),
+    "tokens/total": ("hpo_sequence_tokens", "tokens in the rollout sequences (prompt + generated)"),
+    "rollout/retries": ("hpo_rollout_retries", "rollout requests re-sent after a worker failed"),
+}
+# step keys that are running totals of restarts of one pool (`actors/<pool>_restarts`)
+RESTARTS = re.compile(r"^actors/(\w+)_restarts$")
+
+QUALITY_BOUNDS = {  # on each scorer's scale; Ray needs positive bucket boundaries
+    "chrf": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0],
+    "bleu": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0],
+    "comet": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    "metricx": [1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0],  # observed as the error, −score
+}
+HISTOGRAMS = {
+    "latency": ("hpo_trajectory_latency_seconds", "HPO latency of each training trajectory (s)",
+                [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0]),
+    "length": ("hpo_trajectory_generated_tokens", "tokens generated in each training trajectory",
+               [4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0]),
+}
 
 
 def metric_name(key: str) -> str:
@@ -11,21 +38,55 @@ def metric_name(key: str) -> str:
 
 
 class RayMetrics:
-    """One Gauge per step metric (tagged with the run name), created on first use."""
+    """The run's Ray metrics; step gauges are created on first use."""
 
-    def __init__(self, run_name: str):
+    def __init__(self, run_name: str, quality_scorer: str):
         self.tags = {"run": run_name}
         self.gauges: dict[str, Gauge] = {}
-        self.restarts = Counter("hpo_actor_restarts", description="actor restarts seen by the controller", tag_keys=("run", "pool"))
+        self.restarts_seen: dict[str, float] = {}
+        run = ("run",)
+        self.steps = Counter("hpo_steps", description="HPO steps completed", tag_keys=run)
+        self.restarts = Counter("hpo_actor_restarts", description="actor restarts seen by the controller",
+                                tag_keys=("run", "pool"))
+        self.amounts = {key: Counter(name, description=what, tag_keys=run) for key, (name, what) in STEP_AMOUNTS.items()}
+        self.quality_sign = -1.0 if quality_scorer == "metricx" else 1.0
+        scale = quality_scorer + (", error = -score" if self.quality_sign < 0 else "")
+        self.histograms = {key: Histogram(name, description=what, boundaries=bounds, tag_keys=run)
+                           for key, (name, what, bounds) in HISTOGRAMS.items()}
+        self.histograms["quality"] = Histogram("hpo_trajectory_quality", boundaries=QUALITY_BOUNDS[quality_scorer],
+                                               description=f"quality of each training trajectory ({scale})", tag_keys=run)
 
-    def set(self, metrics: dict[str, float]) -> None:
+    def record(self, metrics: dict[str, float], trained: bool) -> None:
+        """A logged step: amounts to counters, restart totals to the restart counter, the rest to gauges."""
+        if trained:
+            self.steps.inc(1, tags=self.tags)
         for key, value in metrics.items():
             if not isinstance(value, (int, float)) or value != value:
                 continue
-            name = metric_name(key)
-            if name not in self.gauges:
-                self.gauges[name] = Gauge(name, description=f"hpo-ray step metric {key}", tag_keys=("run",))
-            self.gauges[name].set(float(value), tags=self.tags)
+            restarted = RESTARTS.match(key)
+            if key in self.amounts:
+                if value > 0:
+                    self.amounts[key].inc(float(value), tags=self.tags)
+            elif restarted:
+                self._restarts(restarted.group(1), float(value))
+            else:
+                self._gauge(key).set(float(value), tags=self.tags)
 
-    def restarted(self, pool: str, n: int = 1) -> None:
-        self.restarts.inc(n, tags={**self.tags, "pool": pool})
+    def observe(self, quality: list[float], latency: list[float], length: list[float]) -> None:
+        """Per-trajectory values of one training step."""
+        for key, values in (("quality", [self.quality_sign * q for q in quality]), ("latency", latency), ("length", length)):
+            for value in values:
+                if value == value:
+                    self.histograms[key].observe(float(value), tags=self.tags)
+
+    def _restarts(self, pool: str, total: float) -> None:
+        new = total - self.restarts_seen.get(pool, 0.0)
+        self.restarts_seen[pool] = total
+        if new > 0:
+            self.restarts.inc(new, tags={**self.tags, "pool": pool})
+
+    def _gauge(self, key: str) -> Gauge:
+        name = metric_name(key)
+        if name not in self.gauges:
+            self.gauges[name] = Gauge(name, description=f"hpo-ray step metric {key}", tag_keys=("run",))
+        return self.gauges[name]

@@ -1,5 +1,7 @@
 """Reward actor: scores finished rollouts (segment, latency, quality) as they arrive."""
 
+import uuid
+
 import ray
 
 from hpo_ray.env import apply_defaults
@@ -13,8 +15,6 @@ class RewardActor:
         apply_defaults()
         from hpo_ray.config import RewardConfig
         from hpo_ray.reward.pipeline import RewardFunction
-
-        import uuid
 
         self.index, self.incarnation = index, uuid.uuid4().hex  # a restarted actor gets a new one
         self.fn = RewardFunction(RewardConfig.model_validate(reward_cfg))

@@ -16,7 +16,7 @@ from hpo_ray.errors import InputError
 StartMode = Literal["new", "overwrite", "resume", "resume_or_start"]
 LOG_FILES = ("metrics.jsonl", "data_order.jsonl")
 # what a run writes into its folder; `overwrite` removes exactly these
-RUN_OUTPUTS = ("config.yaml", *LOG_FILES, "tensorboard", "checkpoints")
+RUN_OUTPUTS = ("config.yaml", *LOG_FILES, "tensorboard", "checkpoints", "validation_report.json", "mlflow_run.json")
 
 
 class RunDirError(InputError):

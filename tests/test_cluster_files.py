@@ -188,3 +188,20 @@ def test_slurm_script_is_shellcheck_clean():
         pytest.skip("shellcheck is not installed (Debian package `shellcheck`; .ci/run installs it)")
     result = subprocess.run(["shellcheck", str(CLUSTER / "slurm.sbatch")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+def test_launchers_fix_the_metrics_port_of_every_node(tmp_path):
+    starts = [line for line in (CLUSTER / "ray-cluster.yaml").read_text().splitlines() if "ray start" in line]
+    assert len(starts) == 2 and all("--metrics-export-port=8080" in line for line in starts), starts
+    steps = run_slurm_script(tmp_path, job_id=42, nodes=3)  # SLURM: one port per job, the same on every node
+    ports = {o for s in steps for o in ray_start_args(s)[0] if o.startswith("--metrics-export-port=")}
+    assert len(ports) == 1, ports
+    spec = load("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    assert all(g["rayStartParams"]["metrics-export-port"] == "8080" for g in groups)
+    for g in groups:
+        assert {"containerPort": 8080, "name": "metrics"} in g["template"]["spec"]["containers"][0]["ports"]
+
+
+def test_prometheus_config_scrapes_rays_service_discovery_file():
+    cfg = load("prometheus/prometheus.yml")
+    files = [f for job in cfg["scrape_configs"] for sd in job.get("file_sd_configs", []) for f in sd["files"]]
+    assert files == ["/tmp/ray/prom_metrics_service_discovery.json"]

@@ -56,7 +56,7 @@ def test_cli_writes_a_manifest_that_train_preflight_accepts(tmp_path, tiny_polic
     assert "data.chunk_frames=14" in capsys.readouterr().out
     width = __import__("json").loads((tiny_policy_dir / "config.json").read_text())["hidden_size"]
     np.save(tmp_path / "en000" / "000.npy", np.zeros((2, 84, width), np.float32))  # the policy's width
-    preflight(load_config(None, [f"model.path={tiny_policy_dir}", f"data.train_manifest={out}"]))
+    preflight(load_config(None, [f"model.path={tiny_policy_dir}", f"data.train_manifest={out}", "algorithm.talks_per_step=2"]))
 
 
 @pytest.mark.parametrize("over, column", [

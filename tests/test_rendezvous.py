@@ -26,3 +26,10 @@ def test_a_learner_rank_listens_on_loopback_only_when_given_loopback():
     assert listening, "the rank should at least serve the rendezvous store"
     wildcard_or_external = [ip for ip in listening if not ipaddress.ip_address(ip.split("%")[0]).is_loopback]
     assert not wildcard_or_external, f"listening on {listening}"
+
+
+def test_the_interface_of_a_loopback_node_ip_is_the_loopback_interface():
+    from hpo_ray.learner.distributed import interface_of
+
+    lo = interface_of("127.0.0.1")
+    assert lo is not None and interface_of("127.0.0.2") == lo  # a 127.0.0.x node IP (simulated nodes) is on lo too

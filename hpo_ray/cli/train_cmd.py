@@ -13,6 +13,7 @@ from pathlib import Path
 from hpo_ray.cli.common import add_config_arguments, config_from_args
 from hpo_ray.config import ConfigError, RunConfig
 from hpo_ray.data.manifest import Manifest
+from hpo_ray.data.windows import check_run_talks, training_talks
 from hpo_ray.model.files import check_policy_dir
 from hpo_ray.run_dir import prepare_run_dir
 
@@ -31,18 +32,21 @@ def add_arguments(parser) -> None:
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Everything that can be checked without Ray: data, the policy's config and weight files, feature width."""
+    """Everything that can be checked without Ray: data, the policy's config and weight files, feature
+    width, talk lengths."""
     if cfg.model.path is None:
         raise ConfigError("model.path", "required for training (an HF model directory)")
     width = check_policy_dir(cfg.model.path).get("hidden_size")
     if cfg.data.train_manifest is None:
         raise ConfigError("data.train_manifest", "required for training")
-    train = Manifest(cfg.data.train_manifest, width=width, frame_seconds=cfg.data.frame_seconds)
+    train = training_talks(Manifest(cfg.data.train_manifest, width=width, frame_seconds=cfg.data.frame_seconds),
+                           cfg.data.max_talk_seconds)
     if cfg.algorithm.talks_per_step > len(train):
         raise ConfigError("algorithm.talks_per_step", f"{cfg.algorithm.talks_per_step} is more than the {len(train)} "
-                          f"talks in data.train_manifest ({cfg.data.train_manifest})")
+                          f"talks (windows of data.max_talk_seconds) in data.train_manifest ({cfg.data.train_manifest})")
     if cfg.data.dev_manifest is not None:
         Manifest(cfg.data.dev_manifest, width=width, frame_seconds=cfg.data.frame_seconds)
+    check_run_talks(cfg)
 
 
 def connect(cfg: RunConfig) -> None:

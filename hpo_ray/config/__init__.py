@@ -13,17 +13,18 @@ import yaml
 from pydantic import ValidationError
 
 from .base import ConfigError, Section
-from .data import DataConfig, SynthConfig
+from .data import AUDIO_SAMPLE_RATE, DataConfig, SpeechConfig, SynthConfig
 from .model import ModelConfig, TinyModelConfig
 from .reward import CLAUSE_SPLITTERS, DEFAULT_SPLITTERS, RewardConfig
-from .rollout import RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
-from .run import CheckpointConfig, ClusterConfig, LoggingConfig, RunSection, ValidationConfig
+from .rollout import ContextConfig, RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
+from .run import CheckpointConfig, ClusterConfig, LoggingConfig, MlflowConfig, RunSection, ValidationConfig
 from .training import AlgorithmConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
 
 __all__ = [
-    "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig",
-    "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
-    "RunSection", "SamplingConfig", "Section", "SftConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
+    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "ContextConfig", "DataConfig",
+    "LearnerConfig", "LoggingConfig", "MlflowConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig",
+    "RunConfig", "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig", "SyncConfig", "SynthConfig",
+    "TinyModelConfig",
     "ValidationConfig", "ValidationSamplingConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
     "apply_overrides", "learner_on_gpu", "load_config", "parse_config", "sync_backend", "to_yaml",
 ]
@@ -171,6 +172,9 @@ def check_consistency(cfg: RunConfig) -> None:
             )
     if r.sampling.max_new_tokens >= r.max_total_tokens:
         raise ConfigError("rollout.sampling.max_new_tokens", "must be smaller than rollout.max_total_tokens")
+    most, keep = r.context_window()
+    if keep >= most:
+        raise ConfigError("rollout.context.keep_tokens", f"{keep} must be smaller than rollout.context.max_tokens={most}")
     if r.engine == "vllm" and r.vllm.block_size % 32 and r.device != "cuda":
         raise ConfigError("rollout.vllm.block_size", "vLLM's CPU attention needs a multiple of 32")
     smp = r.sampling

@@ -57,8 +57,20 @@ class CheckpointConfig(Section):
     latency_penalty: float = Field(10.0, ge=0.0)
 
 
+class MlflowConfig(Section):
+    """Optional MLflow tracking: config as parameters, step metrics, the exported policy and the
+    validation report as artifacts. `tracking_uri=None` uses MLflow's own (`MLFLOW_TRACKING_URI`)."""
+
+    enabled: bool = False
+    tracking_uri: str | None = None
+    experiment: str = "hpo-ray"
+    run_name: str | None = None  # default: run.name
+    artifact_location: str | None = None  # only used when the experiment is created
+    log_policy: bool = True
+
+
 class LoggingConfig(Section):
-    """Where step metrics go: Ray metrics (dashboard/Prometheus), TensorBoard, JSONL, a progress bar."""
+    """Where step metrics go: Ray metrics (dashboard/Prometheus), TensorBoard, JSONL, MLflow, a progress bar."""
 
     ray_metrics: bool = True
     tensorboard: bool = True
@@ -66,6 +78,7 @@ class LoggingConfig(Section):
     progress: bool = True
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     dump_rollouts: bool = False
+    mlflow: MlflowConfig = MlflowConfig()
 
 
 class RunSection(Section):

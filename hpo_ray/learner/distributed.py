@@ -39,13 +39,31 @@ def rendezvous_store(addr: str, port: int, rank: int, world: int, timeout: timed
 def pin_socket_interface(node_ip: str) -> None:
     """Make gloo bind the interface that carries this rank's node IP (unless GLOO_SOCKET_IFNAME is set;
     on loopback NCCL's bootstrap too), instead of whatever the host name resolves to."""
+    name = interface_of(node_ip)
+    if name is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", name)
+        if ipaddress.ip_address(node_ip).is_loopback:
+            os.environ.setdefault("NCCL_SOCKET_IFNAME", name)
+
+
+def interface_of(ip: str) -> str | None:
+    """The network interface holding address `ip`, else the one whose subnet contains it (127.0.0.2 → lo)."""
     import psutil
 
-    names = [name for name, addrs in psutil.net_if_addrs().items() if any(a.address == node_ip for a in addrs)]
-    if names:
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", names[0])
-        if ipaddress.ip_address(node_ip).is_loopback:
-            os.environ.setdefault("NCCL_SOCKET_IFNAME", names[0])
+    target = ipaddress.ip_address(ip)
+    on_subnet = None
+    for name, addrs in psutil.net_if_addrs().items():
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
+                continue
+            address = a.address.split("%")[0]
+            if address == ip:
+                return name
+            prefix = bin(int(ipaddress.ip_address(a.netmask.split("/")[0]))).count("1")
+            net = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+            if on_subnet is None and target.version == net.version and target in net:
+                on_subnet = name
+    return on_subnet
 
 
 def _family(host: str) -> socket.AddressFamily:
