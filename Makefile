@@ -53,13 +53,13 @@ $(VENV)/.stamp-vllm: $(VENV)/.stamp-dev
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
-# The GPU image's lock (cluster/Dockerfile installs exactly it): core + [gpu] + [comet], resolved for
+# The GPU image's lock (cluster/Dockerfile installs exactly it): core + [gpu] + [comet] + [mlflow], for
 # linux x86_64 / CUDA / Python 3.12 (the Ray image's). Needs the registry; tests/test_gpu_lock.py
 # checks offline that it still matches pyproject.toml. torchvision/torchaudio/torchcodec are left out
 # as on CPU: the text-only engine never uses them, and a mismatched build breaks transformers.
 lock-gpu: | $(VENV)/bin/python
 	$(BIN)/pip install -q uv==0.13.8
-	$(BIN)/uv pip compile pyproject.toml --extra gpu --extra comet --python-platform x86_64-manylinux_2_28 \
+	$(BIN)/uv pip compile pyproject.toml --extra gpu --extra comet --extra mlflow --python-platform x86_64-manylinux_2_28 \
 	  --python-version 3.12 --no-emit-package torchvision --no-emit-package torchaudio \
 	  --no-emit-package torchcodec --custom-compile-command 'make lock-gpu' -q -o cluster/requirements-gpu.txt
 

@@ -15,7 +15,7 @@ from hpo_ray.rollout.vllm_version import SUPPORTED, UnsupportedVllm, check_vllm_
 
 ROOT = Path(__file__).parents[1]
 LOCK = ROOT / "cluster" / "requirements-gpu.txt"
-GPU_EXTRAS = ("gpu", "comet")  # what `make lock-gpu` resolves: the image's runtime, no dev tools
+GPU_EXTRAS = ("gpu", "comet", "mlflow")  # what `make lock-gpu` resolves: the image's runtime, no dev tools
 TARGET = {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
           "python_version": "3.12", "python_full_version": "3.12.0", "os_name": "posix",
           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
