@@ -4,9 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-# Settings Ray 2.60 / vLLM need on these machines (see docs/operations.md); the CLI applies the same defaults.
-export RAY_AUTH_MODE ?= disabled
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+# Process defaults (hpo_ray/env.py applies the same). No Ray auth or single-machine setting here: hpo-ray
+# applies those only to the single-node Ray it starts itself, never to a cluster (docs/operations.md).
 export RAY_USAGE_STATS_ENABLED ?= 0
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export VLLM_CPU_KVCACHE_SPACE ?= 1

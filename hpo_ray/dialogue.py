@@ -1,14 +1,17 @@
 """The dialogue layout: the one place that knows how a talk becomes a token sequence.
 
     <|im_start|>system\n{instruction}<|im_end|>
-    \n<|im_start|>user\n[F × placeholder]<|im_end|>\n<|im_start|>assistant\n{text}<|im_end|>
-    \n<|im_start|>user\n[F × placeholder]<|im_end|>\n<|im_start|>assistant\n{text}<|im_end|>  ...
+    {first}<|im_start|>user\n[F × placeholder]<|im_end|>\n<|im_start|>assistant\n{text}<|im_end|>
+    {later}<|im_start|>user\n[F × placeholder]<|im_end|>\n<|im_start|>assistant\n{text}<|im_end|>  ...
 
 A user turn carries the next chunk of frames; an assistant turn is a partial translation or
-nothing (just `<|im_end|>` = wait). The sequence ends after the last assistant turn: no trailing
-unused user turn (the original appended one, docs §11.3). Token ids are built from explicit
-templates, never by decoding and re-encoding text. `embed` puts frame k at the k-th placeholder
-using the model's own (single) input-embedding table in every engine and in the learner.
+nothing (just `<|im_end|>` = wait). The separators {first} (after the system turn) and {later}
+(after an assistant turn) are read from the tokenizer's chat template: Qwen's and our tiny
+tokenizer's render "\n" for both; the original's RL layout had "\n" only before the first user
+turn. The sequence ends after the last assistant turn: no trailing unused user turn (the original
+appended one, docs §11.3). Token ids are built from explicit templates, never by decoding and
+re-encoding text. `embed` puts frame k at the k-th placeholder using the model's own (single)
+input-embedding table in every engine and in the learner.
 """
 
 from collections.abc import Sequence
@@ -22,6 +25,31 @@ LANGUAGE_NAMES = {
     "it": "Italian", "ko": "Korean", "ru": "Russian", "pt": "Portuguese", "nl": "Dutch", "ar": "Arabic",
 }
 IM_START = "<|im_start|>"
+_MARKS = {"system": "hpo-system-mark", "user": "hpo-user-mark", "assistant": "hpo-assistant-mark"}
+
+
+def turn_separators(tokenizer: PreTrainedTokenizerBase, end_of_turn_token: str) -> tuple[str, str]:
+    """The text the chat template renders before `<|im_start|>user` after the system turn and after
+    an assistant turn, read from a rendered system/user/assistant/user conversation."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat_template: the dialogue layout reads its turn separators "
+                         "from it (save the checkpoint's tokenizer with its chat template)")
+    roles = ["system", "user", "assistant", "user"]
+    text = tokenizer.apply_chat_template([{"role": r, "content": _MARKS[r]} for r in roles], tokenize=False)
+    header = IM_START + "user\n"
+
+    def before_user_after(mark: str) -> str:
+        start = text.index(end_of_turn_token, text.index(mark)) + len(end_of_turn_token)
+        stop = text.find(header, start)
+        if stop < 0 or IM_START in text[start:stop]:
+            raise ValueError(f"the chat template does not render {header!r} after the {mark!r} turn: "
+                             f"unsupported layout {text!r}")
+        return text[start:stop]
+
+    expected = end_of_turn_token + "\n" + IM_START + "assistant\n"
+    if _MARKS["user"] + expected not in text:
+        raise ValueError(f"the chat template does not end a user turn with {expected!r}: unsupported layout {text!r}")
+    return before_user_after(_MARKS["system"]), before_user_after(_MARKS["assistant"])
 
 
 @dataclass(frozen=True)
@@ -60,7 +88,10 @@ class DialogueLayout:
         self.placeholder_id = self._special_id(placeholder_token)
         self.end_of_turn_id = self._special_id(end_of_turn_token)
         self.im_start_id = self._special_id(IM_START)
-        self.user_prefix = self.encode("\n") + [self.im_start_id] + self.encode("user\n")
+        first, later = turn_separators(tokenizer, end_of_turn_token)
+        header = [self.im_start_id] + self.encode("user\n")
+        self.first_user_prefix = self.encode(first) + header  # after the system turn
+        self.later_user_prefix = self.encode(later) + header  # after an assistant turn
         self.user_suffix = [self.end_of_turn_id] + self.encode("\n") + [self.im_start_id] + self.encode("assistant\n")
 
     def _special_id(self, token: str) -> int:
@@ -80,11 +111,16 @@ class DialogueLayout:
         text = self.instruction.format(src=LANGUAGE_NAMES.get(src_lang, src_lang), tgt=LANGUAGE_NAMES.get(tgt_lang, tgt_lang))
         return [self.im_start_id] + self.encode("system\n" + text) + [self.end_of_turn_id]
 
-    def user_ids(self, n_frames: int) -> list[int]:
-        """A user turn with `n_frames` placeholders, ending with the assistant header."""
+    def user_prefix(self, first: bool) -> list[int]:
+        """The ids before a user turn's placeholders: separator and user header."""
+        return self.first_user_prefix if first else self.later_user_prefix
+
+    def user_ids(self, n_frames: int, first: bool) -> list[int]:
+        """A user turn with `n_frames` placeholders, ending with the assistant header; `first` is the
+        turn right after the system turn."""
         if n_frames <= 0:
             raise ValueError(f"a user turn needs at least one frame, got {n_frames}")
-        return self.user_prefix + [self.placeholder_id] * n_frames + self.user_suffix
+        return self.user_prefix(first) + [self.placeholder_id] * n_frames + self.user_suffix
 
     def assistant_ids(self, text: str) -> list[int]:
         """A complete assistant turn for `text` ("" = wait)."""
@@ -99,8 +135,8 @@ class DialogueLayout:
         spans: list[TurnSpan] = []
         for n_frames, reply in turns:
             user_start = len(ids)
-            user = self.user_ids(n_frames)
-            first = user_start + len(self.user_prefix)
+            user = self.user_ids(n_frames, first=not spans)
+            first = user_start + len(self.user_prefix(not spans))
             placeholders.extend(range(first, first + n_frames))
             ids += user
             mask += [False] * len(user)
@@ -128,8 +164,9 @@ class DialogueLayout:
             raise ValueError("dialogue must start with <|im_start|>")
         end = ids.index(self.end_of_turn_id) + 1
         system, pos, turns = ids[:end], end, []
-        pre, suf = self.user_prefix, self.user_suffix
+        suf = self.user_suffix
         while pos < len(ids):
+            pre = self.user_prefix(not turns)
             if ids[pos:pos + len(pre)] != pre:
                 raise ValueError(f"expected a user turn at token {pos}")
             pos += len(pre)
@@ -147,16 +184,19 @@ class DialogueLayout:
             pos = stop
         return system, turns
 
-    def banned_token_ids(self) -> list[int]:
-        """Ids never sampled: every token whose text contains a newline, and every special token but
-        end-of-turn (the original banned only "\\n" and " \\n", docs §11.10)."""
+    def banned_token_ids(self, vocab_size: int) -> list[int]:
+        """Ids never sampled from a model whose logits span `vocab_size` ids: every token whose text
+        contains a newline, every special token but end-of-turn (the original banned only "\\n" and
+        " \\n", docs §11.10), and every padding row of the embedding matrix (id ≥ len(tokenizer))."""
         tok = self.tokenizer
+        if vocab_size < len(tok):
+            raise ValueError(f"the model's vocab_size {vocab_size} is below the tokenizer's {len(tok)} tokens")
         special = set(tok.all_special_ids) | {int(i) for i in getattr(tok, "added_tokens_decoder", {})}
         banned = {i for i in special if i != self.end_of_turn_id}
         for i in range(len(tok)):
             if i not in banned and i != self.end_of_turn_id and "\n" in tok.decode([i]):
                 banned.add(i)
-        return sorted(banned)
+        return sorted(banned | set(range(len(tok), vocab_size)))
 
 
 def embed(embedding: torch.nn.Module, input_ids: torch.Tensor, frames: torch.Tensor, placeholder_id: int) -> torch.Tensor:

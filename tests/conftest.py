@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from hpo_ray.env import apply_defaults
+from hpo_ray.env import apply_defaults, apply_local_ray
 
 apply_defaults()
+apply_local_ray("disabled")  # the tests' own Rays are single-node, on loopback (cluster tests undo it)
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -16,14 +16,16 @@ WIDTH = 8
 
 
 @pytest.fixture
-def setup(tmp_path):
-    """A config with a valid 2-talk manifest and a small HF-layout policy directory (real safetensors)."""
+def setup(tmp_path, tiny_tokenizer):
+    """A config with a valid 2-talk manifest and a small HF-layout policy directory (real safetensors,
+    the tiny tokenizer)."""
     frames = {f"features/t{i}.npy": np.zeros((90, WIDTH), np.float32) for i in range(2)}
     manifest = write_manifest(tmp_path / "data", [talk_row(f"t{i}", f"features/t{i}.npy") for i in range(2)], frames)
     policy = tmp_path / "policy"
     policy.mkdir()
     (policy / "config.json").write_text(json.dumps({"hidden_size": WIDTH, "model_type": "qwen3"}))
     save_file({"embed.weight": torch.zeros(16, WIDTH), "norm.weight": torch.ones(WIDTH)}, policy / "model.safetensors")
+    tiny_tokenizer.save_pretrained(policy)
     config = tmp_path / "c.yaml"
     config.write_text(f"model: {{path: {policy}}}\ndata: {{train_manifest: {manifest}}}\n"
                       "algorithm: {talks_per_step: 2}\n")

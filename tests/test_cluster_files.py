@@ -79,10 +79,13 @@ def test_kuberay_rayjob_manifest_is_a_complete_rayjob():
     yaml.safe_load(spec["runtimeEnvYAML"])
 
 
-def test_runtime_env_excludes_heavy_folders_and_sets_the_ray_variables():
+def test_runtime_env_excludes_heavy_folders_and_leaves_the_clusters_mode_and_auth_alone():
+    from hpo_ray.env import AUTH_MODE, LOCAL_RAY
+
     env = load("runtime_env.yaml")
     assert {".git", ".venv", "runs"} <= set(env["excludes"])
-    assert env["env_vars"]["RAY_AUTH_MODE"] == "disabled" and env["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    assert env["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    assert not {AUTH_MODE, *LOCAL_RAY} & set(env["env_vars"])
 
 
 # -- SLURM: the script run against stand-ins for srun / scontrol, its Ray arguments parsed by Ray's own CLI --

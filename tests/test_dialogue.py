@@ -1,9 +1,32 @@
 """The dialogue layout: token layout round-trips, frames land exactly at placeholders, bans."""
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
+from hpo_ray.config import SamplingConfig
 from hpo_ray.dialogue import DialogueLayout, embed
+from hpo_ray.model.tokenizer import CHAT_TEMPLATE
+from hpo_ray.rollout.protocol import TalkInput
+from hpo_ray.rollout.torch_engine import TorchEngine
+
+# The original HPO code's RL layout: "\n" before the first user turn only, none between later turns.
+FIRST_NEWLINE_ONLY_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ '<|im_start|>system\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% elif m['role'] == 'user' %}{{ '<|im_start|>user\\n' + m['content'] + '<|im_end|>\\n<|im_start|>assistant\\n' }}"
+    "{% else %}{{ m['content'] + '<|im_end|>' }}{% endif %}"
+    "{% endfor %}"
+)
+TEMPLATES = {"newline_between_turns": CHAT_TEMPLATE, "newline_before_first_user_only": FIRST_NEWLINE_ONLY_TEMPLATE}
+
+
+def with_template(tokenizer, template):
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = template
+    return tok
 
 
 def test_layout_round_trips_through_parse(layout):
@@ -23,6 +46,31 @@ def test_layout_matches_the_chat_template_text(layout, tiny_tokenizer):
         {"role": "user", "content": "<|video_pad|>"}, {"role": "assistant", "content": ""},
     ]
     assert tiny_tokenizer.decode(d.input_ids) == tiny_tokenizer.apply_chat_template(msgs, tokenize=False)
+
+
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_layout_follows_the_separators_the_chat_template_renders(name, tiny_tokenizer, tiny_model):
+    tok = with_template(tiny_tokenizer, TEMPLATES[name])
+    layout = DialogueLayout(tok)
+    turns = [(2, "ka"), (1, ""), (3, "lomi .")]
+    d = layout.build_text("en", "de", turns)
+    msgs = [{"role": "system", "content": "Translate the following speech from English to German."}]
+    for n, text in turns:
+        msgs += [{"role": "user", "content": "<|video_pad|>" * n}, {"role": "assistant", "content": text}]
+    rendered = tok.apply_chat_template(msgs, tokenize=False)
+    assert tok.decode(d.input_ids) == rendered
+    assert ("<|im_end|>\n<|im_start|>user" in rendered.split("<|im_end|>", 1)[1]) == (name == "newline_between_turns")
+    assert layout.build("en", "de", layout.parse(d.input_ids)[1]).input_ids == d.input_ids
+    rng = np.random.default_rng(0)
+    talk = TalkInput("t0", "g0", "en", "de", rng.standard_normal((40, 64)).astype(np.float32), 14)
+    (traj,) = TorchEngine(tiny_model, layout).generate([talk], 1, SamplingConfig(max_new_tokens=4), seed=0)
+    rebuilt = layout.build("en", "de", [(s.n_frames, ids) for s, ids in zip(traj.turns, traj.turn_token_ids)])
+    assert rebuilt.input_ids == traj.input_ids and rebuilt.placeholder_positions == traj.placeholder_positions
+
+
+def test_a_tokenizer_without_a_chat_template_is_a_clear_error(tiny_tokenizer):
+    with pytest.raises(ValueError, match="chat_template"):
+        DialogueLayout(with_template(tiny_tokenizer, None))
 
 
 def test_masks_and_positions_mark_exactly_generated_tokens_and_placeholders(layout):
@@ -76,7 +124,7 @@ def test_embed_uses_the_live_embedding_table(tiny_model, layout):
 
 
 def test_banned_ids_cover_newlines_and_specials_but_not_end_of_turn(layout, tiny_tokenizer):
-    banned = set(layout.banned_token_ids())
+    banned = set(layout.banned_token_ids(len(tiny_tokenizer)))
     assert layout.end_of_turn_id not in banned
     assert {layout.placeholder_id, layout.im_start_id, tiny_tokenizer.pad_token_id} <= banned
     for i in range(len(tiny_tokenizer)):

@@ -10,7 +10,7 @@ from hpo_ray.config import load_config
 from hpo_ray.learner.batch import SequenceItem, collate, token_logprobs
 from hpo_ray.learner.loss import policy_loss
 from hpo_ray.learner.weight_sync import apply_bucket
-from hpo_ray.rollout.sampling import ban_mask
+from hpo_ray.rollout.sampling import policy_ban_mask
 
 pytestmark = pytest.mark.ray
 
@@ -34,7 +34,7 @@ def plain_torch_reference(model, layout, items, cfg, steps):
     """The same update in one process with torch.optim.AdamW and clip_grad_norm_."""
     model = copy.deepcopy(model).train()
     reference = copy.deepcopy(model).eval()
-    banned = ban_mask(model.config.vocab_size, layout.banned_token_ids())
+    banned = policy_ban_mask(layout, model.config.vocab_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learner.optimizer.lr, betas=cfg.learner.optimizer.betas,
                             eps=cfg.learner.optimizer.eps, weight_decay=cfg.learner.optimizer.weight_decay)
     mb = collate(items, list(range(len(items))), layout.tokenizer.pad_token_id)

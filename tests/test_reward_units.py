@@ -57,6 +57,14 @@ def test_clause_splitting_uses_commas_like_the_original():
     assert [p.text() for p in split_sentences(units, RewardConfig().splitters_for("zh"))] == ["我们今天，明天。"]
 
 
+def test_japanese_clause_splitting_splits_at_the_full_width_comma_not_the_ideographic_one():
+    splitters = RewardConfig(splitting="clause").splitters_for("ja")
+    units = units_from_turns(["はい、", "そうです。"], 1.0, char_level=True)
+    assert [p.text() for p in split_sentences(units, splitters)] == ["はい、そうです。"]
+    units = units_from_turns(["はい，", "そうです。"], 1.0, char_level=True)
+    assert [p.text() for p in split_sentences(units, splitters)] == ["はい，", "そうです。"]
+
+
 def test_splitter_override_and_unknown_language_error():
     cfg = RewardConfig(splitters={"pt": ".;"})
     assert cfg.splitters_for("pt") == ".;"

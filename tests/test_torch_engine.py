@@ -53,7 +53,7 @@ def test_trajectory_matches_the_dialogue_layout(tiny_model, layout):
 
 
 def test_banned_tokens_are_never_sampled(tiny_model, layout):
-    banned = set(layout.banned_token_ids())
+    banned = set(layout.banned_token_ids(tiny_model.config.vocab_size))
     trajs = list(TorchEngine(tiny_model, layout).generate(make_talks(), 4, SamplingConfig(max_new_tokens=8), seed=3))
     for traj in trajs:
         assert not banned & {t for turn in traj.turn_token_ids for t in turn}

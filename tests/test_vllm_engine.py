@@ -23,6 +23,7 @@ except Exception as exc:  # an unusable install fails with more than ImportError
     pytest.skip(f"vllm is not importable here ({type(exc).__name__}: {exc}); run `make test-vllm`", allow_module_level=True)
 
 pytestmark = pytest.mark.vllm
+PADDING = 32
 
 
 def make_talks(lengths=(140, 130), width=64, seed=0):
@@ -50,6 +51,8 @@ def policy(tiny_model, layout):
             if p.dim() == 2:
                 p.normal_(0.0, 0.2, generator=gen)
     steer_row(model, layout, layout.end_of_turn_id, 0.85)
+    # embedding rows past the tokenizer, as in Qwen3 (151,936 rows, 151,669 tokens): never sampled
+    model.resize_token_embeddings(len(layout.tokenizer) + PADDING, mean_resizing=False)
     return model.eval()
 
 
@@ -103,7 +106,7 @@ def test_sampled_logprobs_are_tempered_and_banned_like_the_learner(engine, polic
     cfg = SamplingConfig(temperature=0.7, max_new_tokens=6)
     trajs = list(engine.generate(talks, 3, cfg, seed=4))
     banned = torch.zeros(policy.config.vocab_size, dtype=torch.bool)
-    banned[layout.banned_token_ids()] = True
+    banned[layout.banned_token_ids(policy.config.vocab_size)] = True
     for traj in trajs:
         pos = [p for p, m in enumerate(traj.assistant_mask) if m]
         logits = full_logits(policy, layout, traj, talks[0])[[p - 1 for p in pos]]
@@ -160,7 +163,7 @@ def test_weights_load_in_place_and_match_a_torch_engine_with_the_same_weights(en
 
 def test_banned_tokens_are_never_sampled_even_when_most_likely(engine, policy, layout):
     newline = layout.encode("\n")[0]
-    assert newline in layout.banned_token_ids()
+    assert newline in layout.banned_token_ids(policy.config.vocab_size)
     tempted = copy.deepcopy(policy)
     steer_row(tempted, layout, newline, 3.0)
     talks = make_talks((70,))
@@ -171,11 +174,33 @@ def test_banned_tokens_are_never_sampled_even_when_most_likely(engine, policy, l
     old = {k: v.clone() for k, v in policy.state_dict().items()}
     try:
         engine.load_weights(tempted.state_dict().items(), version=1)
-        banned = set(layout.banned_token_ids())
+        banned = set(layout.banned_token_ids(policy.config.vocab_size))
         for cfg in (SamplingConfig(greedy=True, max_new_tokens=6), SamplingConfig(temperature=1.5, max_new_tokens=6)):
             for traj in engine.generate(talks, 4, cfg, seed=2):
                 assert not banned & {t for turn in traj.turn_token_ids for t in turn}
                 assert all("\n" not in text for text in traj.turn_texts)
+    finally:
+        engine.load_weights(old.items(), version=0)
+
+
+def test_vocabulary_padding_ids_are_never_sampled_even_when_most_likely(engine, policy, layout):
+    n = len(layout.tokenizer)
+    assert policy.config.vocab_size == n + PADDING
+    tempted = copy.deepcopy(policy)
+    for pad in range(n, n + PADDING):
+        steer_row(tempted, layout, pad, 6.0)
+    talks = make_talks((70,))
+    probe = list(TorchEngine(tempted, layout).generate(talks, 1, SamplingConfig(greedy=True, max_new_tokens=6), seed=0))[0]
+    pos = [p for p, m in enumerate(probe.assistant_mask) if m]
+    logits = full_logits(tempted, layout, probe, talks[0])[[p - 1 for p in pos]]
+    logits[:, layout.banned_token_ids(n)] = float("-inf")  # the tokenizer's own bans only
+    assert (logits.argmax(-1) >= n).float().mean() > 0.5  # without the padding ban, a padding id would win
+    old = {k: v.clone() for k, v in policy.state_dict().items()}
+    try:
+        engine.load_weights(tempted.state_dict().items(), version=1)
+        for cfg in (SamplingConfig(greedy=True, max_new_tokens=6), SamplingConfig(temperature=1.5, max_new_tokens=6)):
+            for traj in engine.generate(talks, 4, cfg, seed=2):
+                assert max(t for turn in traj.turn_token_ids for t in turn) < n
     finally:
         engine.load_weights(old.items(), version=0)
 

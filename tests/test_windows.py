@@ -59,7 +59,7 @@ def test_talk_that_fits_and_overlong_sentence(tmp_path):
 
 def preflight_config(tmp_path, policy, manifest, *over):
     return load_config(None, [f"model.path={policy}", f"data.train_manifest={manifest}",
-                              "rollout.max_total_tokens=1024", "rollout.sampling.max_new_tokens=8", *over])
+                              "rollout.max_total_tokens=1024", "rollout.sampling.max_new_tokens=8", "algorithm.talks_per_step=1", *over])
 
 
 def test_preflight_refuses_a_talk_that_cannot_fit_and_accepts_its_windows(tmp_path, tiny_policy_dir):

@@ -50,7 +50,7 @@ def _policy(cfg: RunConfig, turns: int, workdir: Path):
     from hpo_ray.model.tokenizer import train_tokenizer
 
     def needed(layout: DialogueLayout) -> int:
-        per_turn = len(layout.user_ids(cfg.data.turn_frames)) + cfg.rollout.sampling.max_new_tokens + 1
+        per_turn = len(layout.user_ids(cfg.data.turn_frames, first=True)) + cfg.rollout.sampling.max_new_tokens + 1
         return len(layout.system_ids("en", "de")) + turns * per_turn
 
     if cfg.model.path is not None:

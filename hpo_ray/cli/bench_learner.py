@@ -25,7 +25,7 @@ from hpo_ray.learner.ds_config import make_optimizer, resolve_device
 from hpo_ray.learner.loss import policy_loss
 from hpo_ray.model.build import load_policy
 from hpo_ray.rollout.factory import make_layout
-from hpo_ray.rollout.sampling import ban_mask
+from hpo_ray.rollout.sampling import policy_ban_mask
 
 TARGET = 1.3  # issue 5: a ZeRO-2 step within 1.3x of plain torch
 
@@ -57,7 +57,7 @@ class TorchStep:
         self.reference.requires_grad_(False)
         self.layout = make_layout(cfg, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.layout.end_of_turn_id
-        self.banned = ban_mask(self.model.config.vocab_size, self.layout.banned_token_ids(), device)
+        self.banned = policy_ban_mask(self.layout, self.model.config.vocab_size, device)
         self.optimizer = make_optimizer(self.model.parameters(), cfg.learner.optimizer)
         self.device = device
         self.temperature = cfg.rollout.sampling.temperature or 1.0

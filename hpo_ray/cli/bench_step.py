@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hpo_ray.cli.bench_common import finite_json, load_note, quiet_transformers
 from hpo_ray.config import RunConfig, load_config
+from hpo_ray.env import apply_local_ray, check_token_auth
 
 TARGET = 0.10  # issue 6: streaming bubble ≤ 10 % of the step
 PHASES = (("rollout", "time/rollout"), ("reward tail", "time/reward_tail"), ("train", "time/train"),
@@ -112,6 +113,10 @@ def _summary(steps: list[dict]) -> dict:
 
 def _connect(args, cfg: RunConfig) -> bool:
     """Join `--address`, or start a private local Ray (never another user's running cluster)."""
+    if args.address:
+        check_token_auth()
+    else:
+        apply_local_ray(cfg.cluster.local_auth)
     import ray
 
     if ray.is_initialized():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from hpo_ray.cli.bench_common import finite_json, load_note, median_seconds, timed
+from hpo_ray.env import apply_local_ray
 from hpo_ray.learner.weight_sync import BucketBuffer, BucketReceiver, apply_bucket, pack_buckets, send_state, state_checksum
 
 TARGET = 0.5  # issue 5: a sync at ≥ 50 % of memcpy bandwidth
@@ -259,6 +260,7 @@ def _start_ray(zero_copy: bool):
     """The running Ray, or a private local one (never another user's cluster); (ray, started here)."""
     if zero_copy:  # read when ray is imported and when its workers start
         os.environ["RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"] = "1"
+    apply_local_ray("disabled")
     import ray
 
     if ray.is_initialized():

@@ -61,7 +61,9 @@ def run(args) -> int:
 def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
     """HPO from the SFT policy; the final policy is exported to `out` (HF format)."""
     from hpo_ray.cli.train_cmd import connect, preflight
+    from hpo_ray.env import apply_ray_mode
 
+    apply_ray_mode(cfg.cluster.address, cfg.cluster.local_auth)  # before `import ray`, as connect() does
     import ray
 
     preflight(cfg)

@@ -95,7 +95,7 @@ class _Doctor:
         from hpo_ray.config import SamplingConfig
         from hpo_ray.rollout.torch_engine import TorchEngine
 
-        banned = set(self.layout.banned_token_ids())
+        banned = set(self.layout.banned_token_ids(self.model.config.vocab_size))
         trajs = list(TorchEngine(self.model, self.layout).generate(self.talks, 4, SamplingConfig(temperature=1.5, max_new_tokens=8), seed=1))
         hit = [t for traj in trajs for turn in traj.turn_token_ids for t in turn if t in banned]
         if hit:
@@ -141,9 +141,9 @@ class _Doctor:
         total = sum(t.num_generated for t in ref)
         differ = sum(a != b for x, y in zip(ours, ref) for a, b in zip(x.input_ids, y.input_ids))
         worst = 0.0  # vLLM's reported logprobs against a torch full forward of vLLM's own dialogues
-        from hpo_ray.rollout.sampling import ban_mask, policy_log_probs
+        from hpo_ray.rollout.sampling import policy_ban_mask, policy_log_probs
 
-        banned = ban_mask(self.model.config.vocab_size, self.layout.banned_token_ids(), self.device)
+        banned = policy_ban_mask(self.layout, self.model.config.vocab_size, self.device)
         for traj in ours:
             pos = [p for p, m in enumerate(traj.assistant_mask) if m]
             logits = self.full_logits(self.model, traj, self.talks[int(traj.talk_id[1:])])[[p - 1 for p in pos]]

@@ -50,6 +50,11 @@ def preflight(cfg: RunConfig) -> None:
 
 
 def connect(cfg: RunConfig) -> None:
+    """Join the Ray in cluster.address / RAY_ADDRESS as it is configured, or start a single-node Ray
+    with the local-only settings (loopback binding, cluster.local_auth), applied before `import ray`."""
+    from hpo_ray.env import apply_ray_mode
+
+    apply_ray_mode(cfg.cluster.address, cfg.cluster.local_auth)
     import ray
 
     address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")

@@ -18,7 +18,7 @@ DEFAULT_SPLITTERS: dict[str, str] = {
 }
 CLAUSE_SPLITTERS: dict[str, str] = {
     "en": ".,!?", "de": ".,!?", "es": ".,!?", "fr": ".,!?", "ru": ".,!?", "it": ".,!?",
-    "zh": "。，！？", "ja": "。、！？",
+    "zh": "。，！？", "ja": "。，！？",  # the original's ja set: full-width comma, not 、
 }
 # Quality threshold of the hinge when `target_quality` is None, per scorer, on the scorer's own
 # scale (higher is better): MetricX −5 is the paper's setting; the others are comparable "good" bars.

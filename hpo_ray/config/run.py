@@ -12,6 +12,9 @@ class ClusterConfig(Section):
     """Ray placement: pool sizes and resources; `address=None` starts a local Ray."""
 
     address: str | None = None
+    # Auth of the single-node Ray hpo-ray starts when `address` and RAY_ADDRESS are unset; a cluster it
+    # joins keeps its own (e.g. RAY_AUTH_MODE=token with RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH).
+    local_auth: Literal["disabled", "token"] = "disabled"
     num_rollout_workers: PositiveInt = 1
     num_reward_actors: PositiveInt = 1
     colocate: bool = False

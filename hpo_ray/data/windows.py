@@ -60,7 +60,7 @@ def tokens_needed(talk: Talk, layout, turn_frames: int, max_new_tokens: int, max
     """The most tokens a dialogue over `talk` can reach: the system prompt, then per turn its user
     turn (frames + template) and a full reply (`max_new_tokens` and a closing `<|im_end|>`)."""
     spans = talk.turn_spans(turn_frames)[:max_turns]
-    turns = sum(len(layout.user_ids(end - start)) + max_new_tokens + 1 for start, end in spans)
+    turns = sum(len(layout.user_ids(end - start, first=k == 0)) + max_new_tokens + 1 for k, (start, end) in enumerate(spans))
     return len(layout.system_ids(talk.src_lang, talk.tgt_lang)) + turns
 
 
@@ -86,7 +86,10 @@ def check_run_talks(cfg) -> None:
 
     from hpo_ray.rollout.factory import make_layout
 
-    layout = make_layout(cfg, AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=True))
+    try:
+        layout = make_layout(cfg, AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=True))
+    except (OSError, ValueError) as exc:
+        raise ConfigError("model.path", f"cannot load the tokenizer and dialogue layout of {cfg.model.path}: {exc}") from None
     r = cfg.rollout
     for path, sampling in ((cfg.data.train_manifest, r.sampling), (cfg.data.dev_manifest, r.validation_sampling)):
         if path is not None:

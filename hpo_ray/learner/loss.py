@@ -1,8 +1,8 @@
 """The HPO policy loss: clipped policy gradient with IS correction and a KL penalty to the SFT model.
 
 Which distribution the log-probabilities come from (docs/hpo-algorithm.md §6.4, §11.9):
-rollout engines sample from softmax(logits / T) with every banned id (newline tokens, specials)
-removed, and report the log-probability of the sampled token under exactly that distribution —
+rollout engines sample from softmax(logits / T) with every banned id (newline tokens, specials,
+embedding-padding ids ≥ len(tokenizer)) removed, and report the log-probability of the sampled token under exactly that distribution —
 top-p / top-k are *not* part of it. The learner must score tokens under the same distribution, so
 both sides call `masked_logprobs(logits, tokens, banned_ids, temperature)` with the same ban list and
 temperature; then π_old and π_rollout differ only by numerics/weight staleness, and the importance

@@ -24,7 +24,7 @@ from hpo_ray.learner.loss import merge_metrics, policy_loss
 from hpo_ray.learner.safe_load import restricted_checkpoint_engine
 from hpo_ray.model.build import load_policy
 from hpo_ray.rollout.factory import make_layout
-from hpo_ray.rollout.sampling import ban_mask
+from hpo_ray.rollout.sampling import policy_ban_mask
 
 
 class PolicyTrainer:
@@ -48,7 +48,7 @@ class PolicyTrainer:
             model.gradient_checkpointing_enable()
         self.layout = make_layout(cfg, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.layout.end_of_turn_id
-        self.banned = ban_mask(model.config.vocab_size, self.layout.banned_token_ids(), device)
+        self.banned = policy_ban_mask(self.layout, model.config.vocab_size, device)
         ref_device = "cpu" if cfg.learner.offload_reference else str(device)
         self.reference, _ = load_policy(model_path, dtype="float32" if self.dtype == torch.float32 else "bfloat16", device=ref_device)
         self.reference.requires_grad_(False)

@@ -42,7 +42,7 @@ class DialogueRecorder:
 
     def turn_need(self, n_frames: int, max_new_tokens: int) -> int:
         """Tokens another user turn plus a full reply (and a closing `<|im_end|>`) can add."""
-        return len(self.layout.user_ids(n_frames)) + max_new_tokens + 1
+        return len(self.layout.user_ids(n_frames, first=not self.turn_ids)) + max_new_tokens + 1
 
     def fits(self, n_frames: int, max_new_tokens: int) -> bool:
         """Whether another user turn plus a full reply stays within the dialogue's token cap."""
@@ -66,9 +66,10 @@ class DialogueRecorder:
 
     def add_user_turn(self, n_frames: int) -> list[int]:
         """Append a user turn; returns its ids (the engine prefills them)."""
-        user = self.layout.user_ids(n_frames)
+        opening = not self.turn_ids
+        user = self.layout.user_ids(n_frames, first=opening)
         self._user_start = len(self.ids)
-        first = self._user_start + len(self.layout.user_prefix)
+        first = self._user_start + len(self.layout.user_prefix(opening))
         self.placeholders.extend(range(first, first + n_frames))
         self.ids += user
         self.mask += [False] * len(user)

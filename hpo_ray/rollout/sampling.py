@@ -9,6 +9,7 @@ drawn; they are off by default and their bias is documented rather than hidden.
 import torch
 
 from hpo_ray.config import SamplingConfig
+from hpo_ray.dialogue import DialogueLayout
 
 
 def ban_mask(vocab_size: int, banned_ids: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -17,6 +18,12 @@ def ban_mask(vocab_size: int, banned_ids: list[int], device: torch.device | str 
     if banned_ids:
         mask[torch.tensor(banned_ids, device=device)] = True
     return mask
+
+
+def policy_ban_mask(layout: DialogueLayout, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The ban mask of a model whose logits span `vocab_size` ids (padding rows included), shared by
+    the torch engine and the learner so both see the same distribution."""
+    return ban_mask(vocab_size, layout.banned_token_ids(vocab_size), device)
 
 
 def policy_log_probs(logits: torch.Tensor, banned: torch.Tensor | None, temperature: float) -> torch.Tensor:

@@ -17,7 +17,7 @@ from hpo_ray.config import SamplingConfig
 from hpo_ray.dialogue import DialogueLayout, embed
 from hpo_ray.rollout.protocol import TalkInput, Trajectory
 from hpo_ray.rollout.recorder import DialogueRecorder, check_positions, partition_live, slide_windows
-from hpo_ray.rollout.sampling import ban_mask, policy_log_probs, sample_tokens
+from hpo_ray.rollout.sampling import policy_ban_mask, policy_log_probs, sample_tokens
 
 
 class _GrowingLayer(DynamicLayer):
@@ -112,7 +112,7 @@ class TorchEngine:
         self.max_total_tokens = max_total_tokens
         self.kv_reuse = kv_reuse
         self.context = context
-        self.banned = ban_mask(model.config.vocab_size, layout.banned_token_ids(), self.device)
+        self.banned = policy_ban_mask(layout, model.config.vocab_size, self.device)
         self.pad_id = layout.tokenizer.pad_token_id if layout.tokenizer.pad_token_id is not None else layout.end_of_turn_id
         self.weight_version = 0
         self.capture_logits = False  # tests: keep every generation-time logit row on the trajectory

@@ -66,7 +66,7 @@ class VllmEngine:
         self._tp = int(llm.llm_engine.vllm_config.parallel_config.tensor_parallel_size)
         if BanProcessor not in (llm.llm_engine.model_config.logits_processors or []):
             raise ValueError("the vLLM engine needs LLM(..., logits_processors=[BanProcessor]) (use VllmEngine.from_config)")
-        self.banned_ids = layout.banned_token_ids()
+        self.banned_ids = layout.banned_token_ids(self.vocab_size)
         self.weight_version = 0
         self.stats: dict = {k: 0 for k in _COUNTERS} | {"prefix_cache_hit_rate": 0.0, "weight_loads": 0}
         self._kernel_layout = bool(self.llm.collective_rpc(vllm_worker.uses_kernel_layout)[0])
