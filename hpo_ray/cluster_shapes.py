@@ -8,6 +8,7 @@ declare, so `hpo-ray plan` can check a config before anything is submitted.
 
 import json
 import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,8 +96,22 @@ def read_node_list(doc: dict, path: Path) -> list[NodeShape]:
     return nodes
 
 
+def _sbatch_resources(text: str, path: Path) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """The custom resources a SLURM script gives by node index (`NODE_RESOURCES=('{json}' ...)`)
+    and to every further node (`OTHER_NODE_RESOURCES='{json}'`), as cluster/slurm.sbatch declares."""
+    listed = re.search(r"^NODE_RESOURCES=\((.*)\)", text, flags=re.M)
+    other = re.search(r"^OTHER_NODE_RESOURCES=(.*)$", text, flags=re.M)
+    try:
+        per_node = [_custom(v, path, f"NODE_RESOURCES[{k}]") for k, v in enumerate(shlex.split(listed.group(1)))] if listed else []
+        rest = _custom(shlex.split(other.group(1), comments=True)[0], path, "OTHER_NODE_RESOURCES") if other else {}
+    except ValueError as exc:  # shlex: unbalanced quotes
+        raise LauncherError(f"{path}: NODE_RESOURCES / OTHER_NODE_RESOURCES: {exc}") from None
+    return per_node, rest
+
+
 def read_sbatch(text: str, path: Path) -> list[NodeShape]:
-    """`#SBATCH --nodes / --cpus-per-task / --gpus-per-node` → identical nodes (custom resources are not declared there)."""
+    """`#SBATCH --nodes / --cpus-per-task / --gpus-per-node` → the nodes, each with the custom
+    resources the script gives its index (node 0 is the Ray head)."""
     opts = dict(re.findall(r"^#SBATCH\s+--([a-z-]+)(?:[= ](\S+))?", text, flags=re.M))
     try:
         count = int(opts.get("nodes", "1").split("-")[-1])
@@ -104,7 +119,14 @@ def read_sbatch(text: str, path: Path) -> list[NodeShape]:
     except (KeyError, ValueError):
         raise LauncherError(f"{path}: needs #SBATCH --nodes and --cpus-per-task") from None
     gpus = float(opts.get("gpus-per-node", "0").split(":")[-1])
-    return [NodeShape("slurm", {"CPU": cpus, **({"GPU": gpus} if gpus else {})}, count)]
+    base = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    per_node, rest = _sbatch_resources(text, path)
+    nodes = [NodeShape(f"slurm node {k}", {**base, **custom}) for k, custom in enumerate(per_node[:count])]
+    first, n_rest = len(per_node), count - len(per_node)
+    if n_rest > 0:
+        name = f"slurm node {first}" if n_rest == 1 else f"slurm nodes {first}-{count - 1}"
+        nodes.append(NodeShape(name, {**base, **rest}, n_rest))
+    return nodes
 
 
 _YAML_READERS: list[tuple[Callable[[dict], bool], Callable[[dict, Path], list[NodeShape]]]] = [

@@ -11,7 +11,7 @@ from hpo_ray.config import ConfigError, load_config
 
 ROOT = Path(__file__).parents[1]
 PAPER = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
-LAUNCHERS = ["cluster/kuberay-rayjob.yaml", "cluster/ray-cluster.yaml"]
+LAUNCHERS = ["cluster/kuberay-rayjob.yaml", "cluster/ray-cluster.yaml", "cluster/slurm.sbatch"]
 
 
 def test_pools_are_the_placement_groups_the_run_reserves():
@@ -111,3 +111,19 @@ def test_the_live_check_agrees_with_ray_placing_the_paper_pools(kuberay_shaped_c
         check_live_cluster(too_big)
     with pytest.raises(RuntimeError, match="cannot place the reward pool"):
         make_pools(too_big, timeout_s=5)
+
+
+def test_a_slurm_script_gives_each_node_index_the_custom_resources_it_declares(tmp_path):
+    text = (ROOT / "cluster" / "slurm.sbatch").read_text().replace("#SBATCH --nodes=2", "#SBATCH --nodes=4")
+    (script := tmp_path / "four.sbatch").write_text(text)
+    shapes = {s.name: s for s in read_node_shapes(script)}
+    assert shapes["slurm node 0"].resources == {"CPU": 128.0, "GPU": 8.0, "learner_node": 1000.0}
+    assert shapes["slurm node 1"].resources["reward_node"] == 1000.0
+    assert shapes["slurm nodes 2-3"].count == 2 and shapes["slurm nodes 2-3"].resources["rollout_node"] == 1000.0
+    (one := tmp_path / "one.sbatch").write_text(text.replace("#SBATCH --nodes=4", "#SBATCH --nodes=1"))
+    cfg = load_config(PAPER[0], [])
+    result = plan(pool_specs(cfg), read_node_shapes(one))
+    assert not result.fits and {s.pool for s in result.shortfalls} == {"reward"}  # no node 1: no reward_node
+    (bad := tmp_path / "bad.sbatch").write_text(text.replace("OTHER_NODE_RESOURCES='{", "OTHER_NODE_RESOURCES='["))
+    with pytest.raises(LauncherError, match="OTHER_NODE_RESOURCES"):
+        read_node_shapes(bad)

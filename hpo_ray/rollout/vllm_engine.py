@@ -90,7 +90,9 @@ class VllmEngine:
 
         from hpo_ray.model.build import resolve_dtype
         from hpo_ray.rollout.vllm_bans import BanProcessor
+        from hpo_ray.rollout.vllm_version import check_installed_vllm
 
+        check_installed_vllm()
         v, r = run_cfg.rollout.vllm, run_cfg.rollout
         if r.max_total_tokens > v.max_model_len:
             raise ConfigError("rollout.vllm.max_model_len", f"{v.max_model_len} is below rollout.max_total_tokens={r.max_total_tokens}")
@@ -182,11 +184,10 @@ class VllmEngine:
         from hpo_ray.rollout.vllm_bans import BANNED_KEY
 
         greedy = sampling.greedy or sampling.temperature == 0
-        own = {"skip_clone": True} if "skip_clone" in SamplingParams.__struct_fields__ else {}  # not in older vLLM
         return SamplingParams(
             n=1, max_tokens=sampling.max_new_tokens, temperature=0.0 if greedy else sampling.temperature,
             top_p=sampling.top_p, top_k=sampling.top_k, seed=seed, stop_token_ids=[self.layout.end_of_turn_id],
-            extra_args={BANNED_KEY: self.banned_ids}, logprobs=0, detokenize=False, skip_special_tokens=False, **own,
+            extra_args={BANNED_KEY: self.banned_ids}, logprobs=0, detokenize=False, skip_special_tokens=False, skip_clone=True,
         )
 
     @torch.no_grad()
