@@ -1,6 +1,9 @@
-"""The DeepSpeed learner group on Ray: 2-rank ZeRO-2/3 equals a plain torch reference."""
+"""The DeepSpeed learner group on Ray: 2-rank ZeRO-2/3 equals a plain torch reference, also after a
+skipped non-finite update."""
 
 import copy
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -59,20 +62,25 @@ def test_two_rank_zero_matches_plain_torch_after_three_steps(stage, ray_cluster,
     from actors.learner_group import LearnerGroup
 
     cfg = load_config(None, [f"learner.zero_stage={stage}", "learner.num_ranks=2", "learner.micro_batch_tokens=200",
-                             "learner.optimizer.lr=0.001", "algorithm.updates_per_step=3", "cluster.cpus_per_learner=0.5"])
+                             "learner.optimizer.lr=0.001", "algorithm.updates_per_step=3", "cluster.cpus_per_learner=0.5",
+                             "learner.max_skipped_updates=4"])
     items = make_items(layout, tmp_path)
     expected = plain_torch_reference(tiny_model, layout, items, cfg, steps=3)
     pool = ray.util.placement_group([{"CPU": 0.5}] * 2)
     ray.get(pool.ready())
     group = LearnerGroup(cfg, str(tiny_policy_dir), pool)
     try:
+        # An infinite advantage on one rank's shard: all three optimiser steps are skipped on both ranks
+        # without a trace, so the update below still equals three plain-torch steps.
+        poisoned = group.train([replace(items[0], advantage=math.inf)] + items[1:])
         metrics = group.train(items)
         got = group.state_dict()
         streamed = [ray.get(ref) for ref in group.stream_weights(4, bucket_mb=0.05, checksum=True)]  # both ranks gather
     finally:
         group.shutdown()
         ray.util.remove_placement_group(pool)
-    assert metrics["optimizer_steps"] == 3 and metrics["tokens"] > 0
+    assert poisoned["learner/skipped_updates"] == 3 and poisoned["optimizer_steps"] == 0
+    assert metrics["optimizer_steps"] == 3 and metrics["tokens"] > 0 and metrics["learner/skipped_updates"] == 0
     assert set(got) == set(expected)
     worst = max((got[k].float() - expected[k].float()).abs().max().item() for k in expected)
     moved = max((got[k].float() - tiny_model.state_dict()[k].float()).abs().max().item() for k in expected)
