@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpo_ray.errors import InputError
 from hpo_ray.learner.checkpoint_manifest import verify_dir, write_manifest
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,8 @@ class Verified:
     rejected: tuple[Rejected, ...] = ()
 
 
-class CheckpointError(RuntimeError):
-    """Checkpoints exist but none of them can be trusted."""
+class CheckpointError(InputError):
+    """Checkpoints exist but none of them can be trusted (bad input to a resume: one line, exit 2)."""
 
 
 class CheckpointStore:
