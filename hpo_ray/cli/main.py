@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("hpo_ray.cli.config_cmd", "print the resolved config"),
     "synth": ("hpo_ray.cli.synth_cmd", "synthesize toy-SST talks, manifests and SFT dialogues"),
     "build-model": ("hpo_ray.cli.model_cmd", "build the tiny speech LLM and its tokenizer in HF format"),
+    "encode": ("hpo_ray.cli.encode_cmd", "encode an audio manifest's talks chunk by chunk into the features manifest HPO trains on"),
     "sft": ("hpo_ray.cli.sft_cmd", "supervised fine-tuning on dialogue-form data (the HPO start)"),
     "train": ("hpo_ray.cli.train_cmd", "run the HPO training job on Ray"),
     "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
