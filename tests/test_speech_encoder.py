@@ -115,3 +115,11 @@ def test_config_rejects_an_encoder_off_the_data_frame_grid():
     with pytest.raises(ConfigError, match="model.speech.chunk_frames"):
         load_config(None, ["model.speech.chunk_frames=5"])
     assert load_config(None, ["model.speech.chunk_frames=7"]).model.speech.frame_seconds == 0.08
+
+
+def test_log_mel_equals_transformers_spectrogram():
+    front = LogMel(16000, 80, 400, 160)
+    audio = np.concatenate([np.zeros(front.context_samples, np.float32), tone_talk(0.5, seed=5)])
+    fast, ref = front.frames(audio), front.reference_frames(audio)
+    assert fast.shape == ref.shape == (50, 80)
+    np.testing.assert_allclose(fast, ref, atol=1e-5, rtol=0)

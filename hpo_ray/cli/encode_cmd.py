@@ -12,6 +12,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--audio-manifest", required=True, type=Path, help="parquet audio manifest (wav paths, sentences, segments)")
     parser.add_argument("--out", required=True, type=Path, help="output folder: features/<talk>.npy + manifest.parquet")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default torch's; 1 is fastest for the tiny encoder on a busy machine)")
     add_config_arguments(parser)
 
 
@@ -21,6 +23,10 @@ def run(args) -> int:
     from hpo_ray.speech.model import SpeechLLM
 
     cfg = config_from_args(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         model = SpeechLLM.from_pretrained(args.model, device=args.device)
         summary = encode_manifest(model, args.audio_manifest, args.out, cfg)

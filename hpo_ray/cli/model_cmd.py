@@ -16,9 +16,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     cfg = config_from_args(args)
-    manifests = [p for p in (args.data / s / "manifest.parquet" for s in ("train", "dev")) if p.is_file()]
+    manifests = [p for s in ("train", "dev") for p in (args.data / s / "manifest.parquet", args.data / s / "audio_manifest.parquet")
+                 if p.is_file()]
     if not manifests:
-        raise SystemExit(f"hpo-ray build-model: no manifest.parquet under {args.data}/train or /dev")
+        raise SystemExit(f"hpo-ray build-model: no manifest.parquet or audio_manifest.parquet under {args.data}/train or /dev")
     out = prepare_tiny_policy(cfg, manifests, args.out)
     if args.speech:
         from hpo_ray.speech.model import SpeechLLM

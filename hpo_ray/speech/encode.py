@@ -68,9 +68,11 @@ def _check_target(out: Path) -> None:
 def _write(model: SpeechLLM, manifest: AudioManifest, folder: Path, cfg: RunConfig) -> dict:
     (folder / "features").mkdir(parents=True)
     rows, frames_total = [], 0
-    bar = tqdm(total=round(sum(t.seconds for t in manifest), 1), unit="s", desc="encode",
+    step = model.encoder.config.chunk_samples
+    bar = tqdm(total=sum(-(-t.n_samples // step) for t in manifest), unit="chunk", desc="encode",
                disable=not cfg.logging.progress, dynamic_ncols=True)
     for talk in manifest:
+        bar.set_postfix(talk=talk.talk_id)
         frames = encode_talk(model, talk, bar)
         rel = f"features/{talk.talk_id}.npy"
         np.save(folder / rel, frames, allow_pickle=False)
@@ -97,6 +99,6 @@ def encode_talk(model: SpeechLLM, talk: SpokenTalk, bar: tqdm | None = None) -> 
     for start in range(0, len(samples), step):
         parts.append(stream.push(samples[start:start + step]))
         if bar is not None:
-            bar.update(round(min(step, len(samples) - start) / talk.sample_rate, 3))
+            bar.update(1)
     parts.append(stream.flush())
     return np.concatenate(parts).astype(np.float32)

@@ -1,6 +1,7 @@
 """Audio (float32 in [-1, 1], 16 kHz mono) → log-mel frames, each computed from past samples only.
 
-Built on transformers' audio utilities (window_function, mel_filter_bank, spectrogram). Frame i
+Built on transformers' audio utilities: its Hann window and Slaney mel filter bank, applied to all
+frames in one vectorised rFFT (equal to its per-frame `spectrogram` loop, ~10x faster). Frame i
 covers the window that *ends* at sample hop·(i+1): the signal is left-padded by window − hop samples
 and framed without centring, so a frame never reaches past its own hop. The log scale is fixed (no
 per-utterance maximum, unlike Whisper's extractor), so a frame does not depend on later audio either.
@@ -35,6 +36,15 @@ class LogMel:
         n = (len(samples) - self.context_samples) // self.hop_samples
         if n <= 0:
             return np.zeros((0, self.n_mels), np.float32)
+        x = np.asarray(samples[: self.context_samples + n * self.hop_samples], dtype=np.float64)
+        windows = np.lib.stride_tricks.sliding_window_view(x, self.window_samples)[:: self.hop_samples]
+        power = np.abs(np.fft.rfft(windows * self.window, axis=1)) ** 2
+        mel = np.log10(np.maximum(power @ self.mel_filters, _MEL_FLOOR))
+        return ((mel + _LOG_OFFSET) / _LOG_SCALE).astype(np.float32)
+
+    def reference_frames(self, samples: np.ndarray) -> np.ndarray:
+        """The same frames through transformers' own `spectrogram` (slow; the tests compare the two)."""
+        n = (len(samples) - self.context_samples) // self.hop_samples
         x = np.asarray(samples[: self.context_samples + n * self.hop_samples], dtype=np.float64)
         spec = spectrogram(x, self.window, frame_length=self.window_samples, hop_length=self.hop_samples,
                            power=2.0, center=False, mel_filters=self.mel_filters, mel_floor=_MEL_FLOOR,
