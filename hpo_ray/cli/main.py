@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-model": ("hpo_ray.cli.model_cmd", "build the tiny speech LLM and its tokenizer in HF format"),
     "encode": ("hpo_ray.cli.encode_cmd", "encode an audio manifest's talks chunk by chunk into the features manifest HPO trains on"),
     "sft": ("hpo_ray.cli.sft_cmd", "supervised fine-tuning on dialogue-form data (the HPO start)"),
+    "sft-speech": ("hpo_ray.cli.sft_speech_cmd", "two-stage SFT on spoken talks: the encoder learns to hear (CTC), then the LLM to translate"),
     "train": ("hpo_ray.cli.train_cmd", "run the HPO training job on Ray"),
     "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
     "eval": ("hpo_ray.cli.eval_cmd", "run a policy on a manifest's talks; write instances.log, segment YAML, references and scores.json"),

@@ -18,10 +18,11 @@ from .model import ModelConfig, SpeechEncoderConfig, TinyModelConfig
 from .reward import CLAUSE_SPLITTERS, DEFAULT_SPLITTERS, RewardConfig
 from .rollout import RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
 from .run import CheckpointConfig, ClusterConfig, LoggingConfig, RunSection, ValidationConfig
-from .training import AlgorithmConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
+from .training import AlgorithmConfig, HearConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
 
 __all__ = [
-    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig",
+    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "HearConfig",
+    "LearnerConfig",
     "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
     "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig", "SpeechEncoderConfig", "SyncConfig",
     "SynthConfig", "TinyModelConfig",
