@@ -4,7 +4,6 @@ on those features, and the result is a speech LLM whose encoder wrote them."""
 import json
 
 import numpy as np
-
 import pytest
 
 from hpo_ray.config import load_config

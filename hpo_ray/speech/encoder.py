@@ -131,6 +131,10 @@ class ChunkCausalEncoder(PreTrainedModel):
         self.projector = nn.Sequential(nn.Linear(config.hidden_size, config.llm_hidden_size), nn.GELU(),
                                        nn.Linear(config.llm_hidden_size, config.llm_hidden_size))
         self.post_init()
+        # The LLM-style N(0, 0.02) init shrinks the signal through the conv stack; these use torch's fan-in init.
+        for module in (*self.subsample.modules(), *self.projector.modules()):
+            if isinstance(module, (nn.Conv1d, nn.Linear)):
+                module.reset_parameters()
 
     def _attend(self, x: torch.Tensor, frames: torch.Tensor, keep: int, layer: nn.Module) -> torch.Tensor:
         mask = chunk_mask(frames, frames, self.config.chunk_frames, self.config.left_chunks, x.dtype).to(x.device)
