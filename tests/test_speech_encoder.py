@@ -80,7 +80,7 @@ def test_stream_state_stays_bounded_by_the_left_context(encoder):
 
 
 def test_speech_llm_save_load_gives_identical_outputs(tiny_policy_dir, tmp_path):
-    from hpo_ray.model.build import load_policy
+    from hpo_ray.model.build import export_policy, load_policy
 
     model = SpeechLLM.from_policy(tiny_policy_dir, SECTION)
     out = model.save_pretrained(tmp_path / "speech_llm")
@@ -97,6 +97,9 @@ def test_speech_llm_save_load_gives_identical_outputs(tiny_policy_dir, tmp_path)
         torch.testing.assert_close(loaded.llm(inputs_embeds=emb).logits, model.llm(inputs_embeds=emb).logits, atol=0, rtol=0)
     llm_only, _ = load_policy(out, dtype="float32")  # the RL stack's loader sees a plain causal LM
     assert type(llm_only).__name__ == "Qwen3ForCausalLM"
+    # an HPO checkpoint exported from it keeps the encoder, so it stays a speech LLM
+    exported = export_policy(llm_only.state_dict(), out, tmp_path / "exported")
+    np.testing.assert_array_equal(SpeechLLM.from_pretrained(exported).encode(audio), frames)
     with pytest.raises(FileNotFoundError, match="speech_encoder"):
         SpeechLLM.from_pretrained(tiny_policy_dir)
 
