@@ -17,7 +17,8 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _EVENT_LIST_TERMINATED, _EVENT_WORD = 0, 1
-_PARAM_RATE, _PARAM_PITCH = 1, 3
+_PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH = 1, 2, 3
+VOLUME = 70  # of 100: peaks stay near 2/3 of full scale, headroom for the resampler's overshoot and for noise
 RATE_RANGE = (80, 450)  # espeakRATE_MINIMUM/MAXIMUM, words per minute
 PITCH_RANGE = (0, 99)
 INSTALL_HINT = "pip install 'hpo-ray[speech]' (eSpeak NG via espeakng-loader, GPL-3)"
@@ -107,6 +108,7 @@ class ESpeak:
             raise SpeechError(f"espeak_Initialize failed ({self.sample_rate}) with data {loader.get_data_path()}")
         _engine_loaded = True
         self.version = lib.espeak_Info(None).decode()
+        self.voice = "<default>"
         self._pcm: list[np.ndarray] = []
         self._events: list[WordEvent] = []
         self._callback = _CALLBACK(self._collect)  # kept referenced: the library holds only the pointer
@@ -118,9 +120,11 @@ class ESpeak:
         if self._lib.espeak_SetVoiceByName(name.encode()) != 0:
             raise SpeechError(f"eSpeak NG has no voice {name!r} (names are voice files, e.g. en, en-us, en-gb-x-rp, "
                               "optionally +variant such as +f2 or +m3)")
-        for param, value, valid in ((_PARAM_RATE, rate, RATE_RANGE), (_PARAM_PITCH, pitch, PITCH_RANGE)):
+        settings = ((_PARAM_RATE, rate, RATE_RANGE), (_PARAM_PITCH, pitch, PITCH_RANGE), (_PARAM_VOLUME, VOLUME, (0, 200)))
+        for param, value, valid in settings:
             if not valid[0] <= value <= valid[1] or self._lib.espeak_SetParameter(param, value, 0) != 0:
                 raise SpeechError(f"eSpeak NG refused parameter {param}={value} (valid {valid})")
+        self.voice = name
 
     def speak(self, text: str, words: tuple[str, ...]) -> Utterance:
         """Speak `text`, whose words are `words`; fails loudly unless there is exactly one word event per word."""
@@ -128,11 +132,12 @@ class ESpeak:
         data = text.encode("utf-8")
         status = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if status != 0 or self._lib.espeak_Synchronize() != 0:
-            raise SpeechError(f"espeak_Synth failed ({status}) on {text!r}")
+            raise SpeechError(f"espeak_Synth failed ({status}) on {text!r} (voice {self.voice})")
         events = tuple(self._events)
         heard = [text[e.text_position - 1:e.text_position - 1 + e.length] for e in events]
         if heard != list(words):
-            raise SpeechError(f"eSpeak NG gave {len(events)} word events {heard} for the {len(words)} words of {text!r}")
+            raise SpeechError(f"eSpeak NG (voice {self.voice}) gave {len(events)} word events {heard} for the "
+                              f"{len(words)} words of {text!r}")
         pcm = np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)
         return Utterance(pcm, self.sample_rate, events)
 

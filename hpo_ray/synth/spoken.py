@@ -81,8 +81,10 @@ def draw_speaker(speech: SpeechConfig, rng: np.random.Generator) -> Speaker:
     rate = int(rng.integers(speech.rate_wpm[0], speech.rate_wpm[1] + 1))
     pitch = int(rng.integers(speech.pitch[0], speech.pitch[1] + 1))
     engine_seed = int(rng.integers(1, 2**31 - 1))
-    snr = float(rng.uniform(*speech.noise_snr_db)) if speech.noise_snr_db is not None else None
-    return Speaker(voice, rate, pitch, engine_seed, snr, int(rng.integers(2**63 - 1)))
+    u, noise_seed = float(rng.random()), int(rng.integers(2**63 - 1))  # drawn either way: noise changes nothing else
+    lo_hi = speech.noise_snr_db
+    snr = lo_hi[0] + u * (lo_hi[1] - lo_hi[0]) if lo_hi is not None else None
+    return Speaker(voice, rate, pitch, engine_seed, snr, noise_seed)
 
 
 class _Track:
