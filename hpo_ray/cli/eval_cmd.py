@@ -1,6 +1,7 @@
 """`hpo-ray eval --checkpoint X --data MANIFEST --multiplier m --output DIR [--samples n] [--config C] [key=value ...]`.
 
-Runs the policy on every talk of the manifest and writes `instances.log`, `segments.yaml`,
+Runs the policy on every talk of the manifest (features, or an audio manifest: then encoded first, chunk by
+chunk, with the checkpoint's speech encoder into DIR/encoded/) and writes `instances.log`, `segments.yaml`,
 `references.txt`, `sources.txt` (OmniSTEval / StreamLAAL inputs), `rollouts.jsonl` (re-scorable with
 `hpo-ray score`), `scored.jsonl` and `scores.json` into DIR, then prints the scores.
 """
@@ -58,9 +59,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"hpo-ray eval: {flag} must be a positive integer, got {value}", file=sys.stderr)
             return 2
     try:
+        from hpo_ray.speech.encode import features_manifest
+
+        manifest = features_manifest(cfg, checkpoint, manifest, Path(args.output) / "encoded")
         scores = evaluate(cfg, checkpoint, manifest, multiplier, args.output, args.samples,
                           talks_per_batch=args.talks_per_batch)
-    except (ManifestError, FileNotFoundError) as exc:
+    except (ManifestError, FileNotFoundError, FileExistsError) as exc:
         print(f"hpo-ray eval: {exc}", file=sys.stderr)
         return 2
     print(format_table(scores))

@@ -75,8 +75,19 @@ class SyncConfig(Section):
     verify: bool = False
 
 
+class HearConfig(Section):
+    """Stage 1 of SFT on speech: the encoder + projector learn to hear (CTC on each sentence's source words)."""
+
+    epochs: PositiveInt = 20
+    lr: float = Field(3e-3, gt=0.0, le=1.0)
+    batch_size: PositiveInt = 4
+    margin_seconds: float = Field(0.16, ge=0.0)
+    warmup_steps: int = Field(10, ge=0)
+    seed: Seed = 0
+
+
 class SftConfig(Section):
-    """Supervised fine-tuning on dialogue-form data (the HPO starting point)."""
+    """Supervised fine-tuning on dialogue-form data (the HPO starting point); `hear` is speech stage 1."""
 
     epochs: PositiveInt = 4
     lr: float = Field(3e-3, gt=0.0, le=1.0)
@@ -84,3 +95,4 @@ class SftConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(20, ge=0)
     seed: Seed = 0
+    hear: HearConfig = HearConfig()

@@ -7,6 +7,7 @@ LLM's embedding space (encoder and projector are offline), so the policy is a pl
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,14 +47,18 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -
     return model.eval()
 
 
-def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
-    """Write config.json, model.safetensors, tokenizer files atomically (temp dir, then rename)."""
+def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
+                extra: Callable[[Path], None] | None = None) -> Path:
+    """Write config.json, model.safetensors, tokenizer files atomically (temp dir, then rename);
+    `extra(tmp_dir)` adds more files to the same directory before the rename (e.g. a speech encoder)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -94,6 +99,15 @@ def load_policy(path: str | Path, dtype: str = "auto", device: str = "cpu") -> t
     return model.to(dev).eval(), tokenizer
 
 
+def carry_speech_encoder(base_dir: str | Path) -> Callable[[Path], None] | None:
+    """A `save_policy(extra=...)` that copies `base_dir`'s speech encoder along (None when it has none), so
+    a policy trained from a speech LLM stays one (docs/speech.md)."""
+    from hpo_ray.speech.encoder import ENCODER_FOLDER
+
+    encoder = Path(base_dir) / ENCODER_FOLDER
+    return (lambda tmp: shutil.copytree(encoder, tmp / ENCODER_FOLDER)) if encoder.is_dir() else None
+
+
 def export_policy(state: dict[str, torch.Tensor], base_dir: str | Path, out_dir: str | Path) -> Path:
     """Write `state` (HF names) as an HF directory shaped like `base_dir` (config, tokenizer)."""
     model, tokenizer = load_policy(base_dir, dtype="float32", device="cpu")
@@ -101,4 +115,4 @@ def export_policy(state: dict[str, torch.Tensor], base_dir: str | Path, out_dir:
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     if unexpected or set(missing) - tied:
         raise ValueError(f"state does not fit {base_dir}: missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    return save_policy(model, tokenizer, out_dir)
+    return save_policy(model, tokenizer, out_dir, extra=carry_speech_encoder(base_dir))
