@@ -50,7 +50,7 @@ class SpeechEncoderConfig(Section):
     intermediate_size: PositiveInt = 128
     chunk_frames: PositiveInt = 14
     left_chunks: PositiveInt = 8
-    seed: int = 0
+    seed: Seed = 0
 
     @property
     def frame_seconds(self) -> float:
