@@ -15,7 +15,7 @@ import numpy as np
 import ray
 from tqdm import tqdm
 
-from hpo_ray.config import RunConfig, sync_backend, to_yaml
+from hpo_ray.config import RunConfig, to_yaml
 from hpo_ray.data.manifest import Manifest, Talk
 from hpo_ray.data.sampler import SamplerState, TalkSampler, step_seed
 from hpo_ray.data.windows import training_talks
@@ -35,7 +35,7 @@ from actors.placement import make_pools
 from actors.ray_metrics import RayMetrics
 from actors.reward_pool import RewardPool
 from actors.rollout_pool import RolloutPool
-from actors.weight_sync import BroadcastSync, IpcSync, object_store_sync
+from actors.weight_sync import make_weight_sync
 
 
 def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> list[dict]:
@@ -97,9 +97,8 @@ class Controller:
         self.learner = LearnerGroup(cfg, self.policy_path, self.pools.learner)
         self.rollout = RolloutPool(cfg, self.policy_path, self.pools.rollout, name)
         self.rewards = RewardPool(cfg, self.pools.reward, name)
-        direct = {"broadcast": BroadcastSync, "cuda_ipc": IpcSync}.get(sync_backend(cfg))  # None: object store
-        self.direct_sync = direct(cfg, self.learner, self.rollout.workers) if direct is not None else None
-        self.rollout.on_restart(self._resync_restarted)
+        self.weight_sync = make_weight_sync(cfg, self.learner, self.rollout.workers)
+        self.rollout.on_restart(lambda worker: self.weight_sync.resync(worker, self.version))
         kept = self.step if latest is not None else -1  # the steps after the checkpoint are re-run and re-logged
         cut_logs(self.run_dir, kept)
         self.metrics = MetricsLog(self.run_dir, cfg.logging.jsonl, cfg.logging.tensorboard, purge_after=kept)
@@ -196,23 +195,10 @@ class Controller:
             self._state = (self.version, self.learner.state_dict())
         return self._state[1]
 
-    def _resync_restarted(self, worker) -> None:
-        """A restarted worker gets the current weights streamed from the learner via the object store; a
-        broadcast group is re-formed."""
-        sync = self.cfg.sync
-        object_store_sync(self.learner.stream_weights(self.version, sync.bucket_mb, sync.checksum), [worker], self.version, sync)
-        if self.direct_sync is not None:
-            self.direct_sync.reset()
-
     def sync_weights(self, version: int) -> dict:
         t0 = time.perf_counter()
         self.version = version
-        if self.direct_sync is not None:
-            stats = self.direct_sync.sync(version, self._weights)
-        else:
-            sync = self.cfg.sync
-            stats = object_store_sync(self.learner.stream_weights(version, sync.bucket_mb, sync.checksum),
-                                      self.rollout.workers, version, sync, self._weights)
+        stats = self.weight_sync.sync(version, self._weights)
         stats["time/sync"] = time.perf_counter() - t0
         return stats
 

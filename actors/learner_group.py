@@ -50,7 +50,7 @@ class LearnerRank:
     def join_sync_group(self, host: str, port: int, world: int, backend: str) -> None:
         """Rank 0 joins the weight-sync broadcast group as its sender (rank 0 of that group)."""
         if self.trainer.rank == 0:
-            from hpo_ray.learner.sync_collective import BroadcastBackend, make_sync_group
+            from hpo_ray.sync.broadcast import BroadcastBackend, make_sync_group
 
             device = "cuda" if backend == "nccl" else "cpu"
             self.sync = BroadcastBackend(make_sync_group(host, port, 0, world, backend, 600.0), 0, 0, device)
@@ -60,7 +60,7 @@ class LearnerRank:
         state = self.trainer.full_state_dict()
         if self.trainer.rank != 0:
             return {}
-        from hpo_ray.learner.weight_sync import send_state
+        from hpo_ray.sync.receiver import send_state
 
         stats = send_state(state, self.sync, bucket_mb, version)
         return {"bytes": stats.bytes, "buckets": stats.buckets, "seconds": stats.seconds}
@@ -71,7 +71,7 @@ class LearnerRank:
         state = self.trainer.full_state_dict(copy=False)
         if self.trainer.rank != 0:
             return
-        from hpo_ray.learner.weight_sync import pack_buckets
+        from hpo_ray.sync.buckets import pack_buckets
 
         yield from pack_buckets(state, bucket_mb, version, checksum, parts=True)
 
@@ -83,9 +83,9 @@ class LearnerRank:
             return []
         import torch
 
-        from hpo_ray.learner.sync_backend import ListChannel
-        from hpo_ray.learner.sync_ipc import CudaIpcBackend
-        from hpo_ray.learner.weight_sync import send_state
+        from hpo_ray.sync.transport import ListChannel
+        from hpo_ray.sync.ipc import CudaIpcBackend
+        from hpo_ray.sync.receiver import send_state
 
         self.release_ipc()
         self.ipc = CudaIpcBackend(ListChannel())

@@ -19,7 +19,7 @@ class RolloutWorker:
         self.cfg = parse_config(cfg)
         self.index = index
         self.engine = make_engine(self.cfg, model_path)
-        from hpo_ray.learner.weight_sync import BucketReceiver
+        from hpo_ray.sync.receiver import BucketReceiver
 
         self.buckets = BucketReceiver(whole_state=getattr(self.engine, "loads_whole_state", False))
 
@@ -33,10 +33,6 @@ class RolloutWorker:
             traj.stats["worker"] = self.index
             yield traj
 
-    def load_weights(self, named_tensors: list, version: int) -> int:
-        self.engine.load_weights(named_tensors, version)
-        return version
-
     def receive_bucket(self, bucket, version: int, verify: bool) -> int:
         """Apply one object-store bucket of weight `version` (a sync sends them in index order); its bytes."""
         self._apply(bucket, version, verify)
@@ -49,7 +45,7 @@ class RolloutWorker:
 
     def join_sync_group(self, host: str, port: int, rank: int, world: int, backend: str) -> None:
         """Join the learner's weight-sync broadcast group as receiver `rank`."""
-        from hpo_ray.learner.sync_collective import BroadcastBackend, make_sync_group
+        from hpo_ray.sync.broadcast import BroadcastBackend, make_sync_group
 
         device = "cuda" if backend == "nccl" else "cpu"
         self.sync = BroadcastBackend(make_sync_group(host, port, rank, world, backend, 600.0), 0, rank, device)
@@ -63,8 +59,8 @@ class RolloutWorker:
         """Apply a CUDA-IPC sync: open the learner's shared GPU buckets, copy them in, then let go."""
         import torch
 
-        from hpo_ray.learner.sync_backend import ListChannel
-        from hpo_ray.learner.sync_ipc import CudaIpcBackend
+        from hpo_ray.sync.transport import ListChannel
+        from hpo_ray.sync.ipc import CudaIpcBackend
 
         for bucket in CudaIpcBackend(ListChannel(handles)).receive():
             self._apply(bucket, version, verify)
@@ -72,7 +68,7 @@ class RolloutWorker:
         return version
 
     def weight_checksum(self) -> str:
-        from hpo_ray.learner.weight_sync import state_checksum
+        from hpo_ray.sync.buckets import state_checksum
 
         return state_checksum(dict(self.engine.named_weights()))
 

@@ -1,14 +1,15 @@
-"""Learner → rollout-engine weight sync, bucketed and versioned.
+"""Learner → rollout-engine weight sync on Ray: one `WeightSync` interface, its transport chosen once.
 
 - object store (the CPU default): learner rank 0 yields each bucket's tensors unpacked from a
   streaming generator (Ray's serializer writes them straight into shared memory: the only copy on
   the sender) and every worker is asked to apply each bucket as soon as its ref arrives, so workers
   apply bucket k while bucket k+1 is put;
 - broadcast: learner rank 0 and the workers form a dedicated process group (NCCL on GPU, gloo on
-  CPU) and the buckets are broadcast (`hpo_ray.learner.sync_collective`);
+  CPU) and the buckets are broadcast (`hpo_ray.sync.broadcast`);
 - CUDA IPC (colocated GPUs): learner rank 0 packs the buckets on its GPU and hands out IPC handles;
   the workers on that GPU copy from the shared memory, then the learner frees it.
-With `sync.verify` each worker's weight checksum is compared with the learner's after a sync.
+A restarted worker always gets the current weights through the object store. With `sync.verify`
+each worker's weight checksum is compared with the learner's after a sync.
 """
 
 import json
@@ -17,8 +18,9 @@ from collections.abc import Iterable, Iterator
 
 import ray
 
-from hpo_ray.config import RunConfig, SyncConfig, learner_on_gpu
-from hpo_ray.learner.weight_sync import pack_buckets, state_checksum
+from hpo_ray.config import RunConfig, SyncConfig
+from hpo_ray.sync.buckets import pack_buckets, state_checksum
+from hpo_ray.sync.choice import choose_sync
 
 
 class WeightMismatchError(RuntimeError):
@@ -60,23 +62,43 @@ def verify_workers(state: dict, workers: list, version: int) -> None:
         raise WeightMismatchError(f"rollout workers {bad} hold different weights after sync version {version}")
 
 
-class BroadcastSync:
-    """Weight sync by broadcast from learner rank 0 over its own group (re-formed after a worker restart)."""
+class WeightSync:
+    """Moves the learner group's weights to the rollout workers: `sync` after each update, `resync`
+    one restarted worker. Subclasses differ only in the transport of `sync`."""
 
     def __init__(self, cfg: RunConfig, learner, workers: list):
         self.cfg, self.learner, self.workers = cfg, learner, workers
-        self.backend = "nccl" if cfg.sync.backend == "nccl" or learner_on_gpu(cfg) else "gloo"
+
+    def sync(self, version: int, state_for_verify=None) -> dict:
+        """Every worker gets weight `version`; the sync's metrics (`finish_sync`)."""
+        sync = self.cfg.sync
+        return object_store_sync(self.learner.stream_weights(version, sync.bucket_mb, sync.checksum),
+                                 self.workers, version, sync, state_for_verify)
+
+    def resync(self, worker, version: int) -> None:
+        """A restarted worker gets the current weights streamed from the learner via the object store."""
+        sync = self.cfg.sync
+        object_store_sync(self.learner.stream_weights(version, sync.bucket_mb, sync.checksum), [worker], version, sync)
+
+
+class BroadcastSync(WeightSync):
+    """Weight sync by broadcast from learner rank 0 over its own group (re-formed after a worker restart)."""
+
+    def __init__(self, cfg: RunConfig, learner, workers: list):
+        super().__init__(cfg, learner, workers)
+        self.group = choose_sync(cfg).group or "gloo"
         self.formed = False
 
     def form(self) -> None:
         host, port = self.learner.sync_address()
         world = 1 + len(self.workers)
-        ray.get(self.learner.join_sync_group(host, port, world, self.backend)
-                + [w.join_sync_group.remote(host, port, i + 1, world, self.backend) for i, w in enumerate(self.workers)])
+        ray.get(self.learner.join_sync_group(host, port, world, self.group)
+                + [w.join_sync_group.remote(host, port, i + 1, world, self.group) for i, w in enumerate(self.workers)])
         self.formed = True
 
-    def reset(self) -> None:
-        """A worker was restarted: form the group anew before the next sync."""
+    def resync(self, worker, version: int) -> None:
+        """Object-store resync, then form the group anew before the next sync."""
+        super().resync(worker, version)
         self.formed = False
 
     def sync(self, version: int, state_for_verify=None) -> dict:
@@ -88,14 +110,8 @@ class BroadcastSync:
         return finish_sync(start, sent["bytes"], sent["buckets"], version, self.cfg.sync, self.workers, state_for_verify)
 
 
-class IpcSync:
+class IpcSync(WeightSync):
     """Weight sync by CUDA IPC between learner rank 0 and the rollout workers colocated on its GPU."""
-
-    def __init__(self, cfg: RunConfig, learner, workers: list):
-        self.cfg, self.learner, self.workers = cfg, learner, workers
-
-    def reset(self) -> None:
-        """Nothing persists between IPC syncs."""
 
     def sync(self, version: int, state_for_verify=None) -> dict:
         start = time.perf_counter()
@@ -106,3 +122,11 @@ class IpcSync:
             ray.get(self.learner.release_ipc())
         nbytes = sum(json.loads(text)["nbytes"] for text, _ in handles)
         return finish_sync(start, nbytes, len(handles), version, self.cfg.sync, self.workers, state_for_verify)
+
+
+TRANSPORTS: dict[str, type[WeightSync]] = {"object_store": WeightSync, "broadcast": BroadcastSync, "cuda_ipc": IpcSync}
+
+
+def make_weight_sync(cfg: RunConfig, learner, workers: list) -> WeightSync:
+    """The run's weight sync, its transport chosen once from `sync.backend` (`choose_sync`)."""
+    return TRANSPORTS[choose_sync(cfg).transport](cfg, learner, workers)

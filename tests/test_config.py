@@ -138,9 +138,21 @@ def test_base_file_is_merged_under_the_child(tmp_path):
     (["sync.backend=broadcast"], "broadcast"),                                     # gloo on CPU
 ])
 def test_auto_sync_backend_follows_devices_and_colocation(overrides, expected):
-    from hpo_ray.config import sync_backend
+    from hpo_ray.sync.choice import choose_sync
 
-    assert sync_backend(load_config(None, overrides)) == expected
+    assert choose_sync(load_config(None, overrides)).transport == expected
+
+
+@pytest.mark.parametrize("overrides, group", [
+    (["sync.backend=broadcast"], "gloo"),                                          # CPU learner
+    (["learner.device=cuda"], "nccl"),
+    (["learner.device=cuda", "sync.backend=nccl"], "nccl"),                       # the alias: broadcast over NCCL
+    ([], None),                                                                    # object store: no group
+])
+def test_broadcast_group_backend_is_chosen_with_the_transport(overrides, group):
+    from hpo_ray.sync.choice import choose_sync
+
+    assert choose_sync(load_config(None, overrides)).group == group
 
 
 def test_cuda_ipc_sync_needs_colocated_gpu_pools():

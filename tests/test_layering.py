@@ -75,3 +75,74 @@ def test_checker_flags_every_form_of_a_forbidden_import(snippet):
 ])
 def test_checker_accepts_names_that_only_look_alike(snippet):
     assert layering_violations(snippet, "x.py") == []
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _load_time_imports(tree: ast.Module) -> set[str]:
+    """Modules imported outside function bodies (module level, `if TYPE_CHECKING:` blocks, class bodies)."""
+    found: set[str] = set()
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def import_graph(paths: list[Path]) -> dict[str, set[str]]:
+    """module → project modules it imports when loaded (names that are not modules are dropped)."""
+    modules = {_module_name(p): p for p in paths}
+    return {name: {m for m in _load_time_imports(ast.parse(p.read_text(), str(p))) if m in modules and m != name}
+            for name, p in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (a list of modules, first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles_in_hpo_ray_or_actors():
+    paths = sorted((ROOT / "hpo_ray").rglob("*.py")) + sorted((ROOT / "actors").rglob("*.py"))
+    graph = import_graph(paths)
+    assert sum(map(len, graph.values())) > 50  # the walk found the edges
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def test_cycle_finder_reports_a_cycle_and_accepts_a_dag():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_type_checking_imports_count_but_function_imports_do_not():
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import p.q\ndef f():\n    import p.r\n"
+    assert "p.q" in _load_time_imports(ast.parse(source)) and "p.r" not in _load_time_imports(ast.parse(source))

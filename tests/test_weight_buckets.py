@@ -9,11 +9,12 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from hpo_ray.learner.distributed import free_port
-from hpo_ray.learner.sync_backend import InProcessBackend
-from hpo_ray.learner.weight_sync import (
-    ALIGN, BucketBuffer, BucketCorruptError, BucketReceiver, BucketManifest, WeightBucket, apply_bucket, bytes_checksum, pack_buckets, plan_buckets,
-    receive_into, send_state, state_checksum, tensor_checksums,
+from hpo_ray.sync.buckets import (
+    ALIGN, BucketBuffer, BucketCorruptError, BucketManifest, WeightBucket, apply_bucket, bytes_checksum, pack_buckets, plan_buckets,
+    state_checksum, tensor_checksums,
 )
+from hpo_ray.sync.receiver import BucketReceiver, receive_into, send_state
+from hpo_ray.sync.transport import InProcessBackend
 
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -222,7 +223,7 @@ def test_receive_rejects_wrong_version_missing_buckets_and_uncovered_tensors():
 
 
 def _broadcast_worker(rank: int, port: int, out: "mp.Queue") -> None:
-    from hpo_ray.learner.sync_collective import BroadcastBackend, make_sync_group
+    from hpo_ray.sync.broadcast import BroadcastBackend, make_sync_group
 
     group = make_sync_group("127.0.0.1", port, rank, 2, "gloo", timeout_s=60)
     backend = BroadcastBackend(group, src=0, rank=rank, device="cpu")
@@ -268,8 +269,8 @@ def test_broadcast_backend_over_a_gloo_group_syncs_two_versions():
 def test_gpu_backends_refuse_clearly_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the GPU tests below cover these backends")
-    from hpo_ray.learner.sync_collective import make_sync_group
-    from hpo_ray.learner.sync_ipc import CudaIpcBackend
+    from hpo_ray.sync.broadcast import make_sync_group
+    from hpo_ray.sync.ipc import CudaIpcBackend
 
     with pytest.raises(RuntimeError, match="CUDA-IPC weight sync needs CUDA"):
         CudaIpcBackend(queue.Queue())
@@ -285,8 +286,8 @@ def test_checksum_is_identical_on_cpu_and_gpu():
 
 
 def _gpu_worker(rank: int, port: int, kind: str, out: "mp.Queue", channel: "mp.Queue", release: "mp.Queue") -> None:
-    from hpo_ray.learner.sync_collective import BroadcastBackend, make_sync_group
-    from hpo_ray.learner.sync_ipc import CudaIpcBackend
+    from hpo_ray.sync.broadcast import BroadcastBackend, make_sync_group
+    from hpo_ray.sync.ipc import CudaIpcBackend
 
     model = tiny_model(1 if rank == 0 else 2).cuda()
     if kind == "nccl":

@@ -24,7 +24,7 @@ def test_after_a_sync_the_engine_greedy_output_equals_the_learners(backend, ray_
     from actors.learner_group import LearnerGroup
     from actors.placement import make_pools
     from actors.rollout_pool import RolloutPool
-    from actors.weight_sync import BroadcastSync, object_store_sync
+    from actors.weight_sync import BroadcastSync, make_weight_sync, object_store_sync
     from hpo_ray.experience import sequence_item, talk_input
     from hpo_ray.model.build import load_policy
     from hpo_ray.rollout.factory import make_layout
@@ -53,10 +53,7 @@ def test_after_a_sync_the_engine_greedy_output_equals_the_learners(backend, ray_
         assert stats["sync/bytes"] > 0 and stats["weight_version"] == 1
         after = greedy_ids(pool, talk, cfg)
         if backend == "object_store":  # a restarted worker comes back with the SFT weights; the controller resyncs it
-            from types import SimpleNamespace
-
-            from actors.controller import Controller
-            from hpo_ray.learner.weight_sync import state_checksum
+            from hpo_ray.sync.buckets import state_checksum
 
             worker = pool.workers[0]
             ray.kill(worker, no_restart=False)
@@ -70,7 +67,7 @@ def test_after_a_sync_the_engine_greedy_output_equals_the_learners(backend, ray_
                     break
                 time.sleep(1)
             assert restarted != state_checksum(state), "the worker did not come back with its initial weights"
-            Controller._resync_restarted(SimpleNamespace(learner=learner, version=1, cfg=cfg, direct_sync=None), worker)
+            make_weight_sync(cfg, learner, pool.workers).resync(worker, 1)  # what the controller's restart hook calls
             assert ray.get(worker.weight_checksum.remote()) == state_checksum(state)
     finally:
         learner.shutdown()
@@ -89,7 +86,7 @@ def test_corrupted_bucket_is_detected_by_the_worker(ray_cluster, small_run):
     import ray
 
     from actors.rollout_worker import RolloutWorker
-    from hpo_ray.learner.weight_sync import BucketCorruptError, pack_buckets
+    from hpo_ray.sync.buckets import BucketCorruptError, pack_buckets
     from hpo_ray.model.build import load_policy
 
     _, policy, overrides = small_run

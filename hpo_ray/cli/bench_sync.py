@@ -24,7 +24,8 @@ import torch
 
 from hpo_ray.cli.bench_common import finite_json, load_note, median_seconds, timed
 from hpo_ray.env import apply_local_ray
-from hpo_ray.learner.weight_sync import BucketBuffer, BucketReceiver, apply_bucket, pack_buckets, send_state, state_checksum
+from hpo_ray.sync.buckets import BucketBuffer, apply_bucket, pack_buckets, state_checksum
+from hpo_ray.sync.receiver import BucketReceiver, send_state
 
 TARGET = 0.5  # issue 5: a sync at ≥ 50 % of memcpy bandwidth
 BACKENDS = ("inprocess", "ray", "gloo", "ipc")
@@ -133,8 +134,8 @@ def _ray_receiver_class():
 def _gloo_receiver(port: int, specs: list, threads: int, commands, replies) -> None:
     """Spawned process: rank 1 of a 2-process gloo sync group; applies every broadcast sync."""
     torch.set_num_threads(threads)
-    from hpo_ray.learner.sync_collective import BroadcastBackend, make_sync_group
-    from hpo_ray.learner.weight_sync import receive_into
+    from hpo_ray.sync.broadcast import BroadcastBackend, make_sync_group
+    from hpo_ray.sync.receiver import receive_into
 
     group = make_sync_group("127.0.0.1", port, 1, 2, "gloo", timeout_s=600)
     backend = BroadcastBackend(group, src=0, rank=1, device="cpu")
@@ -176,7 +177,7 @@ class GlooSender(ReceiverProcess):
         import torch.multiprocessing as mp
 
         from hpo_ray.learner.distributed import free_port
-        from hpo_ray.learner.sync_collective import BroadcastBackend, make_sync_group
+        from hpo_ray.sync.broadcast import BroadcastBackend, make_sync_group
 
         ctx = mp.get_context("spawn")
         self.commands, self.replies = ctx.Queue(), ctx.Queue()
@@ -198,9 +199,9 @@ class GlooSender(ReceiverProcess):
 
 def _ipc_receiver(specs: list, commands, replies) -> None:
     """Spawned process on the same GPU: applies every CUDA-IPC sync whose handles arrive on `commands`."""
-    from hpo_ray.learner.sync_backend import ListChannel
-    from hpo_ray.learner.sync_ipc import CudaIpcBackend
-    from hpo_ray.learner.weight_sync import receive_into
+    from hpo_ray.sync.transport import ListChannel
+    from hpo_ray.sync.ipc import CudaIpcBackend
+    from hpo_ray.sync.receiver import receive_into
 
     target = _allocate(specs, "cuda")
     while (command := commands.get()) is not None:
@@ -225,8 +226,8 @@ class IpcSender(ReceiverProcess):
         self.proc.start()
 
     def sync(self, state, bucket_mb: float, version: int, checksum: bool) -> None:
-        from hpo_ray.learner.sync_backend import ListChannel
-        from hpo_ray.learner.sync_ipc import CudaIpcBackend
+        from hpo_ray.sync.transport import ListChannel
+        from hpo_ray.sync.ipc import CudaIpcBackend
 
         backend = CudaIpcBackend(ListChannel())
         send_state(state, backend, bucket_mb, version, checksum)  # buckets held (not a reused buffer) until finish

@@ -26,7 +26,7 @@ __all__ = [
     "RolloutConfig", "RunConfig", "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig",
     "SpeechEncoderConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
     "ValidationConfig", "ValidationSamplingConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
-    "apply_overrides", "learner_on_gpu", "load_config", "parse_config", "sync_backend", "to_yaml",
+    "apply_overrides", "learner_on_gpu", "load_config", "parse_config", "to_yaml",
 ]
 
 
@@ -128,17 +128,6 @@ def read_yaml_tree(path: str | Path, _seen: tuple = ()) -> dict:
 def learner_on_gpu(cfg: RunConfig) -> bool:
     """Whether the learner ranks run on GPUs: `learner.device=cuda`, or `auto` with GPUs in their bundles."""
     return cfg.learner.device == "cuda" or (cfg.learner.device == "auto" and cfg.cluster.gpus_per_learner > 0)
-
-
-def sync_backend(cfg: RunConfig) -> str:
-    """The weight-sync backend `sync.backend` stands for: `auto` is the object store on CPU, and on
-    GPUs CUDA IPC when rollout workers share the learners' GPUs (`cluster.colocate`), else NCCL."""
-    chosen = cfg.sync.backend
-    if chosen != "auto":
-        return "broadcast" if chosen == "nccl" else chosen
-    if not learner_on_gpu(cfg):
-        return "object_store"
-    return "cuda_ipc" if cfg.cluster.colocate else "broadcast"
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

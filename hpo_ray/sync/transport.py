@@ -1,16 +1,17 @@
-"""How weight buckets travel from the learner to rollout engines: the backend protocol and the
-in-process / channel backend. Packing, checking and applying buckets live in `weight_sync.py`.
+"""How weight buckets travel from the learner to rollout engines: the transport protocol and the
+in-process / channel transport. Packing, checking and applying buckets live in `buckets.py`.
 
-Backends: `InProcessBackend` (buckets as objects through a put/get channel: a `queue.Queue` in one
-process; a Ray queue makes it the object-store backend), `BroadcastBackend` (`sync_collective.py`,
-NCCL on GPU / gloo on CPU) and `CudaIpcBackend` (`sync_ipc.py`, colocated GPUs).
+Transports: `InProcessBackend` (buckets as objects through a put/get channel, e.g. a `queue.Queue`
+in one process), `BroadcastBackend` (`broadcast.py`, NCCL on GPU / gloo on CPU) and
+`CudaIpcBackend` (`ipc.py`, colocated GPUs). The object store of a Ray run moves buckets as Ray
+objects (actors/weight_sync.py).
 """
 
 import queue
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from hpo_ray.learner.weight_sync import BucketManifest, WeightBucket
+from hpo_ray.sync.buckets import BucketManifest, WeightBucket
 
 
 class Channel(Protocol):
@@ -26,11 +27,8 @@ class Channel(Protocol):
 class WeightSyncBackend(Protocol):
     """Moves the buckets of one weight version from the learner to one or more engines.
 
-    Sender: `prepare(); send(buckets); ...; finish()`. Receiver: `prepare(); for b in receive(): ...`.
+    Sender: `send(buckets); ...; finish()`. Receiver: `for b in receive(): ...`.
     """
-
-    def prepare(self) -> None:
-        """Get ready for one sync (allocate, connect); called on each side before send/receive."""
 
     def send(self, buckets: Iterable[WeightBucket]) -> None:
         """Sender: ship every bucket of one weight version, in index order."""
@@ -81,9 +79,6 @@ class InProcessBackend:
 
     def __init__(self, channel: Channel | None = None):
         self.channel: Channel = channel if channel is not None else queue.Queue()
-
-    def prepare(self) -> None:
-        """Nothing to set up."""
 
     def send(self, buckets: Iterable[WeightBucket]) -> None:
         """Put each bucket into the channel."""

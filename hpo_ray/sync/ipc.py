@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch.multiprocessing.reductions import rebuild_cuda_tensor, reduce_tensor
 
-from hpo_ray.learner.sync_backend import Channel, take_one_sync
-from hpo_ray.learner.weight_sync import BucketManifest, WeightBucket
+from hpo_ray.sync.transport import Channel, take_one_sync
+from hpo_ray.sync.buckets import BucketManifest, WeightBucket
 
 _DEVICE_ARG = 6  # position of `storage_device` in rebuild_cuda_tensor's arguments
 
@@ -28,9 +28,6 @@ class CudaIpcBackend:
         self.channel = channel
         self.device = torch.cuda.current_device() if device is None else device
         self._held: list[torch.Tensor] = []
-
-    def prepare(self) -> None:
-        """Nothing to set up; handles are made per bucket."""
 
     def send(self, buckets: Iterable[WeightBucket]) -> None:
         """Share each bucket's GPU bytes: put (manifest JSON, IPC handle) into the channel."""

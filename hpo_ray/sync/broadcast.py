@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from hpo_ray.learner.distributed import rendezvous_store
-from hpo_ray.learner.weight_sync import BucketManifest, WeightBucket
+from hpo_ray.sync.buckets import BucketManifest, WeightBucket
 
 _MAGIC = 0x48504F57  # "HPOW": guards against a receiver joining a stream at the wrong place
 
@@ -45,9 +45,6 @@ class BroadcastBackend:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("BroadcastBackend on a CUDA device needs CUDA")
-
-    def prepare(self) -> None:
-        """Nothing to allocate ahead: receive buffers are sized from each header."""
 
     def send(self, buckets: Iterable[WeightBucket]) -> None:
         """Broadcast every bucket (header, manifest JSON, bytes) from this rank, which must be `src`."""

@@ -1,25 +1,21 @@
-"""Bucketed, versioned, checksummed weight sync: learner state dict → contiguous buckets → engine.
+"""The weight-sync bucket format: learner state dict → contiguous, versioned, checksummed buckets.
 
 A bucket is one contiguous uint8 tensor holding several named tensors at 16-byte-aligned offsets,
 plus a manifest (names, dtypes, shapes, offsets, weight version, position in the sync) and a
 checksum of its bytes. A *parts* bucket carries the same manifest but its tensors as they are (no
 packing copy): for transports that copy anyway, such as the Ray object store, whose serializer
-writes each tensor straight into shared memory. Backends (`sync_backend.py`) only move buckets; this module packs, checks and
-applies them. The checksum is torch-native (same result on CPU and GPU, no host copy on GPU) and
-runs at memory speed; it is not cryptographic, it detects corruption and truncation.
+writes each tensor straight into shared memory. Transports (`transport.py`, `broadcast.py`,
+`ipc.py`) only move buckets; this module packs, checks and applies them. The checksum is
+torch-native (same result on CPU and GPU, no host copy on GPU) and runs at memory speed; it is not
+cryptographic, it detects corruption and truncation.
 """
 
 import json
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from hpo_ray.learner.sync_backend import WeightSyncBackend
 
 ALIGN = 16  # byte alignment of every tensor inside a bucket (any dtype can be viewed in place)
 _BLOCK = 512  # int64 words per checksum block
@@ -231,91 +227,6 @@ def apply_bucket(target: nn.Module | Mapping[str, Tensor], bucket: WeightBucket,
             dst.copy_(src)
             names.append(name)
     return names
-
-
-class BucketReceiver:
-    """Receiver side of a sync whose buckets arrive one call at a time (object store): checks version
-    and order, and says what to load. With `whole_state` the tensors of a version are held until its
-    last bucket, for engines whose partial loads are costly (vLLM's CPU build repacks whole layers)."""
-
-    def __init__(self, whole_state: bool = False):
-        self.whole_state = whole_state
-        self.version: int | None = None
-        self.next_index = 0
-        self.pending: list[tuple[str, Tensor]] = []
-
-    def add(self, bucket: WeightBucket, version: int, verify: bool = True) -> list[list[tuple[str, Tensor]]]:
-        """Check and unpack one bucket; returns the named-tensor batches to load now (maybe none)."""
-        m = bucket.manifest
-        if m.version != version:
-            raise BucketCorruptError(f"bucket {m.index + 1}/{m.count} is of weight version {m.version}, sent as {version}")
-        if m.index == 0:
-            self.version, self.next_index, self.pending = version, 0, []
-        if m.version != self.version or m.index != self.next_index:
-            raise BucketCorruptError(f"out-of-order bucket: got #{m.index} of version {m.version}, "
-                                     f"expected #{self.next_index} of version {self.version}")
-        named = list(unpack_bucket(bucket, verify).items())
-        self.next_index += 1
-        if not self.whole_state:
-            return [named]
-        self.pending.extend(named)
-        if self.next_index < m.count:
-            return []
-        batch, self.pending = self.pending, []
-        return [batch]
-
-
-def send_state(state: Mapping[str, Tensor], backend: "WeightSyncBackend", bucket_mb: float, version: int,
-               checksum: bool = True, device: torch.device | str | None = None, buffer: BucketBuffer | None = None) -> SyncStats:
-    """Sender side of one sync: pack `state` into buckets and hand them to the backend (call
-    `backend.finish()` once the receivers are done). `buffer`: see `pack_buckets`."""
-    stats = SyncStats(version)
-    start = time.perf_counter()
-
-    def counted() -> Iterator[WeightBucket]:
-        for b in pack_buckets(state, bucket_mb, version, checksum, device, buffer):
-            stats.buckets += 1
-            stats.bytes += b.manifest.nbytes
-            stats.names.extend(s.name for s in b.manifest.specs)
-            yield b
-
-    backend.prepare()
-    backend.send(counted())
-    stats.seconds = time.perf_counter() - start
-    return stats
-
-
-def receive_into(target: nn.Module | Mapping[str, Tensor], backend: "WeightSyncBackend", verify: bool = True,
-                 expected_version: int | None = None, strict: bool = True) -> SyncStats:
-    """Receiver side of one sync: apply every bucket of one version; check order, version and
-    (with `strict`) that every tensor of the target was updated."""
-    start = time.perf_counter()
-    backend.prepare()
-    stats: SyncStats | None = None
-    for i, bucket in enumerate(backend.receive()):
-        m = bucket.manifest
-        if stats is None:
-            if expected_version is not None and m.version != expected_version:
-                raise ValueError(f"received weight version {m.version}, expected {expected_version}")
-            stats = SyncStats(m.version)
-        if m.version != stats.version or m.index != i:
-            raise BucketCorruptError(f"out-of-order bucket: got #{m.index} of version {m.version}, "
-                                     f"expected #{i} of version {stats.version}")
-        stats.names.extend(apply_bucket(target, bucket, verify))
-        stats.buckets += 1
-        stats.bytes += m.nbytes
-        count = m.count
-    if stats is None:
-        raise BucketCorruptError("the backend delivered no bucket")
-    if stats.buckets != count:
-        raise BucketCorruptError(f"weight version {stats.version}: got {stats.buckets} of {count} buckets")
-    if strict:
-        keys = target.state_dict().keys() if isinstance(target, nn.Module) else target.keys()
-        missing = sorted(set(keys) - set(stats.names))
-        if missing:
-            raise KeyError(f"weight version {stats.version} did not update {len(missing)} tensors, e.g. {missing[:3]}")
-    stats.seconds = time.perf_counter() - start
-    return stats
 
 
 def bytes_checksum(data: Tensor) -> str:
