@@ -11,24 +11,8 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import ray
 from tqdm import tqdm
-
-from hpo_ray.config import RunConfig, to_yaml
-from hpo_ray.data.manifest import Manifest, Talk
-from hpo_ray.data.sampler import SamplerState, TalkSampler, step_seed
-from hpo_ray.data.windows import training_talks
-from hpo_ray.evaluation import criterion, summarize
-from hpo_ray.experience import rollout_record, sequence_item
-from hpo_ray.learner.advantages import dynamic_sampling_keep, group_advantages
-from hpo_ray.learner.checkpoint import CheckpointStore
-from hpo_ray.metrics import MetricsLog
-from hpo_ray.mlflow_run import MlflowRun
-from hpo_ray.model.build import export_policy
-from hpo_ray.reward.group import group_rewards
-from hpo_ray.rollout.protocol import Trajectory
-from hpo_ray.run_dir import cut_logs, prepare_run_dir
 
 from actors.learner_group import LearnerGroup
 from actors.placement import make_pools
@@ -36,6 +20,19 @@ from actors.ray_metrics import RayMetrics
 from actors.reward_pool import RewardPool
 from actors.rollout_pool import RolloutPool
 from actors.weight_sync import make_weight_sync
+from hpo_ray.config import RunConfig, to_yaml
+from hpo_ray.data.manifest import Manifest, Talk
+from hpo_ray.data.sampler import SamplerState, TalkSampler, step_seed
+from hpo_ray.data.windows import training_talks
+from hpo_ray.evaluation import criterion, summarize
+from hpo_ray.experience import rollout_record
+from hpo_ray.learner.checkpoint import CheckpointStore
+from hpo_ray.learner.step_batch import make_batch
+from hpo_ray.metrics import MetricsLog
+from hpo_ray.mlflow_run import MlflowRun
+from hpo_ray.model.build import export_policy
+from hpo_ray.rollout.protocol import Trajectory
+from hpo_ray.run_dir import cut_logs, prepare_run_dir
 
 
 def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> list[dict]:
@@ -150,35 +147,8 @@ class Controller:
         return trajectories, scores, timing
 
     def make_batch(self, trajectories: list[Trajectory], scores: list, talks: list[Talk]):
-        """Group-normalised hierarchical rewards → advantages per rollout. Truncated rollouts stay out
-        of the normalisation and are dropped, or given `algorithm.truncated_reward` when set."""
-        algo = self.cfg.algorithm
-        by_id = {t.talk_id: t for t in talks}
-        finished = [i for i, t in enumerate(trajectories) if not t.truncated]
-        kept_scores = [scores[i] for i in finished]
-        rewards = group_rewards(kept_scores, self.cfg.reward) if kept_scores else []
-        adv = group_advantages(rewards, [s.group for s in kept_scores], algo.baseline).tolist() if finished else []
-        keep = list(range(len(finished)))
-        if algo.dynamic_sampling and finished:
-            keep = dynamic_sampling_keep([s.quality for s in kept_scores], [s.group for s in kept_scores])
-        items = [sequence_item(trajectories[finished[j]], by_id[trajectories[finished[j]].talk_id], adv[j]) for j in keep]
-        if algo.truncated_reward is not None:
-            items += [sequence_item(t, by_id[t.talk_id], algo.truncated_reward) for t in trajectories if t.truncated]
-        if not items and not finished:
-            raise RuntimeError(f"all {len(trajectories)} rollouts hit rollout.max_total_tokens={self.cfg.rollout.max_total_tokens} "
-                               "and were truncated: nothing to learn from (set data.max_talk_seconds, or raise the cap)")
-        q = np.array([s.quality for s in scores])
-        stats = {
-            "reward/mean": float(np.mean(rewards)) if len(rewards) else 0.0, "reward/std": float(np.std(rewards)) if len(rewards) else 0.0,
-            "reward/quality": float(q.mean()), "reward/latency": float(np.mean([s.latency for s in scores])),
-            "reward/hinged_latency": float(np.mean([s.hinged_latency for s in scores])),
-            "reward/stream_laal": float(np.nanmean([np.nan if s.stream_laal is None else s.stream_laal for s in scores] or [np.nan])),
-            "rollout/truncated": float(len(trajectories) - len(finished)), "rollout/sequences": float(len(trajectories)),
-            "batch/sequences": float(len(items)),
-            "tokens/generated": float(sum(t.num_generated for t in trajectories)),
-            "tokens/total": float(sum(len(t.input_ids) for t in trajectories)),
-            "rollout/weight_version_min": float(min(t.weight_version for t in trajectories)),
-        }
+        """Group-normalised hierarchical rewards → advantages per rollout (`hpo_ray.learner.step_batch`)."""
+        items, stats = make_batch(trajectories, scores, talks, self.cfg)
         if self.ray_metrics is not None:
             self.ray_metrics.observe([s.quality for s in scores], [s.latency for s in scores],
                                      [float(t.num_generated) for t in trajectories])

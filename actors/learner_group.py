@@ -6,11 +6,11 @@ splits a step's sequences over ranks and optimiser steps, and gathers weights fo
 
 import ray
 
+from actors.placement import in_bundle
 from hpo_ray.config import RunConfig, parse_config
 from hpo_ray.env import apply_defaults
 from hpo_ray.learner.batch import SequenceItem
-
-from actors.placement import in_bundle
+from hpo_ray.learner.update_plan import plan_update
 
 
 @ray.remote
@@ -83,9 +83,9 @@ class LearnerRank:
             return []
         import torch
 
-        from hpo_ray.sync.transport import ListChannel
         from hpo_ray.sync.ipc import CudaIpcBackend
         from hpo_ray.sync.receiver import send_state
+        from hpo_ray.sync.transport import ListChannel
 
         self.release_ipc()
         self.ipc = CudaIpcBackend(ListChannel())
@@ -188,32 +188,3 @@ class LearnerGroup:
     def shutdown(self) -> None:
         for r in self.ranks:
             ray.kill(r)
-
-
-class UpdatePlan:
-    """Which rank and optimiser step each sequence goes to, and each step's global normaliser."""
-
-    def __init__(self, assignment: list[tuple[int, int]], normalisers: list[float]):
-        self.assignment, self.normalisers = assignment, normalisers
-
-
-def plan_update(items: list[SequenceItem], cfg: RunConfig) -> UpdatePlan:
-    """Split items into optimiser steps of `learner.global_batch_size` sequences (all of them when
-    unset), each step's sequences balanced over the ranks by token count."""
-    world = cfg.learner.num_ranks
-    size = cfg.learner.global_batch_size or len(items)
-    n_steps = max(1, -(-len(items) // size))
-    assignment: list[tuple[int, int]] = [(0, 0)] * len(items)
-    normalisers: list[float] = []
-    for k in range(n_steps):
-        idx = list(range(k * size, min(len(items), (k + 1) * size)))
-        load = [0] * world
-        for i in sorted(idx, key=lambda i: -len(items[i].input_ids)):
-            r = load.index(min(load))
-            load[r] += len(items[i].input_ids)
-            assignment[i] = (r, k)
-        if cfg.algorithm.loss_agg == "token":
-            normalisers.append(float(sum(sum(items[i].assistant_mask[1:]) for i in idx) or 1))
-        else:
-            normalisers.append(float(len(idx) or 1))
-    return UpdatePlan(assignment, normalisers)

@@ -12,8 +12,8 @@ import torch
 from hpo_ray.config import load_config
 from hpo_ray.learner.batch import SequenceItem, collate, token_logprobs
 from hpo_ray.learner.loss import policy_loss
-from hpo_ray.sync.buckets import apply_bucket
 from hpo_ray.rollout.sampling import policy_ban_mask
+from hpo_ray.sync.buckets import apply_bucket
 
 pytestmark = pytest.mark.ray
 

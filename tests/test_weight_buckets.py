@@ -10,8 +10,17 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from hpo_ray.learner.distributed import free_port
 from hpo_ray.sync.buckets import (
-    ALIGN, BucketBuffer, BucketCorruptError, BucketManifest, WeightBucket, apply_bucket, bytes_checksum, pack_buckets, plan_buckets,
-    state_checksum, tensor_checksums,
+    ALIGN,
+    BucketBuffer,
+    BucketCorruptError,
+    BucketManifest,
+    WeightBucket,
+    apply_bucket,
+    bytes_checksum,
+    pack_buckets,
+    plan_buckets,
+    state_checksum,
+    tensor_checksums,
 )
 from hpo_ray.sync.receiver import BucketReceiver, receive_into, send_state
 from hpo_ray.sync.transport import InProcessBackend

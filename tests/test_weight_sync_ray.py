@@ -86,8 +86,8 @@ def test_corrupted_bucket_is_detected_by_the_worker(ray_cluster, small_run):
     import ray
 
     from actors.rollout_worker import RolloutWorker
-    from hpo_ray.sync.buckets import BucketCorruptError, pack_buckets
     from hpo_ray.model.build import load_policy
+    from hpo_ray.sync.buckets import BucketCorruptError, pack_buckets
 
     _, policy, overrides = small_run
     cfg = load_config(None, overrides)

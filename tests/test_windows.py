@@ -74,11 +74,11 @@ def test_preflight_refuses_a_talk_that_cannot_fit_and_accepts_its_windows(tmp_pa
 
 
 def test_step_with_every_rollout_truncated_is_an_error():
-    from actors.controller import Controller
+    from hpo_ray.learner.step_batch import make_batch
 
     cfg = load_config(None, ["rollout.max_total_tokens=300"])
     truncated = [SimpleNamespace(truncated=True, talk_id="t", group_id="g", num_generated=3, input_ids=[1] * 300,
                                  weight_version=0) for _ in range(4)]
     scores = [SimpleNamespace(quality=0.0, latency=0.0, hinged_latency=0.0, stream_laal=None, group="g")] * 4
     with pytest.raises(RuntimeError, match="all 4 rollouts hit rollout.max_total_tokens=300"):  # was: an empty batch, no update
-        Controller.make_batch(SimpleNamespace(cfg=cfg), truncated, scores, [SimpleNamespace(talk_id="t")])
+        make_batch(truncated, scores, [SimpleNamespace(talk_id="t")], cfg)

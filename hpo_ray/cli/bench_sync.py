@@ -24,7 +24,12 @@ import torch
 
 from hpo_ray.cli.bench_common import finite_json, load_note, median_seconds, timed
 from hpo_ray.env import apply_local_ray
-from hpo_ray.sync.buckets import BucketBuffer, apply_bucket, pack_buckets, state_checksum
+from hpo_ray.sync.buckets import (
+    BucketBuffer,
+    apply_bucket,
+    pack_buckets,
+    state_checksum,
+)
 from hpo_ray.sync.receiver import BucketReceiver, send_state
 
 TARGET = 0.5  # issue 5: a sync at ≥ 50 % of memcpy bandwidth
@@ -199,9 +204,9 @@ class GlooSender(ReceiverProcess):
 
 def _ipc_receiver(specs: list, commands, replies) -> None:
     """Spawned process on the same GPU: applies every CUDA-IPC sync whose handles arrive on `commands`."""
-    from hpo_ray.sync.transport import ListChannel
     from hpo_ray.sync.ipc import CudaIpcBackend
     from hpo_ray.sync.receiver import receive_into
+    from hpo_ray.sync.transport import ListChannel
 
     target = _allocate(specs, "cuda")
     while (command := commands.get()) is not None:
@@ -226,8 +231,8 @@ class IpcSender(ReceiverProcess):
         self.proc.start()
 
     def sync(self, state, bucket_mb: float, version: int, checksum: bool) -> None:
-        from hpo_ray.sync.transport import ListChannel
         from hpo_ray.sync.ipc import CudaIpcBackend
+        from hpo_ray.sync.transport import ListChannel
 
         backend = CudaIpcBackend(ListChannel())
         send_state(state, backend, bucket_mb, version, checksum)  # buckets held (not a reused buffer) until finish
@@ -318,9 +323,8 @@ class SyncBench:
 
     def over_ray(self, grid: list[tuple[float, bool, bool]], buckets: list[float], threads: int, zero_copy: bool) -> None:
         ray, started = _start_ray(zero_copy)  # first: it sets the zero-copy variable before ray is imported
-        from hpo_ray.config import SyncConfig
-
         from actors.weight_sync import object_store_sync, put_buckets
+        from hpo_ray.config import SyncConfig
 
         receiver = _ray_receiver_class().options(num_cpus=0).remote(_specs(self.state), threads)
         try:

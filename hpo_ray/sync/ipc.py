@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch.multiprocessing.reductions import rebuild_cuda_tensor, reduce_tensor
 
-from hpo_ray.sync.transport import Channel, take_one_sync
 from hpo_ray.sync.buckets import BucketManifest, WeightBucket
+from hpo_ray.sync.transport import Channel, take_one_sync
 
 _DEVICE_ARG = 6  # position of `storage_device` in rebuild_cuda_tensor's arguments
 

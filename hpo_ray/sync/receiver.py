@@ -7,7 +7,15 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from hpo_ray.sync.buckets import BucketBuffer, BucketCorruptError, SyncStats, WeightBucket, apply_bucket, pack_buckets, unpack_bucket
+from hpo_ray.sync.buckets import (
+    BucketBuffer,
+    BucketCorruptError,
+    SyncStats,
+    WeightBucket,
+    apply_bucket,
+    pack_buckets,
+    unpack_bucket,
+)
 from hpo_ray.sync.transport import WeightSyncBackend
 
 
