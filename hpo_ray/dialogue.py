@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from hpo_ray.config import RunConfig
+
 LANGUAGE_NAMES = {
     "en": "English", "de": "German", "zh": "Chinese", "ja": "Japanese", "es": "Spanish", "fr": "French",
     "it": "Italian", "ko": "Korean", "ru": "Russian", "pt": "Portuguese", "nl": "Dutch", "ar": "Arabic",
@@ -211,3 +213,9 @@ def embed(embedding: torch.nn.Module, input_ids: torch.Tensor, frames: torch.Ten
     if frames.dim() != 2 or frames.shape[0] != n or frames.shape[1] != embeds.shape[-1]:
         raise ValueError(f"frames must be [{n}, {embeds.shape[-1]}] to fill {n} placeholders, got {tuple(frames.shape)}")
     return embeds.masked_scatter(mask.unsqueeze(-1), frames.to(device=embeds.device, dtype=embeds.dtype))
+
+
+def make_layout(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> DialogueLayout:
+    """The dialogue layout the config describes (`model.placeholder_token`, ...), for `tokenizer`."""
+    m = cfg.model
+    return DialogueLayout(tokenizer, m.placeholder_token, m.end_of_turn_token, m.instruction)

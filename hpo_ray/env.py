@@ -1,6 +1,7 @@
 """Process environment defaults, applied before Ray/vLLM import: the one home for them.
 
-`DEFAULTS` hold in every process (CLI, actors, tests): no usage stats, vLLM in-process (multiprocess
+The Makefile and the cluster's runtime envs (cluster/*.yaml) repeat some of `DEFAULTS` for
+processes that start before Python (a test checks they agree). `DEFAULTS` hold in every process (CLI, actors, tests): no usage stats, vLLM in-process (multiprocess
 startup costs ~30 s on CPU), nothing downloaded. `LOCAL_RAY` holds only when hpo-ray starts its own
 single-node Ray (no `RAY_ADDRESS`, no `cluster.address`): Ray's single-machine mode, which binds
 the node to 127.0.0.1 and lets no other node join, plus the auth mode chosen by

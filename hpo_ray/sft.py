@@ -161,11 +161,12 @@ def train_sft(model, layout: DialogueLayout, train: list[SftExample], cfg: SftCo
 
 def finetune(cfg: RunConfig, init: Path, out: Path, sft_dir: Path) -> dict:
     """The SFT stage: load `init`, train on `sft_dir`/{train,dev}.jsonl, save the policy and a summary to `out`."""
-    from hpo_ray.model.build import carry_speech_encoder, load_policy, resolve_device, save_policy
-    from hpo_ray.rollout.factory import make_layout
+    from hpo_ray.devices import resolve_device
+    from hpo_ray.dialogue import make_layout
+    from hpo_ray.model.build import carry_speech_encoder, load_policy, save_policy
 
     torch.manual_seed(cfg.sft.seed)
-    model, tokenizer = load_policy(init, dtype="float32", device=str(resolve_device(cfg.learner.device)))
+    model, tokenizer = load_policy(init, dtype="float32", device=resolve_device(cfg.learner.device, "learner.device"))
     layout = make_layout(cfg, tokenizer)
     width = model.config.hidden_size
     train = load_sft_examples(Path(sft_dir) / "train.jsonl", layout, width)

@@ -88,6 +88,21 @@ def test_runtime_env_excludes_heavy_folders_and_leaves_the_clusters_mode_and_aut
     assert not {AUTH_MODE, *LOCAL_RAY} & set(env["env_vars"])
 
 
+def test_environment_defaults_outside_python_copy_hpo_ray_env():
+    """Process defaults live in hpo_ray/env.py; the Makefile and the cluster's runtime envs (read before
+    Python starts) may repeat some, but only with the same values."""
+    from hpo_ray.env import DEFAULTS
+
+    copies = {"runtime_env.yaml": load("runtime_env.yaml")["env_vars"],
+              "kuberay-rayjob.yaml": yaml.safe_load(load("kuberay-rayjob.yaml")["spec"]["runtimeEnvYAML"])["env_vars"],
+              "Makefile": dict(re.findall(r"^export (\w+) \?= (\S+)$", (CLUSTER.parent / "Makefile").read_text(), re.M))}
+    assert len(copies["Makefile"]) >= 5
+    for where, env in copies.items():
+        differ = {k: (v, DEFAULTS.get(k)) for k, v in env.items() if str(v) != DEFAULTS.get(k, str(v))}
+        assert not differ, f"{where} disagrees with hpo_ray/env.py DEFAULTS: {differ}"
+        assert set(env) - set(DEFAULTS) <= {"PIP_DISABLE_PIP_VERSION_CHECK"}, f"{where} sets defaults env.py lacks"
+
+
 # -- SLURM: the script run against stand-ins for srun / scontrol, its Ray arguments parsed by Ray's own CLI --
 # (SLURM cannot run here; the stand-ins record each step and answer `scontrol show hostnames`.)
 FAKE_SRUN = """#!{python}

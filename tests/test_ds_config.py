@@ -8,8 +8,9 @@ import torch
 
 from hpo_ray.config.base import ConfigError
 from hpo_ray.config.training import AlgorithmConfig, LearnerConfig
+from hpo_ray.devices import resolve_device
 from hpo_ray.learner.distributed import free_port, init_cpu_distributed
-from hpo_ray.learner.ds_config import deepspeed_config, make_optimizer, resolve_device, resolve_dtype
+from hpo_ray.learner.ds_config import deepspeed_config, make_optimizer, resolve_dtype
 from hpo_ray.learner.finite import NonFiniteTrainingError, guarded_step, poisoned
 from hpo_ray.learner.loss import masked_logprobs, policy_loss
 
@@ -180,14 +181,14 @@ def test_weights_overflowing_in_an_applied_step_stop_training(single_rank):
 
 
 def test_device_and_dtype_resolution():
-    assert resolve_device(LearnerConfig(device="cpu")) == "cpu"
+    assert resolve_device(LearnerConfig(device="cpu").device, "learner.device") == "cpu"
     assert resolve_dtype(LearnerConfig(), "cpu") == torch.float32
     assert resolve_dtype(LearnerConfig(), "cuda") == torch.bfloat16
     assert resolve_dtype(LearnerConfig(dtype="float32"), "cuda") == torch.float32
     if not torch.cuda.is_available():
-        assert resolve_device(LearnerConfig()) == "cpu"
+        assert resolve_device(LearnerConfig().device, "learner.device") == "cpu"
         with pytest.raises(ConfigError, match="learner.device"):
-            resolve_device(LearnerConfig(device="cuda"))
+            resolve_device(LearnerConfig(device="cuda").device, "learner.device")
 
 
 def test_config_reflects_the_learner_section():

@@ -20,7 +20,6 @@ from hpo_ray.sync.buckets import (
     pack_buckets,
     plan_buckets,
     state_checksum,
-    tensor_checksums,
 )
 from hpo_ray.sync.receiver import BucketReceiver, receive_into, send_state
 from hpo_ray.sync.transport import InProcessBackend
@@ -184,8 +183,6 @@ def test_state_checksum_changes_with_any_single_weight_and_ignores_key_order():
     with torch.no_grad():
         state["model.layers.1.mlp.down_proj.weight"][3, 4] += 1e-6
     assert state_checksum(model) != before
-    per_tensor = tensor_checksums(model)
-    assert set(per_tensor) == set(state)
 
 
 @pytest.mark.parametrize("tie", [False, True])

@@ -25,9 +25,9 @@ def test_after_a_sync_the_engine_greedy_output_equals_the_learners(backend, ray_
     from actors.placement import make_pools
     from actors.rollout_pool import RolloutPool
     from actors.weight_sync import BroadcastSync, make_weight_sync, object_store_sync
+    from hpo_ray.dialogue import make_layout
     from hpo_ray.experience import sequence_item, talk_input
     from hpo_ray.model.build import load_policy
-    from hpo_ray.rollout.factory import make_layout
     from hpo_ray.rollout.torch_engine import TorchEngine
 
     _, policy, overrides = small_run

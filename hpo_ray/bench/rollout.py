@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hpo_ray.config import RunConfig, load_config
-from hpo_ray.dialogue import DialogueLayout
+from hpo_ray.dialogue import DialogueLayout, make_layout
 from hpo_ray.rollout.protocol import TalkInput, Trajectory
 from hpo_ray.rollout.torch_engine import TorchEngine
 
@@ -38,11 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="e.g. algorithm.group_size=8 rollout.sampling.max_new_tokens=40 model.tiny.hidden_size=128")
 
 
-def _layout(cfg: RunConfig, tokenizer) -> DialogueLayout:
-    m = cfg.model
-    return DialogueLayout(tokenizer, m.placeholder_token, m.end_of_turn_token, m.instruction)
-
-
 def _policy(cfg: RunConfig, turns: int, workdir: Path):
     """(model, layout, model dir, length cap): model.path when set, else the tiny model with room
     for every turn at full length, so no dialogue is cut by the cap."""
@@ -55,10 +50,10 @@ def _policy(cfg: RunConfig, turns: int, workdir: Path):
 
     if cfg.model.path is not None:
         model, tok = load_policy(cfg.model.path, "float32", "cpu")
-        layout = _layout(cfg, tok)
+        layout = make_layout(cfg, tok)
         return model, layout, Path(cfg.model.path), min(needed(layout), model.config.max_position_embeddings)
     tok = train_tokenizer(TOKENIZER_TEXTS, vocab_size=cfg.model.tiny.vocab_size, placeholder_token=cfg.model.placeholder_token)
-    layout = _layout(cfg, tok)
+    layout = make_layout(cfg, tok)
     cap = max(cfg.rollout.max_total_tokens, -(-needed(layout) // 256) * 256)
     tiny = cfg.model.tiny.model_copy(update={"max_position_embeddings": max(cfg.model.tiny.max_position_embeddings, cap)})
     model = build_tiny_model(tiny, tok)

@@ -17,14 +17,21 @@ from pathlib import Path
 import torch
 import torch.distributed
 
-from hpo_ray.cli.bench_common import (build_policy, dialogue_items, finite_json, load_note, quiet_transformers,
-                                     timed)
+from hpo_ray.cli.bench_common import (
+    build_policy,
+    dialogue_items,
+    finite_json,
+    load_note,
+    quiet_transformers,
+    timed,
+)
 from hpo_ray.config import RunConfig, load_config, parse_config
+from hpo_ray.devices import resolve_device
+from hpo_ray.dialogue import make_layout
 from hpo_ray.learner.batch import SequenceItem, collate, micro_batches, token_logprobs
-from hpo_ray.learner.ds_config import make_optimizer, resolve_device
+from hpo_ray.learner.ds_config import make_optimizer
 from hpo_ray.learner.loss import policy_loss
 from hpo_ray.model.build import load_policy
-from hpo_ray.rollout.factory import make_layout
 from hpo_ray.rollout.sampling import policy_ban_mask
 
 TARGET = 1.3  # issue 5: a ZeRO-2 step within 1.3x of plain torch
@@ -179,7 +186,7 @@ def run(args) -> int:
         raise SystemExit("hpo-ray bench learner: need --steps ≥ 1, --warmup ≥ 0 and --sequences ≥ --ranks")
     quiet_transformers()
     cfg = load_config(args.config, list(args.overrides) + [f"learner.num_ranks={args.ranks}"])
-    if args.ranks > 1 and resolve_device(cfg.learner) != "cpu":
+    if args.ranks > 1 and resolve_device(cfg.learner.device, "learner.device") != "cpu":
         raise SystemExit("hpo-ray bench learner: --ranks 2 runs gloo ranks on CPU; add learner.device=cpu")
     rounds = args.warmup + args.steps
     torch_threads = args.torch_threads or args.threads

@@ -28,8 +28,8 @@ class VllmConfig(Section):
     in-process CPU build in tests. `max_model_len` must cover `rollout.max_total_tokens`.
 
     `gpu_memory_utilization` is the share of GPU memory vLLM may take (weights + KV cache); sleep
-    mode is enabled on CUDA when `cluster.colocate` or `sleep_between_phases` is set, and the
-    controller calls `sleep(sleep_level)` / `wake_up()` around the learner phase.
+    mode is enabled on CUDA when `cluster.colocate` or `sleep_between_phases` is set (the engine's
+    `sleep(level)` / `wake_up()` are checked by `hpo-ray doctor`; the controller does not call them yet).
     `cpu_kvcache_space_gib` sizes the KV cache of the CPU build. `max_num_seqs` None = vLLM's default.
     """
 
@@ -42,7 +42,6 @@ class VllmConfig(Section):
     max_num_seqs: PositiveInt | None = None
     cpu_kvcache_space_gib: PositiveInt = 1
     sleep_between_phases: bool = False
-    sleep_level: Literal[1, 2] = 1
 
 
 class ContextConfig(Section):

@@ -80,7 +80,6 @@ class LoggingConfig(Section):
     jsonl: bool = True
     progress: bool = True
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    dump_rollouts: bool = False
     mlflow: MlflowConfig = MlflowConfig()
 
 

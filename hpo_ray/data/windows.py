@@ -84,7 +84,7 @@ def check_run_talks(cfg) -> None:
     fits `rollout.max_total_tokens` (counted with the policy's own tokenizer)."""
     from transformers import AutoTokenizer
 
-    from hpo_ray.rollout.factory import make_layout
+    from hpo_ray.dialogue import make_layout
 
     try:
         layout = make_layout(cfg, AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=True))

@@ -22,15 +22,6 @@ from hpo_ray.config.training import LearnerConfig, OptimizerConfig
 Device = Literal["cpu", "cuda"]
 
 
-def resolve_device(learner: LearnerConfig) -> Device:
-    """`learner.device` with "auto" resolved: cuda when available, else cpu."""
-    if learner.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if learner.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("learner.device", "cuda requested but torch.cuda.is_available() is False")
-    return learner.device
-
-
 def resolve_dtype(learner: LearnerConfig, device: Device) -> torch.dtype:
     """`learner.dtype` with "auto" resolved: bf16 on GPU, fp32 on CPU."""
     if learner.dtype == "auto":

@@ -16,14 +16,27 @@ import torch
 import torch.distributed as dist
 
 from hpo_ray.config import RunConfig
-from hpo_ray.learner.batch import MicroBatch, SequenceItem, collate, micro_batches, token_logprobs
+from hpo_ray.devices import resolve_device
+from hpo_ray.dialogue import make_layout
+from hpo_ray.learner.batch import (
+    MicroBatch,
+    SequenceItem,
+    collate,
+    micro_batches,
+    token_logprobs,
+)
 from hpo_ray.learner.distributed import init_cpu_distributed, init_cuda_distributed
-from hpo_ray.learner.ds_config import deepspeed_config, make_optimizer, resolve_device, resolve_dtype
-from hpo_ray.learner.finite import NonFiniteTrainingError, SkipGuard, guarded_step, nonfinite_weights, poisoned
+from hpo_ray.learner.ds_config import deepspeed_config, make_optimizer, resolve_dtype
+from hpo_ray.learner.finite import (
+    NonFiniteTrainingError,
+    SkipGuard,
+    guarded_step,
+    nonfinite_weights,
+    poisoned,
+)
 from hpo_ray.learner.loss import merge_metrics, policy_loss
 from hpo_ray.learner.safe_load import restricted_checkpoint_engine
 from hpo_ray.model.build import load_policy
-from hpo_ray.rollout.factory import make_layout
 from hpo_ray.rollout.sampling import policy_ban_mask
 
 
@@ -33,7 +46,7 @@ class PolicyTrainer:
     def __init__(self, cfg: RunConfig, model_path: str | Path, rank: int, world: int, addr: str, port: int,
                  local_rank: int = 0):
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.device_type = resolve_device(cfg.learner)
+        self.device_type = resolve_device(cfg.learner.device, "learner.device")
         if self.device_type == "cuda":
             init_cuda_distributed(rank, world, local_rank, addr, port)
             device = torch.device("cuda", torch.cuda.current_device())

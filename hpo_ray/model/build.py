@@ -11,9 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from hpo_ray.config import TinyModelConfig
+from hpo_ray.devices import resolve_device
 
 
 def tiny_model_config(cfg: TinyModelConfig, vocab_size: int, eos_id: int, pad_id: int):
@@ -80,20 +86,13 @@ def resolve_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
-def resolve_device(device: str) -> torch.device:
-    """`auto` means CUDA when available."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_policy(path: str | Path, dtype: str = "auto", device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load model and tokenizer from a local HF directory (never from a hub)."""
     path = Path(path)
     for name in ("config.json", "tokenizer_config.json"):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path}: not an HF model directory (missing {name})")
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device, "device"))
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=resolve_dtype(dtype, dev))
     return model.to(dev).eval(), tokenizer

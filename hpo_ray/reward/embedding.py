@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from hpo_ray.config import RewardConfig
+from hpo_ray.devices import resolve_device
 
-from .devices import resolve_device
 from .mwer import mwer_segment
 from .units import EMPTY, Units
 
@@ -114,7 +114,7 @@ class EmbeddingSegmenter:
         if cfg.embedding_model_path is None:
             raise ValueError("reward.embedding_model_path is required for reward.segmenter=embedding")
         encoder = SentenceEncoder(cfg.embedding_model_path, cfg.embedding_pooling, cfg.embedding_batch_size,
-                                  resolve_device(cfg.device))
+                                  resolve_device(cfg.device, "reward.device"))
         return cls(encoder, cfg.embedding_max_block, cfg.embedding_skip_cost)
 
     def _windows(self, sentences: Sequence[Units]) -> dict[int, np.ndarray]:

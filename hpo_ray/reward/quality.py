@@ -28,9 +28,9 @@ def make_scorer(cfg: RewardConfig) -> QualityScorer:
         return ChrfScorer(cfg.chrf_beta) if cfg.quality == "chrf" else BleuScorer()
     if cfg.quality_model_path is None:
         raise ValueError(f"reward.quality_model_path is required for reward.quality={cfg.quality}")
-    from .devices import resolve_device
+    from hpo_ray.devices import resolve_device
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "reward.device")
     if cfg.quality == "comet":
         from .comet_scorer import CometScorer
 

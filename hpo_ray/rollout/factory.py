@@ -2,21 +2,18 @@
 
 from pathlib import Path
 
+import torch
+
 from hpo_ray.config import RunConfig
-from hpo_ray.dialogue import DialogueLayout
-from hpo_ray.model.build import load_policy, resolve_device
-
-
-def make_layout(cfg: RunConfig, tokenizer) -> DialogueLayout:
-    """The dialogue layout the config describes, for `tokenizer`."""
-    m = cfg.model
-    return DialogueLayout(tokenizer, m.placeholder_token, m.end_of_turn_token, m.instruction)
+from hpo_ray.devices import resolve_device
+from hpo_ray.dialogue import make_layout
+from hpo_ray.model.build import load_policy
 
 
 def make_engine(cfg: RunConfig, model_path: str | Path, bounded_context: bool = False):
     """A TorchEngine or VllmEngine serving the policy at `model_path`; `bounded_context` (inference:
     eval, serving) keeps a sliding window of recent turns (`rollout.context`) instead of stopping at the cap."""
-    device = resolve_device(cfg.rollout.device)
+    device = torch.device(resolve_device(cfg.rollout.device, "rollout.device"))
     context = cfg.rollout.context_window() if bounded_context else None
     if cfg.rollout.engine == "vllm":
         from hpo_ray.rollout.vllm_engine import VllmEngine

@@ -18,10 +18,16 @@ import numpy as np
 import torch
 
 from hpo_ray.config import ConfigError, RunConfig, SamplingConfig
-from hpo_ray.dialogue import DialogueLayout, embed
+from hpo_ray.dialogue import DialogueLayout, embed, make_layout
+from hpo_ray.env import apply_defaults
 from hpo_ray.rollout import vllm_worker
 from hpo_ray.rollout.protocol import TalkInput, Trajectory
-from hpo_ray.rollout.recorder import DialogueRecorder, check_positions, partition_live, slide_windows
+from hpo_ray.rollout.recorder import (
+    DialogueRecorder,
+    check_positions,
+    partition_live,
+    slide_windows,
+)
 
 _COUNTERS = ("prefix_cache_hits", "prefix_cache_queries", "decode_tokens", "llm_calls", "context_slides")
 
@@ -116,12 +122,10 @@ class VllmEngine:
             if v.tensor_parallel_size != 1:
                 raise ConfigError("rollout.vllm.tensor_parallel_size", "the CPU build runs one in-process engine (use 1)")
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(v.cpu_kvcache_space_gib)
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            apply_defaults()  # in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0) unless the user chose otherwise
         llm = LLM(**kwargs)
         tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-        m = run_cfg.model
-        layout = DialogueLayout(tokenizer, m.placeholder_token, m.end_of_turn_token, m.instruction)
-        return cls(llm, layout, r.max_total_tokens, context)
+        return cls(llm, make_layout(run_cfg, tokenizer), r.max_total_tokens, context)
 
     # -- weights ---------------------------------------------------------------------------
     def _worker_weights(self) -> dict[str, torch.Tensor]:

@@ -12,7 +12,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from hpo_ray.config import SpeechEncoderConfig
-from hpo_ray.model.build import load_policy, resolve_device, save_policy
+from hpo_ray.devices import resolve_device
+from hpo_ray.model.build import load_policy, save_policy
 
 from .encoder import ENCODER_FOLDER, ChunkCausalEncoder, build_encoder
 from .stream import EncoderStream, encode_samples
@@ -43,7 +44,7 @@ class SpeechLLM:
                                     "(an LLM-only policy trains on pre-encoded features; see docs/speech.md)")
         llm, tokenizer = load_policy(path, dtype="float32", device=device)
         encoder = ChunkCausalEncoder.from_pretrained(path / ENCODER_FOLDER, local_files_only=True, dtype=torch.float32)
-        return cls(encoder.to(resolve_device(device)).eval(), llm, tokenizer)
+        return cls(encoder.to(resolve_device(device, "device")).eval(), llm, tokenizer)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the LLM directory and `speech_encoder/` inside it, atomically."""

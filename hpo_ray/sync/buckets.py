@@ -253,12 +253,6 @@ def parts_checksum(tensors: Iterable[Tensor]) -> str:
     return bytes_checksum(torch.frombuffer(bytearray(text.encode() or b"\0"), dtype=torch.uint8))
 
 
-def tensor_checksums(target: nn.Module | Mapping[str, Tensor]) -> dict[str, str]:
-    """`bytes_checksum` of every tensor of a model's state dict (or of a state dict), by name."""
-    state = target.state_dict() if isinstance(target, nn.Module) else target
-    return {name: bytes_checksum(t) for name, t in state.items()}
-
-
 def state_checksum(target: nn.Module | Mapping[str, Tensor], names: Iterable[str] | None = None) -> str:
     """One checksum over names, dtypes, shapes and bytes of a state (optionally only `names`), to
     compare an engine's weights with the learner's after a sync."""
