@@ -24,7 +24,6 @@ from hpo_ray.config import RunConfig, to_yaml
 from hpo_ray.data.manifest import Manifest, Talk
 from hpo_ray.data.sampler import SamplerState, TalkSampler, step_seed
 from hpo_ray.data.windows import training_talks
-from hpo_ray.evaluation import criterion, summarize
 from hpo_ray.experience import rollout_record
 from hpo_ray.learner.checkpoint import CheckpointStore
 from hpo_ray.learner.step_batch import make_batch
@@ -32,6 +31,7 @@ from hpo_ray.metrics import MetricsLog
 from hpo_ray.mlflow_run import MlflowRun
 from hpo_ray.model.build import export_policy
 from hpo_ray.rollout.protocol import Trajectory
+from hpo_ray.rollout_summary import criterion, summarize
 from hpo_ray.run_dir import cut_logs, prepare_run_dir
 
 

@@ -18,12 +18,25 @@ from sacrebleu.metrics.bleu import BLEU
 from sacrebleu.metrics.chrf import CHRF
 from tqdm import tqdm
 
-from hpo_ray.config import ConfigError, DataConfig, RewardConfig, RunConfig, apply_overrides, parse_config
+from hpo_ray.config import (
+    ConfigError,
+    DataConfig,
+    RewardConfig,
+    RunConfig,
+    apply_overrides,
+    parse_config,
+)
 from hpo_ray.data.manifest import Manifest, Talk
-from hpo_ray.evaluation import summarize
 from hpo_ray.experience import rollout_record, talk_input
-from hpo_ray.reward import RewardFunction, RolloutScore, RolloutText, stream_laal, units_from_turns
+from hpo_ray.reward import (
+    RewardFunction,
+    RolloutScore,
+    RolloutText,
+    stream_laal,
+    units_from_turns,
+)
 from hpo_ray.reward.sacre import bleu_tokenizer
+from hpo_ray.rollout_summary import summarize
 
 INSTANCES = "instances.log"
 SEGMENTS = "segments.yaml"
@@ -193,7 +206,7 @@ def score_outputs(outputs: Sequence[TalkOutput], cfg: RunConfig, reward: RewardF
         "bleu": sum(q["bleu"] for q in per_sample) / len(per_sample),
         "quality_metric": cfg.reward.quality, "quality": summary["quality"],
         "stream_laal": _none_as_nan(stream_laal([s.laal for s in sentences])),
-        "stream_laal_talk_mean": summary["stream_laal"], "hpo_latency": summary["hpo_latency"],
+        "stream_laal_talk_mean": summary["stream_laal_talk_mean"], "hpo_latency": summary["hpo_latency"],
         "length_ratio": summary["length_ratio"], "latency": summary["latency"], "hinged_latency": summary["hinged_latency"],
         "sentences": len(sentences), "empty_sentences": sum(not s.aligned for s in sentences),
         "bleu_tokenizer": {lang: bleu_tokenizer(lang) for lang in sorted({t.tgt_lang for t in talks})},

@@ -31,7 +31,7 @@ def test_three_hpo_steps_run_end_to_end(ray_cluster, small_run, tmp_path):
         assert m["optimizer_steps"] == 2
     assert [m["weight_version"] for m in logged[1:]] == [1, 2, 3]
     assert [m["rollout/weight_version_min"] for m in logged[1:]] == [0, 1, 2]  # on-policy: sampled with the last sync
-    assert "val/quality" in logged[-1] and "val/stream_laal" in logged[-1] and "val/length_ratio" in logged[-1]
+    assert "val/quality" in logged[-1] and "val/stream_laal_talk_mean" in logged[-1] and "val/length_ratio" in logged[-1]
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000003"
     assert (ckpt / "policy" / "model.safetensors").is_file() and (ckpt / "deepspeed").is_dir()
     state = json.loads((ckpt / "trainer_state.json").read_text())

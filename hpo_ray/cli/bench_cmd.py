@@ -11,7 +11,7 @@ import importlib.util
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "reward": ("hpo_ray.bench.reward", "split + resegment + StreamLAAL throughput vs OmniSTEval/mweralign"),
     "rollout": ("hpo_ray.bench.rollout", "persistent-KV torch engine vs re-prefill; vLLM vs torch"),
-    "learner": ("hpo_ray.cli.bench_learner", "DeepSpeed ZeRO-2 step vs plain torch AdamW step"),
+    "learner": ("hpo_ray.bench.learner", "DeepSpeed ZeRO-2 step vs plain torch AdamW step"),
     "sync": ("hpo_ray.cli.bench_sync", "bucketed weight sync bytes/s vs memcpy"),
     "step": ("hpo_ray.cli.bench_step", "full HPO step phase breakdown and idle bubble share"),
 }

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpo_ray.cli.bench_common import finite_json, load_note, quiet_transformers
+from hpo_ray.bench.common import finite_json, load_note, quiet_transformers
 from hpo_ray.config import RunConfig, load_config
 from hpo_ray.env import apply_local_ray, check_token_auth
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_ray.cli.bench_common import finite_json, load_note, median_seconds, timed
+from hpo_ray.bench.common import finite_json, load_note, median_seconds, timed
 from hpo_ray.env import apply_local_ray
 from hpo_ray.sync.buckets import (
     BucketBuffer,

@@ -79,6 +79,6 @@ def run(args) -> int:
 
     history = train(cfg, Path(run_dir), steps, resume=resume)
     last = history[-1] if history else {}
-    keys = ("step", "reward/quality", "reward/stream_laal", "val/quality", "val/stream_laal", "time/step")
+    keys = ("step", "reward/quality", "reward/stream_laal", "val/quality", "val/stream_laal_talk_mean", "time/step")
     print(json.dumps({k: last.get(k) for k in keys}))
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed
 
-from hpo_ray.cli.bench_common import (
+from hpo_ray.bench.common import (
     build_policy,
     dialogue_items,
     finite_json,

@@ -1,4 +1,4 @@
-"""Shared pieces of the learner, sync and step benchmarks: a tiny policy and synthetic dialogue
+"""Shared pieces of the benchmarks (learner here; sync and step in hpo_ray/cli, which need Ray): a tiny policy and synthetic dialogue
 sequences built in a temp dir (nothing downloaded), timing helpers, and the machine-load note."""
 
 import json

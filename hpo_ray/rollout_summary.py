@@ -1,7 +1,7 @@
 """Raw quality/latency summaries of scored rollouts (validation, eval) and checkpoint ranking.
 
 Validation never reports the group-normalised reward: on a group of one it is identically 0
-(the original's bug, docs §11.7). It reports raw quality, HPO latency, StreamLAAL and the
+(docs/method.md §8, §11.6). It reports raw quality, HPO latency, StreamLAAL and the
 output/reference length ratio.
 """
 
@@ -16,8 +16,9 @@ from hpo_ray.reward.units import units_of_text
 
 def summarize(scores: Sequence[RolloutScore], refs: Sequence[Sequence[str]], segments: Sequence[Sequence[tuple[float, float]]],
               tgt_langs: Sequence[str], reward: RewardConfig) -> dict[str, float]:
-    """Means over rollouts: quality, latency (configured formula), hinged latency, StreamLAAL, HPO
-    latency (the original's formula, unaligned sentences at max_latency) and the length ratio."""
+    """Means over rollouts: quality, latency (configured formula), hinged latency, StreamLAAL (the
+    mean of per-talk StreamLAAL: `stream_laal_talk_mean`, not the corpus StreamLAAL of `hpo-ray eval`),
+    HPO latency (the original's formula, unaligned sentences at max_latency) and the length ratio."""
     hpo, stream, hyp_units, ref_units = [], [], 0, 0
     for score, ref_sents, segs, lang in zip(scores, refs, segments, tgt_langs):
         char = reward.is_char_level(lang)
@@ -40,15 +41,15 @@ def summarize(scores: Sequence[RolloutScore], refs: Sequence[Sequence[str]], seg
 
     return {
         "quality": mean([s.quality for s in scores]), "latency": mean([s.latency for s in scores]),
-        "hinged_latency": mean([s.hinged_latency for s in scores]), "stream_laal": mean(stream),
+        "hinged_latency": mean([s.hinged_latency for s in scores]), "stream_laal_talk_mean": mean(stream),
         "hpo_latency": mean(hpo), "length_ratio": hyp_units / ref_units if ref_units else float("nan"),
         "rollouts": float(len(scores)),
     }
 
 
 def criterion(metrics: dict[str, float], ckpt: CheckpointConfig) -> float | None:
-    """Higher is better: quality, penalised per second of StreamLAAL above the latency budget."""
-    q, lat = metrics.get("quality"), metrics.get("stream_laal")
+    """Higher is better: quality, penalised per second of (talk-mean) StreamLAAL above the latency budget."""
+    q, lat = metrics.get("quality"), metrics.get("stream_laal_talk_mean")
     if q is None or not math.isfinite(q):
         return None
     if ckpt.criterion == "quality":
