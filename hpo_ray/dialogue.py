@@ -9,7 +9,7 @@ nothing (just `<|im_end|>` = wait). The separators {first} (after the system tur
 (after an assistant turn) are read from the tokenizer's chat template: Qwen's and our tiny
 tokenizer's render "\n" for both; the original's RL layout had "\n" only before the first user
 turn. The sequence ends after the last assistant turn: no trailing unused user turn (the original
-appended one, docs §11.3). Token ids are built from explicit templates, never by decoding and
+appended one, docs/method.md §11.2). Token ids are built from explicit templates, never by decoding and
 re-encoding text. `embed` puts frame k at the k-th placeholder using the model's own (single)
 input-embedding table in every engine and in the learner.
 """
@@ -189,7 +189,7 @@ class DialogueLayout:
     def banned_token_ids(self, vocab_size: int) -> list[int]:
         """Ids never sampled from a model whose logits span `vocab_size` ids: every token whose text
         contains a newline, every special token but end-of-turn (the original banned only "\\n" and
-        " \\n", docs §11.10), and every padding row of the embedding matrix (id ≥ len(tokenizer))."""
+        " \\n", docs/method.md §11.9), and every padding row of the embedding matrix (id ≥ len(tokenizer))."""
         tok = self.tokenizer
         if vocab_size < len(tok):
             raise ValueError(f"the model's vocab_size {vocab_size} is below the tokenizer's {len(tok)} tokens")

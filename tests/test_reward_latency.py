@@ -1,4 +1,4 @@
-"""Latency formulas and the hinge: the worked examples of docs §5.10 and LAAL against OmniSTEval."""
+"""Latency formulas and the hinge: the worked examples of docs/reward.md §4 and §6 and LAAL against OmniSTEval."""
 
 import random
 
@@ -8,7 +8,7 @@ from hpo_ray.config import RewardConfig
 from hpo_ray.reward.hinge import aggregate
 from hpo_ray.reward.latency import hpo_latency, laal, stream_laal
 
-# docs §5.10: zh, s = 0.32, e = 3.60, R = 12, 6 chars written at 3.36 s and 4 at 4.48 s.
+# docs/reward.md §4: zh, s = 0.32, e = 3.60, R = 12, 6 chars written at 3.36 s and 4 at 4.48 s.
 EXAMPLE_DELAYS = [3.36] * 6 + [4.48] * 4
 
 
@@ -67,7 +67,7 @@ def test_empty_sentence_latency_is_an_error_not_a_number():
         hpo_latency([], 0.0, 1.0, 3)
 
 
-# docs §5.10 hinge example: unit 1 (q −3, l 1.5), unit 2 (q −6, l 2.0), unit 3 unaligned (q −25, l 10).
+# docs/reward.md §6 hinge example: unit 1 (q −3, l 1.5), unit 2 (q −6, l 2.0), unit 3 unaligned (q −25, l 10).
 HINGE_Q = [-3.0, -6.0, -25.0]
 HINGE_L = [1.5, 2.0, 10.0]
 

@@ -1,6 +1,6 @@
 """Advantages: a rollout's reward on each of its assistant tokens, with optional GRPO baselines.
 
-HPO itself uses A_i = r_i (the reward is already group-normalised, docs/hpo-algorithm.md §6.1);
+HPO itself uses A_i = r_i (the reward is already group-normalised, docs/method.md §4);
 the baselines (group mean, group mean/std, leave-one-out) and dynamic sampling (drop groups whose raw
 quality has zero variance) are the standard GRPO options. A group is the G rollouts of one talk,
 keyed by a stable group id (e.g. "path:row").

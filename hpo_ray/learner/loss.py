@@ -1,6 +1,6 @@
 """The HPO policy loss: clipped policy gradient with IS correction and a KL penalty to the SFT model.
 
-Which distribution the log-probabilities come from (docs/hpo-algorithm.md §6.4, §11.9):
+Which distribution the log-probabilities come from (docs/method.md §5, §6):
 rollout engines sample from softmax(logits / T) with every banned id (newline tokens, specials,
 embedding-padding ids ≥ len(tokenizer)) removed, and report the log-probability of the sampled token under exactly that distribution —
 top-p / top-k are *not* part of it. The learner must score tokens under the same distribution, so

@@ -1,4 +1,4 @@
-"""The hierarchical hinge: latency earns credit only where quality clears the bar (docs §5.7).
+"""The hierarchical hinge: latency earns credit only where quality clears the bar (docs/method.md §2, docs/reward.md §6).
 
 `sentence` (HPO): h = min(0, l − L_max) for a sentence with q ≥ τ, else 0; H = mean h.
 `document` (HPO-doc): H = min(0, L − L_max) when Q ≥ τ, else 0. `none` (No-HPO): H = L.

@@ -1,7 +1,7 @@
 """Units (whitespace words, or characters for zh/ja) paired with the delay at which each was written.
 
 A `Units` run is the only way text travels through the reward: slicing and concatenating keep every
-unit with its delay, so delays can never drift from their words (the original's bug, docs §11.5).
+unit with its delay, so delays can never drift from their words (docs/method.md §11.4).
 """
 
 from collections.abc import Sequence

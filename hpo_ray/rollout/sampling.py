@@ -2,7 +2,7 @@
 
 The reported logprob of a sampled token is taken from `policy_log_probs`: temperature-scaled
 logits with banned tokens removed. The learner computes its logprobs with the same function, so
-the IS weight compares like with like (docs §11.9). Top-p / top-k only narrow *which* token is
+the IS weight compares like with like (docs/method.md §6). Top-p / top-k only narrow *which* token is
 drawn; they are off by default and their bias is documented rather than hidden.
 """
 
