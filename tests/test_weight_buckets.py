@@ -1,5 +1,6 @@
 """Bucketed weight sync: layout, checksums, corruption detection, backends (in-process, gloo broadcast, GPU)."""
 
+import dataclasses
 import multiprocessing as mp
 import queue
 import random
@@ -20,6 +21,7 @@ from hpo_ray.sync.buckets import (
     pack_buckets,
     plan_buckets,
     state_checksum,
+    unpack_bucket,
 )
 from hpo_ray.sync.receiver import BucketReceiver, receive_into, send_state
 from hpo_ray.sync.transport import InProcessBackend
@@ -328,3 +330,24 @@ def test_gpu_backend_syncs_between_processes(kind):
         p.join(timeout=60)
     assert results["receiver"] == results["sender"]
     assert all(p.exitcode == 0 for p in procs)
+
+
+@pytest.mark.parametrize("parts", [False, True])
+def test_host_buckets_carry_an_xxh3_checksum_and_one_flipped_bit_is_caught(parts):
+    buckets = list(pack_buckets(mixed_state(), bucket_mb=0.01, version=2, parts=parts))
+    assert all(b.manifest.checksum.startswith("xxh3:") for b in buckets)
+    unpack_bucket(buckets[0])  # intact: verifies
+    raw = buckets[0].data[0] if parts else buckets[0].data
+    raw.view(-1).view(torch.uint8)[5] ^= 0x01
+    with pytest.raises(BucketCorruptError, match="is corrupted"):
+        unpack_bucket(buckets[0])
+
+
+def test_a_bucket_with_the_torch_native_checksum_is_verified_by_that_algorithm():
+    """What a GPU sender writes (torch-native sums) is checked with the same sums wherever it lands."""
+    packed = next(pack_buckets(mixed_state(), bucket_mb=1, version=3))
+    native = WeightBucket(dataclasses.replace(packed.manifest, checksum=bytes_checksum(packed.data)), packed.data)
+    unpack_bucket(native)
+    native.data[3] ^= 0x10
+    with pytest.raises(BucketCorruptError, match="is corrupted"):
+        unpack_bucket(native)

@@ -5,9 +5,11 @@ plus a manifest (names, dtypes, shapes, offsets, weight version, position in the
 checksum of its bytes. A *parts* bucket carries the same manifest but its tensors as they are (no
 packing copy): for transports that copy anyway, such as the Ray object store, whose serializer
 writes each tensor straight into shared memory. Transports (`transport.py`, `broadcast.py`,
-`ipc.py`) only move buckets; this module packs, checks and applies them. The checksum is
-torch-native (same result on CPU and GPU, no host copy on GPU) and runs at memory speed; it is not
-cryptographic, it detects corruption and truncation.
+`ipc.py`) only move buckets; this module packs, checks and applies them. A bucket in host memory
+is checksummed with xxh3-128 (`xxh3:` prefix; about 3× faster than the torch sums on CPU), one on a
+GPU with the torch-native sums (no host copy); the receiver recomputes whichever the manifest names.
+`state_checksum`, which compares an engine's weights with the learner's across devices, stays
+torch-native. Neither is cryptographic: they detect corruption and truncation.
 """
 
 import json
@@ -15,11 +17,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
+import xxhash
 from torch import Tensor, nn
 
 ALIGN = 16  # byte alignment of every tensor inside a bucket (any dtype can be viewed in place)
 _BLOCK = 512  # int64 words per checksum block
 _MASK = (1 << 64) - 1
+XXH3 = "xxh3:"  # prefix of a host-memory bucket's checksum
 
 
 class BucketCorruptError(ValueError):
@@ -155,7 +159,7 @@ def pack_buckets(state: Mapping[str, Tensor], bucket_mb: float, version: int, ch
         if parts:
             tensors = tuple(_contiguous(state[s.name]) for s in specs)
             yield WeightBucket(BucketManifest(version, index, len(plans), nbytes, tuple(specs),
-                                              parts_checksum(tensors) if checksum else None, parts=True), tensors)
+                                              bucket_checksum(tensors, parts=True) if checksum else None, parts=True), tensors)
             continue
         data = buffer.take(nbytes, dev) if buffer is not None else torch.empty(nbytes, dtype=torch.uint8, device=dev)
         for s in specs:
@@ -163,7 +167,7 @@ def pack_buckets(state: Mapping[str, Tensor], bucket_mb: float, version: int, ch
             data[s.offset:end].copy_(_bytes_of(state[s.name]))
             data[end:_align(end)].zero_()
         manifest = BucketManifest(version, index, len(plans), nbytes, tuple(specs),
-                                  bytes_checksum(data) if checksum else None)
+                                  bucket_checksum((data,), parts=False) if checksum else None)
         yield WeightBucket(manifest, data)
 
 
@@ -178,7 +182,7 @@ def unpack_bucket(bucket: WeightBucket, verify: bool = True) -> dict[str, Tensor
     if data.dtype != torch.uint8 or data.dim() != 1 or data.numel() != m.nbytes:
         raise BucketCorruptError(f"{where}: expected {m.nbytes} uint8 bytes, got {data.dtype} {tuple(data.shape)}")
     if verify:
-        _check_sum(m, lambda: bytes_checksum(data), where)
+        _check_sum(m, (data,), where)
     out = {}
     for s in m.specs:
         if s.offset % ALIGN or s.offset + s.nbytes > m.nbytes:
@@ -197,15 +201,19 @@ def _unpack_parts(m: BucketManifest, data, verify: bool, where: str) -> dict[str
             got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
             raise BucketCorruptError(f"{where}: tensor {s.name!r} should be {s.dtype} {s.shape}, got {got}")
     if verify:
-        _check_sum(m, lambda: parts_checksum(data), where)
+        _check_sum(m, tuple(data), where)
     return {s.name: t for s, t in zip(m.specs, data)}
 
 
-def _check_sum(m: BucketManifest, compute, where: str) -> None:
-    """Raise unless the manifest carries a checksum and `compute()` reproduces it."""
+def _check_sum(m: BucketManifest, tensors: tuple[Tensor, ...], where: str) -> None:
+    """Raise unless the manifest carries a checksum and the bucket's bytes reproduce it (with the
+    algorithm it names: xxh3 over host bytes, else the torch-native sums)."""
     if m.checksum is None:
         raise BucketCorruptError(f"{where} carries no checksum to verify (packed with checksum=False)")
-    got = compute()
+    if m.checksum.startswith(XXH3):
+        got = _xxh3(tuple(t.cpu() for t in tensors))
+    else:
+        got = bytes_checksum(tensors[0]) if not m.parts else parts_checksum(tensors)
     if got != m.checksum:
         raise BucketCorruptError(f"{where} is corrupted: checksum {got} != expected {m.checksum}")
 
@@ -245,6 +253,25 @@ def bytes_checksum(data: Tensor) -> str:
     s3 = (cols * k).sum() + (rest * k[: rest.numel()]).sum()
     a, b, c = (v & _MASK for v in torch.stack([s1, s2, s3]).tolist())
     return f"{data.numel() * data.element_size():x}:{a:016x}{b:016x}{c:016x}"
+
+
+def bucket_checksum(tensors: tuple[Tensor, ...], parts: bool) -> str:
+    """Checksum of a bucket's bytes (its one packed tensor, or a parts bucket's tensors in order):
+    xxh3-128 when all are in host memory, else the torch-native sums of `bytes_checksum`."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return _xxh3(tensors)
+    return parts_checksum(tensors) if parts else bytes_checksum(tensors[0])
+
+
+def _xxh3(tensors: tuple[Tensor, ...]) -> str:
+    """`xxh3:` + byte count + xxh3-128 of the tensors' bytes in order (host memory, read in place)."""
+    h, n = xxhash.xxh3_128(), 0
+    for t in tensors:
+        b = _bytes_of(t)
+        if b.numel():
+            h.update(memoryview(b.numpy()))
+            n += b.numel()
+    return f"{XXH3}{n:x}:{h.hexdigest()}"
 
 
 def parts_checksum(tensors: Iterable[Tensor]) -> str:
