@@ -59,8 +59,8 @@ class RolloutWorker:
         """Apply a CUDA-IPC sync: open the learner's shared GPU buckets, copy them in, then let go."""
         import torch
 
-        from hpo_ray.sync.transport import ListChannel
         from hpo_ray.sync.ipc import CudaIpcBackend
+        from hpo_ray.sync.transport import ListChannel
 
         for bucket in CudaIpcBackend(ListChannel(handles)).receive():
             self._apply(bucket, version, verify)
