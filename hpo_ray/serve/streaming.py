@@ -19,10 +19,14 @@ from hpo_ray.rollout.torch_engine import TorchEngine, _Batch
 
 @dataclass(frozen=True)
 class TurnResult:
-    """What one turn did: the reply text ("" = wait), tokens prefilled and decoded, cache length after."""
+    """What one turn did: the reply ("" = wait); the tokens it prefilled — the user turn plus what the
+    cache lacked before it (`carried`: the system prompt, then the previous reply's closing token);
+    the tokens it decoded; the cache length after it."""
 
     text: str
     n_frames: int
+    user_tokens: int
+    carried: int
     prefilled: int
     decoded: int
     cached: int
@@ -77,17 +81,19 @@ class StreamingTranslator:
         if not rec.truncated and not rec.fits(n, self.sampling.max_new_tokens):
             rec.truncated = True
         if rec.truncated:  # the engine ends such a dialogue for good; later chunks get no reply
-            result = TurnResult("", n, 0, 0, int(self._batch.next_pos[0]), truncated=True)
+            result = TurnResult("", n, 0, 0, 0, 0, int(self._batch.next_pos[0]), truncated=True)
             self.turns.append(result)
             return result
         self.frames.append(frames)
         stats = self.engine.stats
         before = stats["prefill_tokens"], stats["decode_tokens"]
-        self._pending += rec.add_user_turn(n)
+        carried, user = len(self._pending), rec.add_user_turn(n)
+        self._pending += user
         frame_table = {rec.talk.talk_id: self.frames.view()}
         logits = self.engine._forward(self._batch, [self._pending], [rec], frame_table, prefill=True)
         (self._pending,) = self.engine._decode_turn(self._batch, [rec], logits, frame_table, self.sampling, self.generator)
-        result = TurnResult(self.engine.layout.decode(rec.turn_ids[-1]), n, stats["prefill_tokens"] - before[0],
-                            stats["decode_tokens"] - before[1], int(self._batch.next_pos[0]))
+        result = TurnResult(self.engine.layout.decode(rec.turn_ids[-1]), n, len(user), carried,
+                            stats["prefill_tokens"] - before[0], stats["decode_tokens"] - before[1],
+                            int(self._batch.next_pos[0]))
         self.turns.append(result)
         return result
