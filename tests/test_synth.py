@@ -157,7 +157,7 @@ def test_uncorrupted_words_are_written_in_the_first_turn_that_has_heard_their_so
     cfg = SynthConfig()
     language, sample = talks(cfg, 3)
     for i, talk in enumerate(sample):
-        deadlines = word_deadlines(talk, cfg)
+        deadlines = word_deadlines(talk)
         assert deadlines == sorted(deadlines) and deadlines[-1] <= talk.n_frames
         # The period waits until the sentence-final pause is audible, yet before the next sentence starts.
         last_words = np.cumsum([len(s.target) for s in talk.sentences]) - 1
@@ -191,7 +191,7 @@ def test_omit_and_premature_rates_are_honoured():
     wrong_cfg = base.model_copy(update={"premature_rate": 0.2, "premature_wrong_rate": 1.0})
     for i, talk in enumerate(sample):
         reference = [w.text for s in talk.sentences for w in s.target]
-        deadlines = word_deadlines(talk, base)
+        deadlines = word_deadlines(talk)
         words += len(reference)
         omitted += len(reference) - len(_emitted(build_dialogue(talk, language, omit_cfg, CHUNK, dialogue_rng(0, i, 0))))
         placed = _emitted(build_dialogue(talk, language, early_cfg, CHUNK, dialogue_rng(0, i, 1)))

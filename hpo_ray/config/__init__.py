@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from .base import ConfigError, Section
-from .data import DataConfig, SynthConfig
+from .data import AUDIO_SAMPLE_RATE, DataConfig, SpeechConfig, SynthConfig
 from .model import ModelConfig, TinyModelConfig
 from .reward import CLAUSE_SPLITTERS, DEFAULT_SPLITTERS, RewardConfig
 from .rollout import RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
@@ -21,9 +21,9 @@ from .run import CheckpointConfig, ClusterConfig, LoggingConfig, RunSection, Val
 from .training import AlgorithmConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
 
 __all__ = [
-    "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig",
+    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig",
     "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
-    "RunSection", "SamplingConfig", "Section", "SftConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
+    "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
     "ValidationConfig", "ValidationSamplingConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
     "apply_overrides", "learner_on_gpu", "load_config", "parse_config", "sync_backend", "to_yaml",
 ]

@@ -1,10 +1,55 @@
 """Data config: manifests, chunking of frames into turns, and the synthetic toy-SST task."""
 
+import math
 from pathlib import Path
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from .base import Section
+
+
+AUDIO_SAMPLE_RATE = 16000  # Hz of spoken talks' wav files (mono int16)
+DEFAULT_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc",
+                  "en-us+f2", "en+f4", "en-gb-x-rp+f3", "en-us+m3", "en+m7")
+
+
+def _ordered(name: str, pair: tuple[float, float]) -> None:
+    if pair[0] > pair[1]:
+        raise ValueError(f"{name}={list(pair)}: the low end exceeds the high end")
+
+
+class SpeechConfig(Section):
+    """Spoken talks (`hpo-ray synth --speech`): eSpeak NG voices, rates and pauses, drawn per talk.
+
+    eSpeak NG is GPL-3 and an optional extra (`pip install 'hpo-ray[speech]'`). Each talk gets one
+    voice, rate and pitch; `word_pause_rate` of the word boundaries get a pause; every sentence is
+    followed by a sentence pause; `noise_snr_db`, when set, adds white noise at an SNR drawn from it.
+    """
+
+    enabled: bool = False
+    voices: tuple[str, ...] = Field(DEFAULT_VOICES, min_length=1)
+    rate_wpm: tuple[int, int] = (150, 200)
+    pitch: tuple[int, int] = (35, 65)
+    word_pause_rate: float = Field(0.2, ge=0.0, le=1.0)
+    word_pause_seconds: tuple[PositiveFloat, PositiveFloat] = (0.03, 0.15)
+    sentence_pause_seconds: tuple[PositiveFloat, PositiveFloat] = (0.45, 0.9)
+    noise_snr_db: tuple[float, float] | None = None
+    workers: PositiveInt | None = None  # processes speaking talks at once; None: one per CPU
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SpeechConfig":
+        for name in ("rate_wpm", "pitch", "word_pause_seconds", "sentence_pause_seconds", "noise_snr_db"):
+            if getattr(self, name) is not None:
+                _ordered(name, getattr(self, name))
+        if not 80 <= self.rate_wpm[0] <= self.rate_wpm[1] <= 450:
+            raise ValueError(f"rate_wpm={list(self.rate_wpm)} must lie within eSpeak NG's 80..450 words per minute")
+        if not 0 <= self.pitch[0] <= self.pitch[1] <= 99:
+            raise ValueError(f"pitch={list(self.pitch)} must lie within 0..99")
+        return self
+
+    def end_margin_frames(self, frame_seconds: float) -> int:
+        """Frames of silence after a sentence's last word that no pause inside a sentence reaches."""
+        return math.ceil(self.word_pause_seconds[1] / frame_seconds - 1e-9) + 1
 
 
 class SynthConfig(Section):
@@ -49,6 +94,8 @@ class SynthConfig(Section):
     premature_rate: float = Field(0.0, ge=0.0, le=1.0)
     premature_max_turns: PositiveInt = 2
     premature_wrong_rate: float = Field(0.5, ge=0.0, le=1.0)
+    # Spoken talks instead of rendered feature vectors.
+    speech: SpeechConfig = SpeechConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "SynthConfig":
@@ -84,6 +131,23 @@ class DataConfig(Section):
     shuffle: bool = True
     seed: int = 42
     synth: SynthConfig = SynthConfig()
+
+    @model_validator(mode="after")
+    def _speech_fits_the_frame_grid(self) -> "DataConfig":
+        speech = self.synth.speech
+        samples = self.frame_seconds * AUDIO_SAMPLE_RATE
+        if abs(samples - round(samples)) > 1e-6:
+            if speech.enabled:
+                raise ValueError(f"frame_seconds={self.frame_seconds} is no whole number of {AUDIO_SAMPLE_RATE} Hz "
+                                 "samples, which synth.speech needs")
+            return self
+        # A sentence pause must outlast the end margin plus one frame of rounding on each side.
+        need = (speech.end_margin_frames(self.frame_seconds) + 2) * self.frame_seconds
+        if speech.sentence_pause_seconds[0] < need - 1e-9:
+            raise ValueError(f"synth.speech.sentence_pause_seconds starts at {speech.sentence_pause_seconds[0]} s; with "
+                             f"word pauses up to {speech.word_pause_seconds[1]} s and {self.frame_seconds} s frames it "
+                             f"must be at least {need:.3f} s so sentence ends are audible")
+        return self
 
     @property
     def turn_frames(self) -> int:

@@ -13,12 +13,14 @@ from .language import SILENCE, Language, Sentence
 
 @dataclass(frozen=True)
 class RenderedTalk:
-    """A talk's sentences, frames [n_frames, dim] float32, and each source word's frame span [start, end)."""
+    """A talk's sentences, frames [n_frames, dim] float32, each source word's frame span [start, end),
+    and the frames of silence that mark a sentence end (more than any pause inside a sentence)."""
 
     talk_id: str
     sentences: tuple[Sentence, ...]
     frames: np.ndarray
     word_spans: tuple[tuple[tuple[int, int], ...], ...]  # per sentence, per source word
+    end_margin_frames: int
 
     @property
     def n_frames(self) -> int:
@@ -73,4 +75,4 @@ def render_talk(talk_id: str, language: Language, synth: SynthConfig, dim: int, 
         noise = rng.standard_normal((n, dim)).astype(np.float32)
         frames[pos:pos + n] = synth.feature_scale * (language.word_vector(word, dim) + synth.noise * noise)
         pos += n
-    return RenderedTalk(talk_id, tuple(sentences), frames, tuple(spans))
+    return RenderedTalk(talk_id, tuple(sentences), frames, tuple(spans), synth.max_word_pause_frames + 1)

@@ -8,13 +8,40 @@ Optional corruption omits words or emits them turns before they are writable (pr
 
 import bisect
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from hpo_ray.config import SynthConfig
 
-from .language import Language, TargetWord
-from .render import RenderedTalk
+from .language import Language, Sentence, TargetWord
+
+
+class AlignedTalk(Protocol):
+    """What dialogues need of a talk, rendered or spoken: its sentences, each source word's frame
+    span [start, end) per sentence, its length in frames, and how many frames of silence after a
+    sentence's last word make its end audible (more than any pause inside a sentence)."""
+
+    talk_id: str
+    sentences: tuple[Sentence, ...]
+    word_spans: tuple[tuple[tuple[int, int], ...], ...]
+
+    @property
+    def n_frames(self) -> int: ...
+
+    @property
+    def end_margin_frames(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class TalkAlignment:
+    """An `AlignedTalk` given by value (a spoken talk's word timings on the frame grid)."""
+
+    talk_id: str
+    sentences: tuple[Sentence, ...]
+    word_spans: tuple[tuple[tuple[int, int], ...], ...]
+    n_frames: int
+    end_margin_frames: int
 
 
 @dataclass(frozen=True)
@@ -28,10 +55,10 @@ class SftDialogue:
     wrong: int
 
 
-def word_deadlines(talk: RenderedTalk, synth: SynthConfig) -> list[int]:
+def word_deadlines(talk: AlignedTalk) -> list[int]:
     """For every target word of the talk in order: the frame count after which it is writable
     (monotonic: never earlier than the previous word's)."""
-    end_margin = synth.max_word_pause_frames + 1  # < any sentence pause, > any pause inside one
+    end_margin = talk.end_margin_frames
     deadlines: list[int] = []
     frontier = 0
     for sentence, spans in zip(talk.sentences, talk.word_spans):
@@ -55,13 +82,13 @@ def turn_sizes(n_frames: int, chunk_frames: int, max_merge: int, rng: np.random.
     return sizes
 
 
-def build_dialogue(talk: RenderedTalk, language: Language, synth: SynthConfig, chunk_frames: int,
+def build_dialogue(talk: AlignedTalk, language: Language, synth: SynthConfig, chunk_frames: int,
                    rng: np.random.Generator) -> SftDialogue:
     """One SFT dialogue of `talk` with random turn sizes and the configured corruption."""
     sizes = turn_sizes(talk.n_frames, chunk_frames, synth.sft_max_merge, rng)
     ends = np.cumsum(sizes).tolist()
     words: list[TargetWord] = [w for sentence in talk.sentences for w in sentence.target]
-    turn_of = [bisect.bisect_left(ends, need) for need in word_deadlines(talk, synth)]
+    turn_of = [bisect.bisect_left(ends, need) for need in word_deadlines(talk)]
     emit_at, premature = _premature_turns(turn_of, synth, rng)
     texts: list[list[str]] = [[] for _ in sizes]
     omitted = wrong = 0
