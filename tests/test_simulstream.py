@@ -53,6 +53,9 @@ def spoken(tmp_path_factory, tiny_policy_dir):
     root = tmp_path_factory.mktemp("spoken")
     cfg = load_config(None, SPOKEN)
     synthesize(cfg, root / "data")
+    # Synthetic talks are padded to whole chunks; a recording in the wild ends anywhere: cut the second
+    # talk's trailing silence to end mid-frame, so its last turn is partial.
+    _cut_tail(sorted((root / "data" / "train" / "audio").glob("*.wav"))[1], 8100)
     model = SpeechLLM.from_policy(tiny_policy_dir, cfg.model.speech)
     model.save_pretrained(root / "speech_llm")
     encode_manifest(model, root / "data" / "train" / "audio_manifest.parquet", root / "features", cfg)
@@ -68,6 +71,16 @@ def field_run(spoken):
             "--via", "simulstream", *FAST]
     assert cli(eval_cmd, argv) == 0
     return out, Manifest(features)
+
+
+def _cut_tail(wav: Path, samples: int) -> None:
+    import wave
+
+    with wave.open(str(wav), "rb") as f:
+        params, pcm = f.getparams(), f.readframes(f.getnframes())
+    with wave.open(str(wav), "wb") as f:
+        f.setparams(params)
+        f.writeframes(pcm[: len(pcm) - 2 * samples])
 
 
 def _audio_seconds(wav: Path) -> float:
@@ -87,18 +100,22 @@ def test_simulstream_log_has_our_text_and_delays(field_run):
     instances = [json.loads(line) for line in (out / "instances.log").read_text().splitlines()]
     turn_seconds = json.loads((out / "scores.json").read_text())["turn_seconds"]
     assert len(logged) == len(instances) == len(manifest) == 2
+    partial_turns = late_units = 0
     for inst, talk in zip(instances, manifest):
         ours = logged[talk.talk_id]
         assert ours.final_text == inst["prediction"]
         audio_end = _audio_seconds(field / "wavs" / f"{talk.talk_id}.wav")
         assert 0 <= talk.seconds - audio_end < 0.08  # frames cover the audio with < 1 frame of padding
         last_turn_start = math.floor(audio_end / turn_seconds - 1e-9) * turn_seconds
+        partial_turns += talk.n_frames % 14 != 0
         for theirs, mine in zip(ours.ideal_delays, inst["delays"]):
             if mine / 1000 > last_turn_start + 1e-9:  # written after the last, partial turn
                 assert mine / 1000 == pytest.approx(talk.seconds, abs=1e-6) and theirs == pytest.approx(audio_end, abs=1e-9)
+                late_units += talk.seconds > audio_end
             else:
                 assert theirs * 1000 == pytest.approx(mine, abs=1e-3)
         assert all(ca >= cu for ca, cu in zip(ours.computational_aware_delays, ours.ideal_delays))
+    assert partial_turns == 1 and late_units > 0  # the case where the two loops' delays differ is exercised
 
 
 def test_omnisteval_scores_the_simulstream_log_as_our_instances(field_run, tmp_path):
