@@ -14,16 +14,18 @@ from pydantic import ValidationError
 
 from .base import ConfigError, Section
 from .data import AUDIO_SAMPLE_RATE, DataConfig, SpeechConfig, SynthConfig
-from .model import ModelConfig, TinyModelConfig
+from .model import ModelConfig, SpeechEncoderConfig, TinyModelConfig
 from .reward import CLAUSE_SPLITTERS, DEFAULT_SPLITTERS, RewardConfig
 from .rollout import RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
 from .run import CheckpointConfig, ClusterConfig, LoggingConfig, RunSection, ValidationConfig
-from .training import AlgorithmConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
+from .training import AlgorithmConfig, HearConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
 
 __all__ = [
-    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "LearnerConfig",
+    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "HearConfig",
+    "LearnerConfig",
     "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
-    "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
+    "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig", "SpeechEncoderConfig", "SyncConfig",
+    "SynthConfig", "TinyModelConfig",
     "ValidationConfig", "ValidationSamplingConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
     "apply_overrides", "learner_on_gpu", "load_config", "parse_config", "sync_backend", "to_yaml",
 ]
@@ -177,6 +179,17 @@ def check_consistency(cfg: RunConfig) -> None:
     if r.engine == "vllm" and (smp.top_p < 1.0 or smp.top_k) and cfg.algorithm.is_correction:
         raise ConfigError("rollout.sampling.top_p", "with the vLLM engine, top-p/top-k sampling reports truncated-distribution "
                           "logprobs the learner cannot reproduce; keep top_p=1, top_k=0 or set algorithm.is_correction=false")
+    sp = cfg.model.speech
+    if abs(sp.frame_seconds - d.frame_seconds) > 1e-9:
+        raise ConfigError("model.speech.hop_samples", f"encoder frames are hop_samples × 2^subsampling_layers / sample_rate = "
+                          f"{sp.frame_seconds:.6g} s; data.frame_seconds is {d.frame_seconds}")
+    if d.chunk_frames % sp.chunk_frames:
+        raise ConfigError("model.speech.chunk_frames", f"must divide data.chunk_frames={d.chunk_frames} (an encoder chunk "
+                          "may not straddle a turn)")
+    if sp.num_heads % sp.num_kv_heads:
+        raise ConfigError("model.speech.num_kv_heads", f"must divide num_heads={sp.num_heads}")
+    if sp.window_samples < sp.hop_samples:
+        raise ConfigError("model.speech.window_samples", f"must be at least hop_samples={sp.hop_samples}")
     t = cfg.model.tiny
     if t.num_heads % t.num_kv_heads:
         raise ConfigError("model.tiny.num_kv_heads", f"must divide num_heads={t.num_heads}")

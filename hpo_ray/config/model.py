@@ -27,6 +27,37 @@ class TinyModelConfig(Section):
     seed: int = 0
 
 
+class SpeechEncoderConfig(Section):
+    """Shape of the config-built chunk-causal speech encoder + projector (hpo_ray/speech/encoder.py).
+
+    Log-mel frames every `hop_samples` (10 ms) are subsampled by 2**`subsampling_layers` causal
+    stride-2 convolutions to the LLM frame rate: 160 * 8 / 16 kHz = 80 ms = data.frame_seconds.
+    Attention is block-causal over chunks of `chunk_frames` output frames, looking back at most
+    `left_chunks` chunks (bounded state for unbounded talks).
+    """
+
+    sample_rate: PositiveInt = 16000
+    n_mels: PositiveInt = 80
+    window_samples: PositiveInt = 400
+    hop_samples: PositiveInt = 160
+    subsampling_layers: PositiveInt = 3
+    conv_channels: PositiveInt = 64
+    hidden_size: PositiveInt = 64
+    num_layers: PositiveInt = 2
+    num_heads: PositiveInt = 2
+    num_kv_heads: PositiveInt = 1
+    head_dim: PositiveInt = 32
+    intermediate_size: PositiveInt = 128
+    chunk_frames: PositiveInt = 14
+    left_chunks: PositiveInt = 8
+    seed: int = 0
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per encoder output frame."""
+        return self.hop_samples * 2 ** self.subsampling_layers / self.sample_rate
+
+
 class ModelConfig(Section):
     """The policy: `path` is a local HF-format directory (config.json, safetensors, tokenizer)."""
 
@@ -36,3 +67,4 @@ class ModelConfig(Section):
     end_of_turn_token: str = "<|im_end|>"
     instruction: str = "Translate the following speech from {src} to {tgt}."
     tiny: TinyModelConfig = TinyModelConfig()
+    speech: SpeechEncoderConfig = SpeechEncoderConfig()

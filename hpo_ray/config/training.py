@@ -71,8 +71,19 @@ class SyncConfig(Section):
     verify: bool = False
 
 
+class HearConfig(Section):
+    """Stage 1 of SFT on speech: the encoder + projector learn to hear (CTC on each sentence's source words)."""
+
+    epochs: PositiveInt = 6
+    lr: PositiveFloat = 2e-3
+    batch_size: PositiveInt = 16
+    margin_seconds: float = Field(0.16, ge=0.0)
+    warmup_steps: int = Field(10, ge=0)
+    seed: int = 0
+
+
 class SftConfig(Section):
-    """Supervised fine-tuning on dialogue-form data (the HPO starting point)."""
+    """Supervised fine-tuning on dialogue-form data (the HPO starting point); `hear` is speech stage 1."""
 
     epochs: PositiveInt = 4
     lr: PositiveFloat = 3e-3
@@ -80,3 +91,4 @@ class SftConfig(Section):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(20, ge=0)
     seed: int = 0
+    hear: HearConfig = HearConfig()

@@ -7,6 +7,7 @@ LLM's embedding space (encoder and projector are offline), so the policy is a pl
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,14 +47,18 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -
     return model.eval()
 
 
-def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
-    """Write config.json, model.safetensors, tokenizer files atomically (temp dir, then rename)."""
+def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
+                extra: Callable[[Path], None] | None = None) -> Path:
+    """Write config.json, model.safetensors, tokenizer files atomically (temp dir, then rename);
+    `extra(tmp_dir)` adds more files to the same directory before the rename (e.g. a speech encoder)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)

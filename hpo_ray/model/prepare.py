@@ -3,6 +3,8 @@ a freshly initialised tiny model, saved together in HF format."""
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from hpo_ray.config import RunConfig
 from hpo_ray.data.manifest import Manifest
 from hpo_ray.dialogue import LANGUAGE_NAMES
@@ -10,11 +12,20 @@ from hpo_ray.model.build import build_tiny_model, save_policy
 from hpo_ray.model.tokenizer import train_tokenizer
 
 
+def open_talks(path: Path):
+    """The talks of a features manifest, or of an audio manifest (one with an `audio_path` column)."""
+    if "audio_path" in pq.read_schema(path).names:
+        from hpo_ray.data.audio import AudioManifest
+
+        return AudioManifest(path)
+    return Manifest(path, check_values=False)
+
+
 def tokenizer_corpus(manifests: list[Path], instruction: str) -> list[str]:
     """Reference (target-side) sentences plus every instruction the dialogues will show."""
     texts, pairs = [], set()
     for path in manifests:
-        for talk in Manifest(path, check_values=False):
+        for talk in open_talks(path):
             texts.extend(talk.ref_sentences)
             pairs.add((talk.src_lang, talk.tgt_lang))
     for src, tgt in sorted(pairs):

@@ -1,0 +1,133 @@
+"""Stage 1 of SFT on speech: the encoder + projector learn to hear.
+
+Each sentence of an audio manifest (its segment plus a margin) is a training example; a linear CTC
+head over the projector's frames predicts the sentence's source words (a word vocabulary from the
+training talks; blank = 0). The head is discarded afterwards: stage 2 trains the LLM to translate
+from the frames this encoder writes.
+"""
+
+import math
+import random
+import string
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hpo_ray.config import HearConfig
+from hpo_ray.data.audio import AudioManifest, SpokenTalk
+
+from .encoder import ChunkCausalEncoder
+from .features import LogMel
+
+
+@dataclass
+class HeardSentence:
+    """One training example: log-mel frames of a sentence's audio crop and its word ids."""
+
+    mel: np.ndarray
+    n_frames: int
+    words: list[int]
+
+
+def sentence_words(talk: SpokenTalk) -> list[list[str]]:
+    """Per sentence, the spoken source words (the `words` column, else the sentence without punctuation)."""
+    if talk.words is not None:
+        return [[w for w, _, _ in sentence] for sentence in talk.words]
+    return [[w for w in s.split() if w.strip(string.punctuation)] for s in talk.src_sentences]
+
+
+def word_vocab(manifests: list[AudioManifest]) -> list[str]:
+    """Sorted source words; CTC id = index + 1 (0 is the blank)."""
+    return sorted({w for m in manifests for talk in m for sentence in sentence_words(talk) for w in sentence})
+
+
+def sentence_examples(manifest: AudioManifest, vocab: list[str], encoder: ChunkCausalEncoder, margin: float) -> list[HeardSentence]:
+    """Crop every sentence (segment ± margin), compute its log-mel on whole chunks; unknown words are dropped."""
+    c, ids = encoder.config, {w: i + 1 for i, w in enumerate(vocab)}
+    front = LogMel(c.sample_rate, c.n_mels, c.window_samples, c.hop_samples)
+    frame_samples, out = c.hop_samples * c.subsampling, []
+    for talk in manifest:
+        audio = talk.samples()
+        for (start, end), words in zip(talk.segments, sentence_words(talk)):
+            a, b = max(0, int((start - margin) * c.sample_rate)), min(len(audio), int(math.ceil((end + margin) * c.sample_rate)))
+            crop = np.zeros(-(-(b - a) // c.chunk_samples) * c.chunk_samples, np.float32)
+            crop[: b - a] = audio[a:b]
+            target = [ids[w] for w in words if w in ids]
+            if target:
+                out.append(HeardSentence(front.talk(crop), -(-(b - a) // frame_samples), target))
+    return out
+
+
+def ctc_batch(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: list[HeardSentence]) -> torch.Tensor:
+    """Mean CTC loss of a batch (mel padded with silence to the longest crop)."""
+    silence = (np.log10(1e-10) + 4.0) / 4.0
+    width = max(len(x.mel) for x in batch)
+    mel = np.full((len(batch), width, batch[0].mel.shape[1]), silence, np.float32)
+    for i, x in enumerate(batch):
+        mel[i, : len(x.mel)] = x.mel
+    device = next(encoder.parameters()).device
+    logp = head(encoder(torch.from_numpy(mel).to(device))).log_softmax(-1).transpose(0, 1)
+    targets = torch.tensor([w for x in batch for w in x.words], device=device)
+    return torch.nn.functional.ctc_loss(logp, targets, torch.tensor([x.n_frames for x in batch]),
+                                        torch.tensor([len(x.words) for x in batch]), zero_infinity=True)
+
+
+def word_error_rate(encoder: ChunkCausalEncoder, head: torch.nn.Module, examples: list[HeardSentence], batch_size: int) -> float:
+    """Greedy CTC decoding → word error rate (edit distance / reference words) over `examples`."""
+    errors = total = 0
+    with torch.no_grad():
+        for s in range(0, len(examples), batch_size):
+            batch = examples[s:s + batch_size]
+            width = max(len(x.mel) for x in batch)
+            mel = np.stack([np.pad(x.mel, ((0, width - len(x.mel)), (0, 0)), constant_values=(np.log10(1e-10) + 4) / 4) for x in batch])
+            best = head(encoder(torch.from_numpy(mel).to(next(encoder.parameters()).device))).argmax(-1).cpu().numpy()
+            for x, path in zip(batch, best):
+                hyp = [int(t) for k, t in enumerate(path[: x.n_frames]) if t and (k == 0 or t != path[k - 1])]
+                errors += _edit_distance(hyp, x.words)
+                total += len(x.words)
+    return errors / max(1, total)
+
+
+def _edit_distance(a: list[int], b: list[int]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def train_hearing(encoder: ChunkCausalEncoder, train: list[HeardSentence], vocab_size: int, cfg: HearConfig,
+                  dev: list[HeardSentence] | None = None, progress: bool = True) -> dict:
+    """AdamW + warm-up/cosine on encoder, projector and a fresh CTC head; returns losses and dev WER."""
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    head = torch.nn.Linear(encoder.config.llm_hidden_size, vocab_size + 1).to(next(encoder.parameters()).device)
+    params = list(encoder.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    steps = math.ceil(len(train) / cfg.batch_size)
+    total = steps * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: (k + 1) / cfg.warmup_steps if k < cfg.warmup_steps else
+                                              0.5 * (1 + math.cos(math.pi * (k - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))))
+    history = {"train_loss": [], "dev_wer_before": word_error_rate(encoder, head, dev, cfg.batch_size) if dev else None}
+    bar = tqdm(total=total, desc="sft hear", disable=not progress, dynamic_ncols=True)
+    encoder.train()
+    for epoch in range(cfg.epochs):
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        for s in range(steps):
+            loss = ctc_batch(encoder, head, [train[i] for i in order[s * cfg.batch_size:(s + 1) * cfg.batch_size]])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            history["train_loss"].append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, ctc=f"{loss.item():.3f}")
+    bar.close()
+    encoder.eval()
+    history["dev_wer"] = word_error_rate(encoder, head, dev, cfg.batch_size) if dev else None
+    return history

@@ -1,0 +1,88 @@
+"""Two-stage SFT on speech (the paper's appendix): hear, then translate; then the features for HPO.
+
+1. *Hear*: encoder + projector learn CTC on each train sentence's source words (`hear.py`).
+2. Every split's audio is encoded with that encoder (`hpo-ray encode`'s code) into `features_dir`,
+   and the dialogue-form SFT records are pointed at those features manifests.
+3. *Translate*: the LLM is fine-tuned on the dialogues with the encoder frozen (`hpo_ray.sft`).
+The result is a speech LLM (the SFT LLM + the stage-1 encoder); HPO trains on `features_dir`.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from hpo_ray.config import RunConfig
+from hpo_ray.data.audio import AudioManifest
+from hpo_ray.model.build import load_policy
+
+from .encode import check_compatible, encode_manifest
+from .encoder import ENCODER_FOLDER
+from .hear import sentence_examples, train_hearing, word_vocab
+from .model import SpeechLLM
+
+AUDIO_MANIFEST = "audio_manifest.parquet"
+SPLITS = ("train", "dev", "test")
+
+
+def open_speech_llm(init: Path, cfg: RunConfig) -> SpeechLLM:
+    """A speech LLM directory as is, or an LLM-only directory plus a fresh encoder from `model.speech`."""
+    if (init / ENCODER_FOLDER / "config.json").is_file():
+        return SpeechLLM.from_pretrained(init)
+    return SpeechLLM.from_policy(init, cfg.model.speech)
+
+
+def point_sft_at_features(sft_dir: Path, out_dir: Path, features: dict[Path, Path]) -> list[Path]:
+    """Copy `sft_dir`/{train,dev}.jsonl to `out_dir`, each record's `manifest` replaced by its encoded features manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("train.jsonl", "dev.jsonl"):
+        if not (sft_dir / name).is_file():
+            continue
+        lines = []
+        for line_no, line in enumerate((sft_dir / name).read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            source = (sft_dir / rec["manifest"]).resolve()
+            if source not in features:
+                raise ValueError(f"{sft_dir / name} line {line_no} field 'manifest': {source} is not one of the encoded "
+                                 f"audio manifests {sorted(map(str, features))}")
+            rec["manifest"] = os.path.relpath(features[source], out_dir)
+            lines.append(json.dumps(rec, ensure_ascii=False))
+        (out_dir / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        written.append(out_dir / name)
+    return written
+
+
+def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, features_dir: Path) -> dict:
+    """Stage 1 (hear) → encode every split → stage 2 (translate, encoder frozen); returns the summary."""
+    from hpo_ray.sft import finetune
+
+    model = open_speech_llm(Path(init), cfg)
+    check_compatible(model, cfg)
+    audio = {s: data_dir / s / AUDIO_MANIFEST for s in SPLITS if (data_dir / s / AUDIO_MANIFEST).is_file()}
+    if "train" not in audio:
+        raise FileNotFoundError(f"{data_dir}/train/{AUDIO_MANIFEST} not found (spoken talks: `hpo-ray synth --speech`)")
+    manifests = {s: AudioManifest(p) for s, p in audio.items()}  # every wav checked before training
+    vocab = word_vocab([manifests["train"]])
+    margin = cfg.sft.hear.margin_seconds
+    train = sentence_examples(manifests["train"], vocab, model.encoder, margin)
+    dev = sentence_examples(manifests["dev"], vocab, model.encoder, margin) if "dev" in manifests else None
+    hear = train_hearing(model.encoder, train, len(vocab), cfg.sft.hear, dev, progress=cfg.logging.progress)
+    features = {}
+    for split, path in audio.items():
+        encode_manifest(model, path, features_dir / split, cfg)
+        features[path.resolve()] = (features_dir / split / "manifest.parquet").resolve()
+    point_sft_at_features(data_dir / "sft", features_dir / "sft", features)
+    with tempfile.TemporaryDirectory(prefix=".speech-sft.", dir=Path(out).parent) as tmp:
+        heard = model.save_pretrained(Path(tmp) / "heard")
+        translate = finetune(cfg, heard, Path(tmp) / "sft", features_dir / "sft")
+        llm, tokenizer = load_policy(Path(tmp) / "sft", dtype="float32")
+        out = SpeechLLM(model.encoder, llm, tokenizer).save_pretrained(out)
+    summary = {"hear": {"words": len(vocab), "train_sentences": len(train), "dev_sentences": len(dev or []),
+                        "first_ctc": hear["train_loss"][0], "final_ctc": hear["train_loss"][-1],
+                        "dev_wer_before": hear["dev_wer_before"], "dev_wer": hear["dev_wer"]},
+               "translate": translate, "features": {s: str(features_dir / s / "manifest.parquet") for s in audio}}
+    (out / "sft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
