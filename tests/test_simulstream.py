@@ -66,7 +66,7 @@ def spoken(tmp_path_factory, tiny_policy_dir):
 def field_run(spoken):
     """`hpo-ray eval --via simulstream` at m=1, greedy."""
     root, speech_llm, features = spoken
-    out = root / "eval"
+    out = root / "hpo_simulstream" / "m1"  # where `hpo-ray demo` puts it for a speech policy
     argv = ["--checkpoint", str(speech_llm), "--data", str(features), "--multiplier", "1", "--output", str(out),
             "--via", "simulstream", *FAST]
     assert cli(eval_cmd, argv) == 0
@@ -165,6 +165,21 @@ def test_each_processed_chunk_prefills_only_its_new_turn(field_run, tiny_tokeniz
             assert t["prefilled"] == t["carried"] + t["user_tokens"]  # nothing earlier is computed again
             cached += t["prefilled"] + t["decoded"]
             assert t["cached"] == cached
+
+
+def test_demo_report_shows_the_field_numbers_of_a_speech_policy(spoken, field_run, capsys):
+    from hpo_ray.cli import demo_cmd
+
+    root, speech_llm, features = spoken
+    cfg = load_config(None, [f"data.test_manifest={features}", *FAST])
+    rows = demo_cmd.field_scores(cfg, speech_llm, [1, 2], root)  # the run above is found, not repeated
+    assert "already done, skipped" in capsys.readouterr().out
+    field = json.loads((field_run[0] / "simulstream" / "scores.json").read_text())
+    table = "\n".join(demo_cmd.field_table(rows))
+    ideal, aware = (field["omnisteval"][k] / 1000 for k in ("LongLAAL (CU)", "LongLAAL (CA)"))
+    assert f"| 1 | simulstream log | {field['omnisteval']['BLEU']:.2f} |" in table
+    assert f"| {ideal:.3f} | {aware:.3f} |" in table and f"| {field['rtf']:.3f} |" in table
+    assert f"measured on {field['hardware']['cpu']}" in table
 
 
 def _free_port() -> int:

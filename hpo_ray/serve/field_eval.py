@@ -86,8 +86,20 @@ def run_omnisteval(segments: Path, references: Path, hypothesis: Path, out_folde
     if simulstream_config is not None:
         cmd += ["--hypothesis_format", "simulstream", "--simulstream_config_file", str(simulstream_config)]
     _run(cmd, "omnisteval longform", timeout)
-    rows = (out_folder / "scores.tsv").read_text(encoding="utf-8").strip().splitlines()[1:]
+    return read_omnisteval_scores(out_folder)
+
+
+def read_omnisteval_scores(out_folder: Path) -> dict[str, float]:
+    """The metrics of an OmniSTEval output folder's `scores.tsv`, by name (latencies in ms)."""
+    rows = (Path(out_folder) / "scores.tsv").read_text(encoding="utf-8").strip().splitlines()[1:]
     return {name: float(value) for name, value in (row.split("\t") for row in rows)}
+
+
+def omnisteval_of_eval(out_dir: Path, cfg: RunConfig, tgt_lang: str) -> dict[str, float]:
+    """OmniSTEval longform on the `instances.log` `hpo-ray eval` wrote into `out_dir` (output: out_dir/omnisteval/)."""
+    out_dir = Path(out_dir)
+    return run_omnisteval(out_dir / SEGMENTS, out_dir / REFERENCES, out_dir / INSTANCES, out_dir / "omnisteval",
+                          cfg.reward.is_char_level(tgt_lang), bleu_tokenizer(tgt_lang))
 
 
 def stream_log_stats(metrics_log: Path) -> dict:
@@ -167,12 +179,10 @@ def evaluate_via_simulstream(cfg: RunConfig, checkpoint: Path, manifest_path: Pa
     (field / TURN_LOG).unlink(missing_ok=True)
     wav_list = write_wav_list(field, talks, audio, [wav_name(t) for t in talks])
     run_simulstream_inference(processor, wav_list, field / METRICS_LOG, src, tgt)
-    char, tokenizer = cfg.reward.is_char_level(tgt), bleu_tokenizer(tgt)
-    segments, refs = out_dir / SEGMENTS, out_dir / REFERENCES
     theirs = {
-        "omnisteval": run_omnisteval(segments, refs, field / METRICS_LOG, field / "omnisteval", char, tokenizer, processor),
-        "omnisteval_of_instances_log": run_omnisteval(segments, refs, out_dir / INSTANCES, out_dir / "omnisteval",
-                                                      char, tokenizer),
+        "omnisteval": run_omnisteval(out_dir / SEGMENTS, out_dir / REFERENCES, field / METRICS_LOG, field / "omnisteval",
+                                     cfg.reward.is_char_level(tgt), bleu_tokenizer(tgt), processor),
+        "omnisteval_of_instances_log": omnisteval_of_eval(out_dir, cfg, tgt),
         **stream_log_stats(field / METRICS_LOG),
         "hardware": hardware(str(resolve_device(cfg.rollout.device))),
         "multiplier": multiplier, "turn_seconds": cfg.data.turn_seconds, "talks": len(talks),
