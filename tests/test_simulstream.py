@@ -182,6 +182,36 @@ def test_demo_report_shows_the_field_numbers_of_a_speech_policy(spoken, field_ru
     assert f"measured on {field['hardware']['cpu']}" in table
 
 
+def test_processor_config_mistakes_name_the_key(spoken):
+    from types import SimpleNamespace
+
+    from hpo_ray.config import ConfigError
+    from hpo_ray.config.serve import StreamProcessorConfig
+    from hpo_ray.serve.session import StreamingPolicy
+    from hpo_ray.serve.simulstream_processor import processor_settings
+
+    with pytest.raises(ConfigError, match="sampling.temprature"):
+        processor_settings(SimpleNamespace(latency_unit="word", sampling=SimpleNamespace(temprature=0.5)))
+    with pytest.raises(ConfigError, match="latency_unit"):
+        processor_settings(SimpleNamespace(latency_unit="spm"))
+    policy = StreamingPolicy(StreamProcessorConfig(checkpoint=spoken[1], latency_unit="char"))
+    with pytest.raises(ConfigError, match="latency_unit.*de is scored in word units"):
+        policy.open(policy.engine(), "en", "de")
+
+
+def test_via_simulstream_without_audio_is_refused_before_anything_runs(spoken, tmp_path, capsys):
+    root, speech_llm, features = spoken
+    bare = tmp_path / "features"
+    bare.mkdir()
+    (bare / "manifest.parquet").write_bytes(features.read_bytes())
+    (bare / "features").symlink_to(features.parent / "features")
+    argv = ["--checkpoint", str(speech_llm), "--data", str(bare / "manifest.parquet"), "--output", str(tmp_path / "out"),
+            "--via", "simulstream", *FAST]
+    assert cli(eval_cmd, argv) == 2
+    assert "no encode.json beside it names the talks' audio; pass --audio" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -141,8 +141,9 @@ def field_table(field: list[dict]) -> list[str]:
         lines += ["", f"Computation-aware latency and RTF measured on {hw['cpu']}, {hw['usable_cores']} usable cores, "
                   f"device {hw['device']}" + (f" ({hw['gpu']})" if "gpu" in hw else "") + "."]
     else:
-        lines += ["", "The demo policy reads pre-encoded features, so the talks were not streamed as audio; for computation-aware "
-                  "latency and the real-time factor run `hpo-ray eval --via simulstream` on a speech LLM (docs/evaluation.md)."]
+        lines += ["", "The demo policy reads pre-encoded features, so the talks were not streamed as audio; for "
+                  "computation-aware latency and the real-time factor run `hpo-ray eval --via simulstream` on a "
+                  "speech LLM (docs/evaluation.md)."]
     return lines
 
 

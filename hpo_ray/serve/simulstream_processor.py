@@ -11,9 +11,11 @@ is ever retracted. The end of the stream flushes the encoder and translates the 
 from types import SimpleNamespace
 
 import numpy as np
+from pydantic import ValidationError
 from simulstream.server.speech_processors import SpeechProcessor
 from simulstream.server.speech_processors.incremental_output import IncrementalOutput
 
+from hpo_ray.config import ConfigError
 from hpo_ray.config.serve import StreamProcessorConfig
 
 from .session import SpeechSession, StreamingPolicy, append_turn_log, turn_units
@@ -31,10 +33,6 @@ def _plain(value):
 
 def processor_settings(config: SimpleNamespace) -> StreamProcessorConfig:
     """The validated processor config (unknown keys and bad values name the key)."""
-    from pydantic import ValidationError
-
-    from hpo_ray.config import ConfigError
-
     try:
         return StreamProcessorConfig.model_validate(_plain(config))
     except ValidationError as exc:
