@@ -16,6 +16,7 @@ from tqdm import tqdm
 from hpo_ray.config import RunConfig, sync_backend, to_yaml
 from hpo_ray.data.manifest import Manifest, Talk
 from hpo_ray.data.sampler import SamplerState, TalkSampler, step_seed
+from hpo_ray.data.windows import training_talks
 from hpo_ray.evaluation import criterion, summarize
 from hpo_ray.experience import rollout_record, sequence_item
 from hpo_ray.learner.advantages import dynamic_sampling_keep, group_advantages
@@ -66,8 +67,9 @@ class Controller:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         width = None  # the model decides; the manifest check runs before any actor starts
-        self.train_set = Manifest(cfg.data.train_manifest, width=width, frame_seconds=cfg.data.frame_seconds)
-        self.dev_set = Manifest(cfg.data.dev_manifest, width=width, frame_seconds=cfg.data.frame_seconds) \
+        fs, windowed = cfg.data.frame_seconds, cfg.data.max_talk_seconds  # long talks → windows of whole sentences
+        self.train_set = training_talks(Manifest(cfg.data.train_manifest, width=width, frame_seconds=fs), windowed)
+        self.dev_set = training_talks(Manifest(cfg.data.dev_manifest, width=width, frame_seconds=fs), windowed) \
             if cfg.data.dev_manifest else None
         self.store = CheckpointStore(self.run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best)
         self.step, sampler_state, latest = 0, SamplerState(), self.store.latest() if resume else None
@@ -145,6 +147,9 @@ class Controller:
         items = [sequence_item(trajectories[finished[j]], by_id[trajectories[finished[j]].talk_id], adv[j]) for j in keep]
         if algo.truncated_reward is not None:
             items += [sequence_item(t, by_id[t.talk_id], algo.truncated_reward) for t in trajectories if t.truncated]
+        if not items and not finished:
+            raise RuntimeError(f"all {len(trajectories)} rollouts hit rollout.max_total_tokens={self.cfg.rollout.max_total_tokens} "
+                               "and were truncated: nothing to learn from (set data.max_talk_seconds, or raise the cap)")
         q = np.array([s.quality for s in scores])
         stats = {
             "reward/mean": float(np.mean(rewards)) if len(rewards) else 0.0, "reward/std": float(np.std(rewards)) if len(rewards) else 0.0,

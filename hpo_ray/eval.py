@@ -3,7 +3,8 @@ long-form scorers read unchanged (SimulEval `instances.log`, MuST-C segment YAML
 our own scores (corpus chrF/BLEU, the configured quality, StreamLAAL, HPO latency, length ratio).
 
 One talk is one long-form recording. A unit written after turn k carries the NCA delay
-min((k+1)·turn_seconds, talk duration): the audio read when it was written.
+min((k+1)·turn_seconds, talk duration): the audio read when it was written. Talks of any length
+are read to their end: the engine keeps a bounded context window (`rollout.context`).
 """
 
 import json
@@ -38,6 +39,7 @@ class TalkOutput:
     sample: int
     turn_texts: list[str]
     truncated: bool = False
+    context_slides: int = 0
 
     @property
     def group_id(self) -> str:
@@ -98,8 +100,8 @@ def run_policy(engine, talks: Sequence[Talk], cfg: RunConfig, samples: int = 1,
     for start in range(0, len(talks), step):
         inputs = [talk_input(t, cfg.data, None) for t in talks[start:start + step]]
         for traj in engine.generate(inputs, samples, sampling, cfg.run.seed + start):
-            found[(traj.sample_index, traj.talk_id)] = TalkOutput(by_id[traj.talk_id], traj.sample_index,
-                                                                   list(traj.turn_texts), traj.truncated)
+            found[(traj.sample_index, traj.talk_id)] = TalkOutput(by_id[traj.talk_id], traj.sample_index, list(traj.turn_texts),
+                                                                   traj.truncated, traj.stats.get("context_slides", 0))
             bar.update(1)
     bar.close()
     return [found[(s, t.talk_id)] for s in range(samples) for t in talks]
@@ -227,11 +229,21 @@ def write_outputs(out_dir: str | Path, outputs: Sequence[TalkOutput], cfg: RunCo
     result = {
         **metrics, "multiplier": cfg.data.multiplier, "turn_seconds": cfg.data.turn_seconds,
         "talks": len(first), "samples": len(samples), "turns": sum(len(o.turn_texts) for o in outputs),
-        "truncated": sum(o.truncated for o in outputs), **(extra or {}),
+        "truncated": sum(o.truncated for o in outputs), "truncated_talks": len({o.talk.talk_id for o in outputs if o.truncated}),
+        "context_slides": sum(o.context_slides for o in outputs), **(extra or {}),
     }
     result = {k: _finite_or_none(v) for k, v in result.items()}
     (out_dir / "scores.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return result
+
+
+def kv_memory(engine) -> dict:
+    """The context bound in force and the KV-cache peaks the engine measured (so far, if it is shared)."""
+    stats = getattr(engine, "stats", {})
+    context = getattr(engine, "context", None)
+    out = {"context_max_tokens": context[0] if context else None}
+    out.update({k: stats[k] for k in ("peak_kv_tokens", "peak_kv_bytes") if k in stats})
+    return out
 
 
 def evaluate(cfg: RunConfig, checkpoint: str | Path, manifest_path: str | Path, multiplier: int,
@@ -248,9 +260,9 @@ def evaluate(cfg: RunConfig, checkpoint: str | Path, manifest_path: str | Path, 
     if engine is None:
         from hpo_ray.rollout.factory import make_engine
 
-        engine = make_engine(cfg, checkpoint)
+        engine = make_engine(cfg, checkpoint, bounded_context=True)
     outputs = run_policy(engine, manifest.talks, cfg, samples, talks_per_batch)
-    extra = {"checkpoint": str(checkpoint), "manifest": str(manifest_path)}
+    extra = {"checkpoint": str(checkpoint), "manifest": str(manifest_path), **kv_memory(engine)}
     return write_outputs(output_dir, outputs, cfg, reward, extra)
 
 
@@ -260,7 +272,7 @@ def evaluate_multipliers(cfg: RunConfig, checkpoint: str | Path, manifest_path: 
     from hpo_ray.rollout.factory import make_engine
 
     open_manifest(cfg, checkpoint, manifest_path)
-    engine = make_engine(cfg, checkpoint)
+    engine = make_engine(cfg, checkpoint, bounded_context=True)
     reward = RewardFunction(cfg.reward)
     return [evaluate(cfg, checkpoint, manifest_path, m, Path(output_root) / f"m{m}", samples, engine, reward)
             for m in multipliers]

@@ -27,5 +27,5 @@ def sequence_item(traj: Trajectory, talk: Talk, advantage: float) -> SequenceIte
     return SequenceItem(
         input_ids=traj.input_ids, assistant_mask=traj.assistant_mask, rollout_logprobs=traj.logprobs,
         advantage=float(advantage), features_path=str(talk.features_path), features_row=talk.features_row,
-        n_frames=traj.n_frames, group_id=traj.group_id,
+        n_frames=traj.n_frames, group_id=traj.group_id, frame_start=talk.frame_start,
     )

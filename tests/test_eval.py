@@ -184,3 +184,27 @@ def test_several_samples_need_sampling_not_greedy(small_run, tmp_path):
     data, policy, overrides = small_run
     with pytest.raises(ConfigError, match="rollout.validation_sampling.greedy"):
         evaluate(load_config(None, [*overrides, *FAST]), policy, data / "test" / "manifest.parquet", 1, tmp_path, samples=2)
+
+
+def test_ten_minute_talk_is_translated_to_its_end_with_a_bounded_kv_cache(tiny_policy_dir, tmp_path):
+    """600 s (268 turns at m=2, ~11k dialogue tokens) through `evaluate` with a 512-token window: nothing
+    is cut, the last turns write, and the KV cache measured inside the engine never holds more than the window."""
+    config = json.loads((tiny_policy_dir / "config.json").read_text())
+    width, frames = config["hidden_size"], 7500
+    rng = np.random.default_rng(0)
+    row = talk_row("lecture", "lecture.npy", n_sent=100, seconds_per_sent=6.0)
+    manifest = write_manifest(tmp_path / "data", [row], {"lecture.npy": rng.standard_normal((frames, width)).astype(np.float32)})
+    cfg = load_config(None, ["rollout.max_total_tokens=512", "rollout.validation_sampling.greedy=false",
+                             "rollout.validation_sampling.max_new_tokens=1", "logging.progress=false"])
+    scores = evaluate(cfg, tiny_policy_dir, manifest, 2, tmp_path / "out")
+    (rollout,) = [json.loads(line) for line in (tmp_path / "out" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rollout["turns"]) == len(turn_spans(frames, 28)) == scores["turns"]
+    assert scores["truncated"] == scores["truncated_talks"] == 0 and scores["context_slides"] > 10
+    assert any(text.strip() for text in rollout["turns"][-3:])  # output covers the end of the talk
+    (instance,) = [json.loads(line) for line in (tmp_path / "out" / "instances.log").read_text().splitlines()]
+    assert instance["delays"][-1] >= instance["source_length"] - 3 * 2240.0
+    # the bound: ≤ 512 tokens held; bytes ≤ K+V × layers × kv heads × head dim × 4 B × 2·512 (the growing buffer)
+    assert scores["context_max_tokens"] == 512 and scores["peak_kv_tokens"] <= 512
+    head_dim = config.get("head_dim") or width // config["num_attention_heads"]
+    bound = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * 4 * 2 * 512
+    assert 0 < scores["peak_kv_bytes"] <= bound

@@ -106,3 +106,43 @@ def test_weights_load_in_place_and_bump_the_version(tiny_model, layout):
     assert after[0].weight_version == 7 and [t.input_ids for t in after] != before
     with pytest.raises(KeyError, match="no weight"):
         engine.load_weights([("nope.weight", torch.zeros(1))], version=8)
+
+
+def window_forward_logits(model, layout, traj: Trajectory, talk: TalkInput, k: int) -> torch.Tensor:
+    """From scratch, positions 0..: the logits of turn k's reply over its kept window (system prompt + kept turns)."""
+    n_sys, start, span = len(layout.system_ids("en", "de")), traj.stats["window_starts"][k], traj.turns[k]
+    ids = traj.input_ids[:n_sys] + traj.input_ids[start:span.assistant_end]
+    first = sum(1 for p in traj.placeholder_positions if p < start)
+    n_ph = ids.count(layout.placeholder_id)
+    frames = torch.from_numpy(np.asarray(talk.frames[first:first + n_ph]))
+    with torch.no_grad():
+        logits = model(inputs_embeds=embed(model.get_input_embeddings(), torch.tensor([ids]), frames, layout.placeholder_id)).logits[0]
+    reply = n_sys + span.assistant_start - start
+    return logits[reply - 1:reply - 1 + len(traj.turn_token_ids[k])]
+
+
+def test_bounded_context_keeps_recent_turns_and_matches_a_fresh_forward_of_the_window(tiny_model, layout):
+    talks = make_talks((300, 200))
+    engine = TorchEngine(tiny_model, layout, max_total_tokens=260, context=(200, 100))
+    engine.capture_logits = True
+    trajs = list(engine.generate(talks, 2, SamplingConfig(max_new_tokens=6), seed=1))
+    by_id = {t.talk_id: t for t in talks}
+    for traj in trajs:  # read to the end, never cut, although the dialogue is far longer than the window
+        assert not traj.truncated and len(traj.turns) == len(by_id[traj.talk_id].turn_sizes())
+        assert traj.stats["context_slides"] >= 3 and len(traj.input_ids) > 2.5 * 200
+        if traj.sample_index:
+            continue
+        logits = torch.cat([window_forward_logits(tiny_model, layout, traj, by_id[traj.talk_id], k)
+                            for k in range(len(traj.turns))])
+        torch.testing.assert_close(traj.stats["logits"], logits, atol=1e-4, rtol=0)
+    assert engine.stats["peak_kv_tokens"] <= 200 and engine.stats["peak_kv_width"] <= 2 * 200
+
+
+def test_context_window_must_fit_the_position_range(tiny_model, layout):
+    from hpo_ray.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        TorchEngine(tiny_model, layout, context=(tiny_model.config.max_position_embeddings + 1, 100))
+    with pytest.raises(ConfigError, match="rollout.context.keep_tokens"):
+        load_config(None, ["rollout.context.max_tokens=512", "rollout.context.keep_tokens=512"])
+    assert load_config(None, ["rollout.max_total_tokens=1000"]).rollout.context_window() == (1000, 500)

@@ -223,3 +223,20 @@ def test_config_errors_name_the_field_before_vllm_starts(policy_dir):
     cfg = load_config(None, ["rollout.engine=vllm", "rollout.max_total_tokens=4096", "rollout.vllm.max_model_len=2048"])
     with pytest.raises(ConfigError, match="rollout.vllm.max_model_len"):
         VllmEngine.from_config(cfg, policy_dir, "cpu")
+
+
+def test_bounded_context_gives_the_torch_engines_dialogues(engine, policy, layout):
+    talks = make_talks((300, 200))
+    cfg = SamplingConfig(greedy=True, max_new_tokens=6)
+    engine.context = (200, 100)
+    try:
+        trajs = sorted(engine.generate(talks, 1, cfg, seed=0), key=lambda t: t.talk_id)
+    finally:
+        engine.context = None
+    ref = sorted(TorchEngine(policy, layout, context=(200, 100)).generate(talks, 1, cfg, seed=0), key=lambda t: t.talk_id)
+    assert all(not t.truncated and t.stats["context_slides"] >= 3 for t in trajs)
+    assert [t.turns[-1].n_frames for t in trajs] == [300 % 14, 200 % 14]  # read to the end
+    assert [t.input_ids for t in trajs] == [t.input_ids for t in ref]
+    assert [t.stats["window_starts"] for t in trajs] == [t.stats["window_starts"] for t in ref]
+    for mine, theirs in zip(trajs, ref):
+        torch.testing.assert_close(torch.tensor(mine.logprobs), torch.tensor(theirs.logprobs), atol=1e-4, rtol=0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from hpo_ray.cli.common import add_config_arguments, config_from_args
 from hpo_ray.config import ConfigError, RunConfig
 from hpo_ray.data.manifest import Manifest
+from hpo_ray.data.windows import check_run_talks
 
 
 def add_arguments(parser) -> None:
@@ -22,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Everything that can be checked without Ray: data, model directory, feature width."""
+    """Everything that can be checked without Ray: data, model directory, feature width, talk lengths."""
     if cfg.model.path is None or not (Path(cfg.model.path) / "config.json").is_file():
         raise ConfigError("model.path", f"{cfg.model.path} is not an HF model directory (config.json missing)")
     width = json.loads((Path(cfg.model.path) / "config.json").read_text()).get("hidden_size")
@@ -33,6 +34,7 @@ def preflight(cfg: RunConfig) -> None:
                 raise ConfigError("data.train_manifest", "required for training")
             continue
         Manifest(path, width=width, frame_seconds=cfg.data.frame_seconds)
+    check_run_talks(cfg)
 
 
 def connect(cfg: RunConfig) -> None:

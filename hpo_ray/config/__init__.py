@@ -16,13 +16,13 @@ from .base import ConfigError, Section
 from .data import AUDIO_SAMPLE_RATE, DataConfig, SpeechConfig, SynthConfig
 from .model import ModelConfig, SpeechEncoderConfig, TinyModelConfig
 from .reward import CLAUSE_SPLITTERS, DEFAULT_SPLITTERS, RewardConfig
-from .rollout import RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
+from .rollout import ContextConfig, RolloutConfig, SamplingConfig, ValidationSamplingConfig, VllmConfig
 from .run import CheckpointConfig, ClusterConfig, LoggingConfig, RunSection, ValidationConfig
 from .training import AlgorithmConfig, HearConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
 
 __all__ = [
-    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "DataConfig", "HearConfig",
-    "LearnerConfig",
+    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "ContextConfig", "DataConfig",
+    "HearConfig", "LearnerConfig",
     "LoggingConfig", "ModelConfig", "OptimizerConfig", "RewardConfig", "RolloutConfig", "RunConfig",
     "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig", "SpeechEncoderConfig", "SyncConfig",
     "SynthConfig", "TinyModelConfig",
@@ -173,6 +173,9 @@ def check_consistency(cfg: RunConfig) -> None:
             )
     if r.sampling.max_new_tokens >= r.max_total_tokens:
         raise ConfigError("rollout.sampling.max_new_tokens", "must be smaller than rollout.max_total_tokens")
+    most, keep = r.context_window()
+    if keep >= most:
+        raise ConfigError("rollout.context.keep_tokens", f"{keep} must be smaller than rollout.context.max_tokens={most}")
     if r.engine == "vllm" and r.vllm.block_size % 32 and r.device != "cuda":
         raise ConfigError("rollout.vllm.block_size", "vLLM's CPU attention needs a multiple of 32")
     smp = r.sampling

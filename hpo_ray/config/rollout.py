@@ -45,6 +45,20 @@ class VllmConfig(Section):
     sleep_level: Literal[1, 2] = 1
 
 
+class ContextConfig(Section):
+    """Bounded-memory context of inference (`hpo-ray eval`) on talks of any length.
+
+    The system prompt and the most recent turns stay in the KV cache; when the next turn (its user
+    turn and a full reply) could pass `max_tokens`, the oldest turns are dropped until at most
+    `keep_tokens` remain, and the kept window is re-prefilled at fresh positions 0.. (docs/rollout.md).
+    None: `max_tokens` = `rollout.max_total_tokens`, `keep_tokens` = half of `max_tokens`. Training
+    rollouts never drop context (the learner needs the whole dialogue): they stop at the cap.
+    """
+
+    max_tokens: PositiveInt | None = None
+    keep_tokens: PositiveInt | None = None
+
+
 class RolloutConfig(Section):
     """Which engine runs dialogues, and the per-dialogue limits."""
 
@@ -55,4 +69,10 @@ class RolloutConfig(Section):
     sampling: SamplingConfig = SamplingConfig()
     validation_sampling: ValidationSamplingConfig = ValidationSamplingConfig()
     vllm: VllmConfig = VllmConfig()
+    context: ContextConfig = ContextConfig()
     timeout_s: PositiveFloat = 1800.0
+
+    def context_window(self) -> tuple[int, int]:
+        """(max_tokens, keep_tokens) of the inference context window, defaults resolved."""
+        most = self.context.max_tokens or self.max_total_tokens
+        return most, self.context.keep_tokens or most // 2

@@ -47,15 +47,17 @@ class Talk:
     ref_sentences: tuple[str, ...]
     segments: tuple[tuple[float, float], ...]
     index: int = field(default=-1, compare=False)
+    frame_start: int = 0  # first frame in the feature array (a window of a longer talk starts later)
 
     @property
     def seconds(self) -> float:
         return self.n_frames * self.frame_seconds
 
     def frames(self) -> np.ndarray:
-        """All frames, [n_frames, width], memory-mapped (read-only)."""
+        """The talk's frames, [n_frames, width], memory-mapped (read-only)."""
         arr = np.load(self.features_path, mmap_mode="r", allow_pickle=False)
-        return arr if self.features_row is None else arr[self.features_row]
+        arr = arr if self.features_row is None else arr[self.features_row]
+        return arr[self.frame_start:self.frame_start + self.n_frames]
 
     def turn_spans(self, turn_frames: int) -> list[tuple[int, int]]:
         """Frame ranges [start, end) of the user turns; the last turn carries the remainder."""

@@ -26,11 +26,12 @@ class SequenceItem:
     features_row: int | None
     n_frames: int
     group_id: str = ""
+    frame_start: int = 0
 
     def frames(self) -> np.ndarray:
         arr = np.load(self.features_path, mmap_mode="r", allow_pickle=False)
         arr = arr if self.features_row is None else arr[self.features_row]
-        return np.asarray(arr[: self.n_frames], dtype=np.float32)
+        return np.asarray(arr[self.frame_start:self.frame_start + self.n_frames], dtype=np.float32)
 
 
 @dataclass

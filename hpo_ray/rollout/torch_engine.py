@@ -16,7 +16,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from hpo_ray.config import SamplingConfig
 from hpo_ray.dialogue import DialogueLayout, embed
 from hpo_ray.rollout.protocol import TalkInput, Trajectory
-from hpo_ray.rollout.recorder import DialogueRecorder, partition_live
+from hpo_ray.rollout.recorder import DialogueRecorder, check_positions, partition_live, slide_windows
 from hpo_ray.rollout.sampling import ban_mask, policy_log_probs, sample_tokens
 
 
@@ -83,22 +83,41 @@ class _Batch:
                 setattr(layer, name, torch.gather(t, 2, gather))
         self.key_mask = torch.gather(self.key_mask, 1, order)
 
+    def reset_row(self, i: int, frame_start: int) -> None:
+        """Empty row `i` (its entries masked, dropped by the next `compact`) to re-prefill it from position 0."""
+        self.key_mask[i] = False
+        self.next_pos[i] = 0
+        self.frames_used[i] = frame_start
+
+    def kv_size(self) -> tuple[int, int, int]:
+        """(most tokens any row holds, cache width in tokens, bytes allocated for keys and values)."""
+        held = int(self.key_mask.sum(dim=1).max()) if self.key_mask.numel() else 0
+        nbytes = sum(t.untyped_storage().nbytes() for layer in self.cache.layers for t in (layer.keys, layer.values)
+                     if isinstance(t, torch.Tensor))
+        return held, int(self.key_mask.shape[1]), nbytes
+
 
 class TorchEngine:
     """A `RolloutEngine` over a transformers causal LM (CPU or CUDA)."""
 
-    def __init__(self, model, layout: DialogueLayout, max_total_tokens: int = 4096, kv_reuse: bool = True):
+    def __init__(self, model, layout: DialogueLayout, max_total_tokens: int = 4096, kv_reuse: bool = True,
+                 context: tuple[int, int] | None = None):
+        """`context` = (max_tokens, keep_tokens) turns on the bounded context of inference (docs/rollout.md §8):
+        no dialogue is cut at `max_total_tokens`, the oldest turns leave the cache instead."""
+        check_positions(context, getattr(model.config, "max_position_embeddings", None))
         self.model = model.eval()
         self.layout = layout
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.max_total_tokens = max_total_tokens
         self.kv_reuse = kv_reuse
+        self.context = context
         self.banned = ban_mask(model.config.vocab_size, layout.banned_token_ids(), self.device)
         self.pad_id = layout.tokenizer.pad_token_id if layout.tokenizer.pad_token_id is not None else layout.end_of_turn_id
         self.weight_version = 0
         self.capture_logits = False  # tests: keep every generation-time logit row on the trajectory
-        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "forward_calls": 0}
+        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "forward_calls": 0, "context_slides": 0,
+                      "peak_kv_tokens": 0, "peak_kv_width": 0, "peak_kv_bytes": 0}
 
     # -- weights ---------------------------------------------------------------------------
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
@@ -118,13 +137,16 @@ class TorchEngine:
     def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig,
                  seed: int) -> Iterator[Trajectory]:
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        recs = [DialogueRecorder(self.layout, t, k, self.max_total_tokens) for t in talks for k in range(samples_per_talk)]
+        cap = self.max_total_tokens if self.context is None else self.context[0]
+        recs = [DialogueRecorder(self.layout, t, k, cap) for t in talks for k in range(samples_per_talk)]
         frames = {t.talk_id: torch.from_numpy(np.array(t.frames, dtype=np.float32)).to(self.device, self.dtype) for t in talks}
         sizes = {t.talk_id: t.turn_sizes() for t in talks}
         pending: list[list[int]] = [list(r.ids) for r in recs]  # tokens not yet in the cache
         batch = _Batch(len(recs), self.device)
         turn = 0
         while recs:
+            if self.context is not None:
+                slide_windows(recs, sizes, turn, sampling.max_new_tokens, self.context[1])
             keep, ended = partition_live(recs, sizes, turn, sampling.max_new_tokens)
             for rec in ended:
                 yield self._finish(rec)
@@ -134,10 +156,15 @@ class TorchEngine:
                 batch.select(keep)
             if not recs:
                 break
-            batch.compact()
             if not self.kv_reuse:
                 batch = _Batch(len(recs), self.device)
-                pending = [list(r.ids) for r in recs]
+            for i, rec in enumerate(recs):
+                if rec.slid or not self.kv_reuse:  # re-prefill the kept window at fresh positions
+                    batch.reset_row(i, rec.window_frame_start())
+                    pending[i] = rec.context_ids()
+                    self.stats["context_slides"] += int(rec.slid)
+                    rec.slid = False
+            batch.compact()
             for i, rec in enumerate(recs):
                 pending[i] += rec.add_user_turn(sizes[rec.talk.talk_id][turn])
             logits = self._forward(batch, pending, recs, frames, prefill=True)
@@ -199,6 +226,7 @@ class TorchEngine:
         out = self.model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions,
                          past_key_values=batch.cache, use_cache=True)
         batch.key_mask = mask
+        self._account_kv(batch)
         lengths = new_mask.sum(dim=1)
         batch.next_pos = batch.next_pos + lengths
         real = int(lengths.sum())
@@ -207,9 +235,17 @@ class TorchEngine:
         last = (lengths - 1).clamp(min=0)
         return out.logits[torch.arange(len(new_ids), device=self.device), last].float()
 
+    def _account_kv(self, batch: _Batch) -> None:
+        """Peak KV-cache size, measured on the cache itself (tokens per row, width, allocated bytes)."""
+        held, width, nbytes = batch.kv_size()
+        for key, value in (("peak_kv_tokens", held), ("peak_kv_width", width), ("peak_kv_bytes", nbytes)):
+            self.stats[key] = max(self.stats[key], value)
+
     def _finish(self, rec: DialogueRecorder) -> Trajectory:
         traj = rec.trajectory(self.weight_version)
         traj.stats = {"turns": len(rec.spans), "generated_tokens": len(rec.logprobs)}
+        if self.context is not None:
+            traj.stats.update(context_slides=rec.slides, window_starts=list(rec.window_starts))
         if self.capture_logits:
             traj.stats["logits"] = torch.stack(rec.captured) if rec.captured else None
         return traj

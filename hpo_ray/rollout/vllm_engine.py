@@ -21,9 +21,9 @@ from hpo_ray.config import ConfigError, RunConfig, SamplingConfig
 from hpo_ray.dialogue import DialogueLayout, embed
 from hpo_ray.rollout import vllm_worker
 from hpo_ray.rollout.protocol import TalkInput, Trajectory
-from hpo_ray.rollout.recorder import DialogueRecorder, partition_live
+from hpo_ray.rollout.recorder import DialogueRecorder, check_positions, partition_live, slide_windows
 
-_COUNTERS = ("prefix_cache_hits", "prefix_cache_queries", "decode_tokens", "llm_calls")
+_COUNTERS = ("prefix_cache_hits", "prefix_cache_queries", "decode_tokens", "llm_calls", "context_slides")
 
 
 def logprob_distribution(sampling: SamplingConfig, vocab_size: int) -> str:
@@ -44,14 +44,16 @@ def logprob_distribution(sampling: SamplingConfig, vocab_size: int) -> str:
 class VllmEngine:
     """A `RolloutEngine` over an in-process `vllm.LLM` (CPU build for tests, CUDA in production)."""
 
-    def __init__(self, llm, layout: DialogueLayout, max_total_tokens: int = 4096):
+    def __init__(self, llm, layout: DialogueLayout, max_total_tokens: int = 4096, context: tuple[int, int] | None = None):
         """Wrap a `vllm.LLM` built with `enable_prompt_embeds`, `logprobs_mode="processed_logprobs"`
-        and `logits_processors=[BanProcessor]` (what `from_config` does)."""
+        and `logits_processors=[BanProcessor]` (what `from_config` does). `context` = (max_tokens,
+        keep_tokens): the bounded context of inference, as in the torch engine."""
         from hpo_ray.rollout.vllm_bans import BanProcessor
 
         self.llm = llm
         self.layout = layout
         self.max_total_tokens = max_total_tokens
+        self.context = context
         hf = llm.llm_engine.model_config.hf_config
         self.vocab_size = int(hf.vocab_size)
         self.tied = bool(getattr(hf, "tie_word_embeddings", False))
@@ -60,6 +62,7 @@ class VllmEngine:
         max_len = int(llm.llm_engine.model_config.max_model_len)
         if max_total_tokens > max_len:
             raise ConfigError("rollout.max_total_tokens", f"{max_total_tokens} exceeds the vLLM engine's max_model_len={max_len}")
+        check_positions(context, max_len)
         self._tp = int(llm.llm_engine.vllm_config.parallel_config.tensor_parallel_size)
         if BanProcessor not in (llm.llm_engine.model_config.logits_processors or []):
             raise ValueError("the vLLM engine needs LLM(..., logits_processors=[BanProcessor]) (use VllmEngine.from_config)")
@@ -78,7 +81,8 @@ class VllmEngine:
         self._embedding = torch.nn.Embedding.from_pretrained(table.clone(), freeze=True)
 
     @classmethod
-    def from_config(cls, run_cfg: RunConfig, model_path: str | Path, device: str) -> "VllmEngine":
+    def from_config(cls, run_cfg: RunConfig, model_path: str | Path, device: str,
+                    context: tuple[int, int] | None = None) -> "VllmEngine":
         """Build `vllm.LLM` from the run config: bf16 on CUDA (memory fraction, tensor parallelism,
         sleep mode when colocated), fp32 on CPU (in-process engine, KV space in GiB)."""
         from transformers import AutoTokenizer
@@ -115,7 +119,7 @@ class VllmEngine:
         tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
         m = run_cfg.model
         layout = DialogueLayout(tokenizer, m.placeholder_token, m.end_of_turn_token, m.instruction)
-        return cls(llm, layout, r.max_total_tokens)
+        return cls(llm, layout, r.max_total_tokens, context)
 
     # -- weights ---------------------------------------------------------------------------
     def _worker_weights(self) -> dict[str, torch.Tensor]:
@@ -194,7 +198,8 @@ class VllmEngine:
 
     def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig,
                  seed: int) -> Iterator[Trajectory]:
-        recs = [DialogueRecorder(self.layout, t, k, self.max_total_tokens) for t in talks for k in range(samples_per_talk)]
+        cap = self.max_total_tokens if self.context is None else self.context[0]
+        recs = [DialogueRecorder(self.layout, t, k, cap) for t in talks for k in range(samples_per_talk)]
         keys = [(ti, k) for ti in range(len(talks)) for k in range(samples_per_talk)]
         frames = {t.talk_id: torch.from_numpy(np.array(t.frames, dtype=np.float32)).to(self.dtype) for t in talks}
         sizes = {t.talk_id: t.turn_sizes() for t in talks}
@@ -207,6 +212,8 @@ class VllmEngine:
         turn_rates: list[float] = []
         turn = 0
         while recs:
+            if self.context is not None:
+                slide_windows(recs, sizes, turn, sampling.max_new_tokens, self.context[1])
             keep, ended = partition_live(recs, sizes, turn, sampling.max_new_tokens)
             for rec in ended:
                 yield self._finish(rec, dist)
@@ -217,6 +224,13 @@ class VllmEngine:
                 break
             prompts, params = [], []
             for i, rec in enumerate(recs):
+                if rec.slid:  # the kept window as a fresh prompt (positions from 0): its rows, bit-identical
+                    # history = system rows + rows of ids[base:embedded], base = the window start of the last turn
+                    cut = rec.n_system + min(rec.window_start, embedded[i]) - rec.window_starts[-1]
+                    history[i] = torch.cat([history[i][: rec.n_system], history[i][cut:]])
+                    embedded[i] = max(embedded[i], rec.window_start)
+                    call["context_slides"] += 1
+                    rec.slid = False
                 rec.add_user_turn(sizes[rec.talk.talk_id][turn])
                 rows, used[i] = self._embed_new(rec, embedded[i], frames[rec.talk.talk_id], used[i])
                 embedded[i] = len(rec.ids)
@@ -252,6 +266,8 @@ class VllmEngine:
     def _finish(self, rec: DialogueRecorder, dist: str) -> Trajectory:
         traj = rec.trajectory(self.weight_version)
         traj.stats = {"turns": len(rec.spans), "generated_tokens": len(rec.logprobs), "logprob_distribution": dist}
+        if self.context is not None:
+            traj.stats.update(context_slides=rec.slides, window_starts=list(rec.window_starts))
         return traj
 
 
