@@ -70,3 +70,21 @@ def test_dialogue_at_the_token_cap_stops_like_the_engine(tiny_model, layout):
     live = [t for t in translator.turns if not t.truncated]
     assert [t.text for t in live] == traj.turn_texts and len(live) < len(talk.turn_sizes())
     assert all(t.truncated and t.prefilled == 0 and t.text == "" for t in translator.turns[len(live):])
+
+
+def test_bounded_context_slides_like_the_engine_and_reprefills_only_the_kept_window(tiny_model, layout):
+    talk = make_talk(200, seed=4)
+    sampling = SamplingConfig(greedy=True, max_new_tokens=4)
+    (traj,) = list(TorchEngine(tiny_model, layout, context=(150, 90)).generate([talk], 1, sampling, 0))
+    engine = TorchEngine(tiny_model, layout, context=(150, 90))
+    translator = stream(engine, talk, sampling, 0)
+    assert [t.text for t in translator.turns] == traj.turn_texts and not translator.truncated
+    slid = [k for k, t in enumerate(translator.turns) if t.slid]
+    assert slid and engine.stats["context_slides"] == len(slid) == traj.stats["context_slides"]
+    rec = translator.recorder
+    for k in slid:  # the cache restarts: system prompt + kept turns, then this user turn, nothing else
+        turn = translator.turns[k]
+        kept = rec.n_system + rec.spans[k].user_start - rec.window_starts[k]
+        assert turn.carried == kept and turn.prefilled == kept + turn.user_tokens
+        assert turn.cached == turn.prefilled + turn.decoded
+    assert all(t.cached <= 150 for t in translator.turns)

@@ -75,8 +75,10 @@ class StreamingPolicy:
         self.chunk_seconds = settings.speech_chunk_size or self.run.data.turn_seconds
 
     def engine(self) -> TorchEngine:
-        """A torch engine over the shared LLM (its own stats; the weights are shared read-only)."""
-        return TorchEngine(self.model.llm, self.layout, self.run.rollout.max_total_tokens)
+        """A torch engine over the shared LLM (its own stats; the weights are shared read-only), with the
+        bounded context of inference (`rollout.context`) as `hpo-ray eval` runs it: streams of any length."""
+        return TorchEngine(self.model.llm, self.layout, self.run.rollout.max_total_tokens,
+                           context=self.run.rollout.context_window())
 
     def open(self, engine: TorchEngine, src_lang: str, tgt_lang: str, talk_id: str = "stream") -> SpeechSession:
         """A session for one talk; the latency unit must be the one `tgt_lang` is scored in."""

@@ -3,7 +3,10 @@ persistent KV cache and decodes one assistant turn, nothing recomputed across tu
 
 It runs the torch engine's own step functions (its cache batch, prefill and turn decoder) on a
 batch of one, so a talk fed turn by turn gets exactly what `TorchEngine.generate` writes for it
-(greedy, or sampled with the same seed). Every turn reports the tokens it prefilled.
+(greedy, or sampled with the same seed). Every turn reports the tokens it prefilled. With the
+engine's bounded context (`rollout.context`, how eval and serving read unbounded talks) the oldest
+turns leave the cache when the next one would not fit, and the kept window is re-prefilled once —
+the engine's own slide; without it the dialogue stops at `rollout.max_total_tokens`.
 """
 
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ class TurnResult:
     decoded: int
     cached: int
     truncated: bool = False
+    slid: bool = False  # the context window moved before this turn: `carried` is the kept window
 
 
 class _FrameBuffer:
@@ -61,7 +65,8 @@ class StreamingTranslator:
         self.engine, self.sampling = engine, sampling
         width = engine.model.config.hidden_size
         talk = TalkInput(talk_id, talk_id, src_lang, tgt_lang, np.zeros((0, width), np.float32), 1)
-        self.recorder = DialogueRecorder(engine.layout, talk, 0, engine.max_total_tokens)
+        cap = engine.max_total_tokens if engine.context is None else engine.context[0]
+        self.recorder = DialogueRecorder(engine.layout, talk, 0, cap)
         self.frames = _FrameBuffer(width, engine.device, engine.dtype)
         self.generator = torch.Generator(device=engine.device).manual_seed(seed)
         self._batch = _Batch(1, engine.device)
@@ -78,6 +83,7 @@ class StreamingTranslator:
         """Prefill one user turn carrying `frames` ([n, hidden]) and decode the assistant's reply."""
         n = int(frames.shape[0])
         rec = self.recorder
+        slid = not rec.truncated and self._slide(n)
         if not rec.truncated and not rec.fits(n, self.sampling.max_new_tokens):
             rec.truncated = True
         if rec.truncated:  # the engine ends such a dialogue for good; later chunks get no reply
@@ -94,6 +100,19 @@ class StreamingTranslator:
         (self._pending,) = self.engine._decode_turn(self._batch, [rec], logits, frame_table, self.sampling, self.generator)
         result = TurnResult(self.engine.layout.decode(rec.turn_ids[-1]), n, len(user), carried,
                             stats["prefill_tokens"] - before[0], stats["decode_tokens"] - before[1],
-                            int(self._batch.next_pos[0]))
+                            int(self._batch.next_pos[0]), slid=slid)
         self.turns.append(result)
         return result
+
+    def _slide(self, n_frames: int) -> bool:
+        """Bounded context: drop the oldest turns if this one would not fit, and queue the kept window
+        for re-prefill at fresh positions (what `TorchEngine.generate` does between turns)."""
+        rec, context = self.recorder, self.engine.context
+        if context is None or not rec.slide(n_frames, self.sampling.max_new_tokens, context[1]):
+            return False
+        self._batch.reset_row(0, rec.window_frame_start())
+        self._batch.compact()
+        self._pending = rec.context_ids()
+        self.engine.stats["context_slides"] += 1
+        rec.slid = False
+        return True
