@@ -160,7 +160,7 @@ def train_sft(model, layout: DialogueLayout, train: list[SftExample], cfg: SftCo
 
 def finetune(cfg: RunConfig, init: Path, out: Path, sft_dir: Path) -> dict:
     """The SFT stage: load `init`, train on `sft_dir`/{train,dev}.jsonl, save the policy and a summary to `out`."""
-    from hpo_ray.model.build import load_policy, resolve_device, save_policy
+    from hpo_ray.model.build import carry_speech_encoder, load_policy, resolve_device, save_policy
     from hpo_ray.rollout.factory import make_layout
 
     torch.manual_seed(cfg.sft.seed)
@@ -172,7 +172,7 @@ def finetune(cfg: RunConfig, init: Path, out: Path, sft_dir: Path) -> dict:
     dev = load_sft_examples(dev_path, layout, width) if dev_path.is_file() else None
     before = evaluate_loss(model, layout, dev, cfg.sft.batch_size, model.device) if dev else None
     history = train_sft(model, layout, train, cfg.sft, dev, progress=cfg.logging.progress)
-    out = save_policy(model, tokenizer, out)
+    out = save_policy(model, tokenizer, out, extra=carry_speech_encoder(init))
     summary = {"train_dialogues": len(train), "dev_dialogues": len(dev or []), "dev_loss_before": before,
                "dev_loss_after": history["dev_loss"][-1] if history["dev_loss"] else None,
                "final_train_loss": history["train_loss"][-1]}

@@ -64,3 +64,15 @@ def test_encoder_frame_rate_must_match_the_data_config(speech_llm_dir, tmp_path)
     cfg = load_config(None, ["data.chunk_frames=21", "model.speech.chunk_frames=7"])
     with pytest.raises(ConfigError, match="data.chunk_frames"):
         encode_manifest(SpeechLLM.from_pretrained(speech_llm_dir), audio, tmp_path / "out", cfg)
+
+
+def test_eval_accepts_an_audio_manifest_and_encodes_it_first(speech_llm_dir, tmp_path, capsys):
+    audio, signals = spoken_talks(tmp_path / "audio", seconds=(2.3,))
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(speech_llm_dir), "--data", str(audio), "--output", str(out),
+                 "rollout.validation_sampling.max_new_tokens=4", "rollout.validation_sampling.greedy=true",
+                 "logging.progress=false"]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["talks"] == 1
+    encoded = Manifest(out / "encoded" / "manifest.parquet")
+    np.testing.assert_allclose(encoded[0].frames(), SpeechLLM.from_pretrained(speech_llm_dir).encode(signals["talk0"]), atol=1e-6)

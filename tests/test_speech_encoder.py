@@ -8,7 +8,7 @@ from hpo_ray.config import SpeechEncoderConfig
 from hpo_ray.speech.encoder import build_encoder
 from hpo_ray.speech.features import LogMel
 from hpo_ray.speech.model import SpeechLLM
-from hpo_ray.speech.stream import encode_samples
+from hpo_ray.speech.stream import EncoderStream, encode_samples
 
 from .audio_fixtures import tone_talk
 
@@ -54,7 +54,7 @@ def test_streaming_in_arbitrary_pieces_equals_one_shot(encoder):
     audio = tone_talk(c.chunk_samples * 5.3 / 16000, seed=2)
     reference = one_shot(encoder, audio)
     rng = np.random.default_rng(0)
-    stream, parts, start = SpeechLLM.stream(type("M", (), {"encoder": encoder})()), [], 0
+    stream, parts, start = EncoderStream(encoder), [], 0
     while start < len(audio):
         n = int(rng.integers(1, c.chunk_samples * 2))
         got = stream.push(audio[start:start + n])
@@ -71,7 +71,7 @@ def test_streaming_in_arbitrary_pieces_equals_one_shot(encoder):
 
 def test_stream_state_stays_bounded_by_the_left_context(encoder):
     c = encoder.config
-    stream = SpeechLLM.stream(type("M", (), {"encoder": encoder})())
+    stream = EncoderStream(encoder)
     stream.push(tone_talk(c.chunk_samples * 6 / 16000, seed=3))
     assert all(x.shape[1] == c.left_chunks * c.chunk_frames for x in stream.state.layers)
     assert stream.state.next_frame == 6 * c.chunk_frames
@@ -80,7 +80,7 @@ def test_stream_state_stays_bounded_by_the_left_context(encoder):
 
 
 def test_speech_llm_save_load_gives_identical_outputs(tiny_policy_dir, tmp_path):
-    from hpo_ray.model.build import load_policy
+    from hpo_ray.model.build import export_policy, load_policy
 
     model = SpeechLLM.from_policy(tiny_policy_dir, SECTION)
     out = model.save_pretrained(tmp_path / "speech_llm")
@@ -90,11 +90,16 @@ def test_speech_llm_save_load_gives_identical_outputs(tiny_policy_dir, tmp_path)
     audio = tone_talk(2.5, seed=4)
     frames = model.encode(audio)
     np.testing.assert_array_equal(loaded.encode(audio), frames)
+    stream = loaded.stream()
+    np.testing.assert_array_equal(np.concatenate([stream.push(audio[:20000]), stream.push(audio[20000:]), stream.flush()]), frames)
     with torch.no_grad():
         emb = torch.from_numpy(frames)[None]
         torch.testing.assert_close(loaded.llm(inputs_embeds=emb).logits, model.llm(inputs_embeds=emb).logits, atol=0, rtol=0)
     llm_only, _ = load_policy(out, dtype="float32")  # the RL stack's loader sees a plain causal LM
     assert type(llm_only).__name__ == "Qwen3ForCausalLM"
+    # an HPO checkpoint exported from it keeps the encoder, so it stays a speech LLM
+    exported = export_policy(llm_only.state_dict(), out, tmp_path / "exported")
+    np.testing.assert_array_equal(SpeechLLM.from_pretrained(exported).encode(audio), frames)
     with pytest.raises(FileNotFoundError, match="speech_encoder"):
         SpeechLLM.from_pretrained(tiny_policy_dir)
 

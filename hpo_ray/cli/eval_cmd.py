@@ -1,11 +1,12 @@
 """`hpo-ray eval --checkpoint X --data MANIFEST --multiplier m --output DIR [--samples n] [--config C] [key=value ...]`.
 
-Runs the policy on every talk of the manifest and writes `instances.log`, `segments.yaml`,
+Runs the policy on every talk of the manifest (features, or an audio manifest: then encoded first, chunk by
+chunk, with the checkpoint's speech encoder into DIR/encoded/) and writes `instances.log`, `segments.yaml`,
 `references.txt`, `sources.txt` (OmniSTEval / StreamLAAL inputs), `rollouts.jsonl` (re-scorable with
 `hpo-ray score`), `scored.jsonl` and `scores.json` into DIR, then prints the scores.
 
 `--via simulstream` then runs the field's loop on the same talks' audio (`--audio`, default: the
-audio manifest `hpo-ray encode` recorded): `simulstream_inference` with our speech processor, and
+audio manifest given, or the one `hpo-ray encode` recorded): `simulstream_inference` with our speech processor, and
 `omnisteval longform` on its log and on our instances.log, into DIR/simulstream/ (docs/evaluation.md).
 """
 
@@ -89,14 +90,17 @@ def run(args: argparse.Namespace) -> int:
         print("hpo-ray eval: --via simulstream streams each talk once (--samples 1)", file=sys.stderr)
         return 2
     try:
+        from hpo_ray.speech.encode import features_manifest
+
+        features = features_manifest(cfg, checkpoint, manifest, Path(args.output) / "encoded")
         if args.via == "simulstream":
             from hpo_ray.serve.field_eval import evaluate_via_simulstream
 
-            scores, field = evaluate_via_simulstream(cfg, checkpoint, manifest, multiplier, args.output, args.audio)
+            scores, field = evaluate_via_simulstream(cfg, checkpoint, features, multiplier, args.output, args.audio)
         else:
-            scores, field = evaluate(cfg, checkpoint, manifest, multiplier, args.output, args.samples,
+            scores, field = evaluate(cfg, checkpoint, features, multiplier, args.output, args.samples,
                                      talks_per_batch=args.talks_per_batch), None
-    except (ManifestError, FileNotFoundError) as exc:
+    except (ManifestError, FileNotFoundError, FileExistsError) as exc:
         print(f"hpo-ray eval: {exc}", file=sys.stderr)
         return 2
     print(format_table(scores))

@@ -74,9 +74,9 @@ class SyncConfig(Section):
 class HearConfig(Section):
     """Stage 1 of SFT on speech: the encoder + projector learn to hear (CTC on each sentence's source words)."""
 
-    epochs: PositiveInt = 6
-    lr: PositiveFloat = 2e-3
-    batch_size: PositiveInt = 16
+    epochs: PositiveInt = 20
+    lr: PositiveFloat = 3e-3
+    batch_size: PositiveInt = 4
     margin_seconds: float = Field(0.16, ge=0.0)
     warmup_steps: int = Field(10, ge=0)
     seed: int = 0

@@ -99,6 +99,15 @@ def load_policy(path: str | Path, dtype: str = "auto", device: str = "cpu") -> t
     return model.to(dev).eval(), tokenizer
 
 
+def carry_speech_encoder(base_dir: str | Path) -> Callable[[Path], None] | None:
+    """A `save_policy(extra=...)` that copies `base_dir`'s speech encoder along (None when it has none), so
+    a policy trained from a speech LLM stays one (docs/speech.md)."""
+    from hpo_ray.speech.encoder import ENCODER_FOLDER
+
+    encoder = Path(base_dir) / ENCODER_FOLDER
+    return (lambda tmp: shutil.copytree(encoder, tmp / ENCODER_FOLDER)) if encoder.is_dir() else None
+
+
 def export_policy(state: dict[str, torch.Tensor], base_dir: str | Path, out_dir: str | Path) -> Path:
     """Write `state` (HF names) as an HF directory shaped like `base_dir` (config, tokenizer)."""
     model, tokenizer = load_policy(base_dir, dtype="float32", device="cpu")
@@ -106,4 +115,4 @@ def export_policy(state: dict[str, torch.Tensor], base_dir: str | Path, out_dir:
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     if unexpected or set(missing) - tied:
         raise ValueError(f"state does not fit {base_dir}: missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    return save_policy(model, tokenizer, out_dir)
+    return save_policy(model, tokenizer, out_dir, extra=carry_speech_encoder(base_dir))

@@ -53,6 +53,25 @@ def encode_manifest(model: SpeechLLM, audio_manifest: str | Path, out_dir: str |
     return summary
 
 
+def is_audio_manifest(path: str | Path) -> bool:
+    """Whether a parquet manifest lists wav files (an `audio_path` column); False for anything unreadable,
+    which the features-manifest reader then reports."""
+    try:
+        return "audio_path" in pq.read_schema(path).names
+    except Exception:  # pyarrow raises several types for a bad file
+        return False
+
+
+def features_manifest(cfg: RunConfig, checkpoint: str | Path, manifest: str | Path, work_dir: Path) -> Path:
+    """`manifest` itself if it lists features; an audio manifest is first encoded chunk by chunk with the
+    checkpoint's speech encoder into `work_dir` (so eval accepts audio as well as features)."""
+    manifest = Path(manifest)
+    if not is_audio_manifest(manifest):
+        return manifest
+    encode_manifest(SpeechLLM.from_pretrained(checkpoint), manifest, work_dir, cfg)
+    return work_dir / "manifest.parquet"
+
+
 def _check_target(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")

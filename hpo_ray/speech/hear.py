@@ -60,15 +60,21 @@ def sentence_examples(manifest: AudioManifest, vocab: list[str], encoder: ChunkC
     return out
 
 
-def ctc_batch(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: list[HeardSentence]) -> torch.Tensor:
-    """Mean CTC loss of a batch (mel padded with silence to the longest crop)."""
-    silence = (np.log10(1e-10) + 4.0) / 4.0
+def _frame_logits(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: list[HeardSentence]) -> torch.Tensor:
+    """[B, T, vocab + 1] CTC logits of a batch, its log-mel padded with silence to the longest crop."""
+    c = encoder.config
     width = max(len(x.mel) for x in batch)
-    mel = np.full((len(batch), width, batch[0].mel.shape[1]), silence, np.float32)
+    silence = LogMel(c.sample_rate, c.n_mels, c.window_samples, c.hop_samples).silence
+    mel = np.full((len(batch), width, c.n_mels), silence, np.float32)
     for i, x in enumerate(batch):
         mel[i, : len(x.mel)] = x.mel
+    return head(encoder(torch.from_numpy(mel).to(next(encoder.parameters()).device)))
+
+
+def ctc_batch(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: list[HeardSentence]) -> torch.Tensor:
+    """Mean CTC loss of a batch."""
     device = next(encoder.parameters()).device
-    logp = head(encoder(torch.from_numpy(mel).to(device))).log_softmax(-1).transpose(0, 1)
+    logp = _frame_logits(encoder, head, batch).log_softmax(-1).transpose(0, 1)
     targets = torch.tensor([w for x in batch for w in x.words], device=device)
     return torch.nn.functional.ctc_loss(logp, targets, torch.tensor([x.n_frames for x in batch]),
                                         torch.tensor([len(x.words) for x in batch]), zero_infinity=True)
@@ -80,9 +86,7 @@ def word_error_rate(encoder: ChunkCausalEncoder, head: torch.nn.Module, examples
     with torch.no_grad():
         for s in range(0, len(examples), batch_size):
             batch = examples[s:s + batch_size]
-            width = max(len(x.mel) for x in batch)
-            mel = np.stack([np.pad(x.mel, ((0, width - len(x.mel)), (0, 0)), constant_values=(np.log10(1e-10) + 4) / 4) for x in batch])
-            best = head(encoder(torch.from_numpy(mel).to(next(encoder.parameters()).device))).argmax(-1).cpu().numpy()
+            best = _frame_logits(encoder, head, batch).argmax(-1).cpu().numpy()
             for x, path in zip(batch, best):
                 hyp = [int(t) for k, t in enumerate(path[: x.n_frames]) if t and (k == 0 or t != path[k - 1])]
                 errors += _edit_distance(hyp, x.words)

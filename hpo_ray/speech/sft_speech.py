@@ -14,7 +14,6 @@ from pathlib import Path
 
 from hpo_ray.config import RunConfig
 from hpo_ray.data.audio import AudioManifest
-from hpo_ray.model.build import load_policy
 
 from .encode import check_compatible, encode_manifest
 from .encoder import ENCODER_FOLDER
@@ -75,11 +74,11 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
         encode_manifest(model, path, features_dir / split, cfg)
         features[path.resolve()] = (features_dir / split / "manifest.parquet").resolve()
     point_sft_at_features(data_dir / "sft", features_dir / "sft", features)
-    with tempfile.TemporaryDirectory(prefix=".speech-sft.", dir=Path(out).parent) as tmp:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".speech-sft.", dir=out.parent) as tmp:
         heard = model.save_pretrained(Path(tmp) / "heard")
-        translate = finetune(cfg, heard, Path(tmp) / "sft", features_dir / "sft")
-        llm, tokenizer = load_policy(Path(tmp) / "sft", dtype="float32")
-        out = SpeechLLM(model.encoder, llm, tokenizer).save_pretrained(out)
+        translate = finetune(cfg, heard, out, features_dir / "sft")  # keeps heard's speech_encoder/
     summary = {"hear": {"words": len(vocab), "train_sentences": len(train), "dev_sentences": len(dev or []),
                         "first_ctc": hear["train_loss"][0], "final_ctc": hear["train_loss"][-1],
                         "dev_wer_before": hear["dev_wer_before"], "dev_wer": hear["dev_wer"]},
