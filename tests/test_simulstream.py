@@ -45,8 +45,7 @@ def cli(module, argv: list[str]) -> int:
 
 @pytest.fixture(scope="module")
 def spoken(tmp_path_factory, tiny_policy_dir):
-    """Two short spoken talks, a speech LLM (fresh encoder + the tiny LLM) and their encoded features."""
-    from hpo_ray.speech.encode import encode_manifest
+    """Two short spoken talks (their audio manifest) and a speech LLM: a fresh encoder + the tiny LLM."""
     from hpo_ray.speech.model import SpeechLLM
     from hpo_ray.synth import synthesize
 
@@ -56,21 +55,19 @@ def spoken(tmp_path_factory, tiny_policy_dir):
     # Synthetic talks are padded to whole chunks; a recording in the wild ends anywhere: cut the second
     # talk's trailing silence to end mid-frame, so its last turn is partial.
     _cut_tail(sorted((root / "data" / "train" / "audio").glob("*.wav"))[1], 8100)
-    model = SpeechLLM.from_policy(tiny_policy_dir, cfg.model.speech)
-    model.save_pretrained(root / "speech_llm")
-    encode_manifest(model, root / "data" / "train" / "audio_manifest.parquet", root / "features", cfg)
-    return root, root / "speech_llm", root / "features" / "manifest.parquet"
+    SpeechLLM.from_policy(tiny_policy_dir, cfg.model.speech).save_pretrained(root / "speech_llm")
+    return root, root / "speech_llm", root / "data" / "train" / "audio_manifest.parquet"
 
 
 @pytest.fixture(scope="module")
 def field_run(spoken):
-    """`hpo-ray eval --via simulstream` at m=1, greedy."""
-    root, speech_llm, features = spoken
+    """`hpo-ray eval --via simulstream` on the audio manifest at m=1, greedy (eval encodes it into encoded/)."""
+    root, speech_llm, audio = spoken
     out = root / "hpo_simulstream" / "m1"  # where `hpo-ray demo` puts it for a speech policy
-    argv = ["--checkpoint", str(speech_llm), "--data", str(features), "--multiplier", "1", "--output", str(out),
+    argv = ["--checkpoint", str(speech_llm), "--data", str(audio), "--multiplier", "1", "--output", str(out),
             "--via", "simulstream", *FAST]
     assert cli(eval_cmd, argv) == 0
-    return out, Manifest(features)
+    return out, Manifest(out / "encoded" / "manifest.parquet")
 
 
 def _cut_tail(wav: Path, samples: int) -> None:
@@ -171,8 +168,8 @@ def test_each_processed_chunk_prefills_only_its_new_turn(field_run, tiny_tokeniz
 def test_demo_report_shows_the_field_numbers_of_a_speech_policy(spoken, field_run, capsys):
     from hpo_ray.cli import demo_cmd
 
-    root, speech_llm, features = spoken
-    cfg = load_config(None, [f"data.test_manifest={features}", *FAST])
+    root, speech_llm, _ = spoken
+    cfg = load_config(None, [f"data.test_manifest={field_run[0] / 'encoded' / 'manifest.parquet'}", *FAST])
     rows = demo_cmd.field_scores(cfg, speech_llm, [1, 2], root)  # the run above is found, not repeated
     assert "already done, skipped" in capsys.readouterr().out
     field = json.loads((field_run[0] / "simulstream" / "scores.json").read_text())
@@ -200,8 +197,8 @@ def test_processor_config_mistakes_name_the_key(spoken):
         policy.open(policy.engine(), "en", "de")
 
 
-def test_via_simulstream_without_audio_is_refused_before_anything_runs(spoken, tmp_path, capsys):
-    root, speech_llm, features = spoken
+def test_via_simulstream_without_audio_is_refused_before_anything_runs(spoken, field_run, tmp_path, capsys):
+    speech_llm, features = spoken[1], field_run[0] / "encoded" / "manifest.parquet"
     bare = tmp_path / "features"
     bare.mkdir()
     (bare / "manifest.parquet").write_bytes(features.read_bytes())
