@@ -62,7 +62,7 @@ def write_wav_list(folder: Path, talks: Sequence[Talk], audio: dict[str, Path], 
 
 
 def _run(cmd: list[str], what: str, timeout: float) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
 
@@ -77,11 +77,11 @@ def run_simulstream_inference(processor_yaml: Path, wav_list: Path, metrics_log:
 
 
 def run_omnisteval(segments: Path, references: Path, hypothesis: Path, out_folder: Path, char_level: bool,
-                   bleu_tokenizer: str, simulstream_config: Path | None = None, timeout: float = 600.0) -> dict[str, float]:
+                   tokenizer: str, simulstream_config: Path | None = None, timeout: float = 600.0) -> dict[str, float]:
     """`omnisteval longform` (no COMET, no Moses tokenisation) on an instances.log or a simulstream log; scores by name."""
     cmd = [sys.executable, "-m", "omnisteval.cli", "longform", "--speech_segmentation", str(segments),
            "--ref_sentences_file", str(references), "--hypothesis_file", str(hypothesis),
-           "--char_level" if char_level else "--word_level", "--bleu_tokenizer", bleu_tokenizer,
+           "--char_level" if char_level else "--word_level", "--bleu_tokenizer", tokenizer,
            "--output_folder", str(out_folder)]
     if simulstream_config is not None:
         cmd += ["--hypothesis_format", "simulstream", "--simulstream_config_file", str(simulstream_config)]
