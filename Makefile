@@ -41,9 +41,10 @@ $(VENV)/.stamp-base: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 # unbabel-comet pins transformers<5: installed without its pins; hpo_ray/reward/comet_compat.py adapts it.
+# simulstream and librosa without theirs too (the [simulstream] extra lists what they import; see pyproject.toml).
 $(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps unbabel-comet==2.2.7
+	$(BIN)/pip install -q --no-deps unbabel-comet==2.2.7 simulstream==1.0.0 librosa==0.11.0
 	touch $(VENV)/.stamp-base $@
 
 # vLLM's CPU build pins torch 2.13.0+cpu; the torchvision/torchaudio/torchcodec it pulls break transformers.
