@@ -14,16 +14,25 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-vllm env env-dev env-vllm lock-gpu clean
+.PHONY: demo test lint format test-vllm env env-dev env-vllm lock-gpu clean
 
 demo: $(VENV)/.stamp-base
 	$(BIN)/hpo-ray demo
 
 # vLLM's tests run in their own pytest process: vLLM sets up a process group and pins torch to one
 # thread in the process that imports it.
-test: $(VENV)/.stamp-vllm
+test: $(VENV)/.stamp-vllm lint
 	$(BIN)/python -m pytest -m "not vllm" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m vllm $(PYTEST_ARGS)
+
+# ruff: lint and format check of the whole tree (settings in pyproject.toml); `make format` rewrites.
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.stamp-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-vllm: $(VENV)/.stamp-vllm
 	$(BIN)/python -m pytest -m vllm $(PYTEST_ARGS)
