@@ -14,16 +14,25 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-vllm env env-dev env-vllm lock-gpu clean
+.PHONY: demo test lint format test-vllm env env-dev env-vllm lock-gpu clean
 
 demo: $(VENV)/.stamp-base
 	$(BIN)/hpo-ray demo
 
 # vLLM's tests run in their own pytest process: vLLM sets up a process group and pins torch to one
 # thread in the process that imports it.
-test: $(VENV)/.stamp-vllm
+test: $(VENV)/.stamp-vllm lint
 	$(BIN)/python -m pytest -m "not vllm" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m vllm $(PYTEST_ARGS)
+
+# ruff: lint and format check of the whole tree (settings in pyproject.toml); `make format` rewrites.
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.stamp-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-vllm: $(VENV)/.stamp-vllm
 	$(BIN)/python -m pytest -m vllm $(PYTEST_ARGS)
@@ -41,9 +50,10 @@ $(VENV)/.stamp-base: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 # unbabel-comet pins transformers<5: installed without its pins; hpo_ray/reward/comet_compat.py adapts it.
+# simulstream and librosa without theirs too (the [simulstream] extra lists what they import; see pyproject.toml).
 $(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps unbabel-comet==2.2.7
+	$(BIN)/pip install -q --no-deps unbabel-comet==2.2.7 simulstream==1.0.0 librosa==0.11.0
 	touch $(VENV)/.stamp-base $@
 
 # vLLM's CPU build pins torch 2.13.0+cpu; the torchvision/torchaudio/torchcodec it pulls break transformers.

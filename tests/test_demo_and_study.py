@@ -48,11 +48,12 @@ def test_demo_runs_every_stage_then_skips_them_on_rerun(tmp_path):
     config = toy_config(tmp_path, "demo.yaml", root)
     out = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert "| SFT | 1 |" in out and "| HPO | 2 |" in out
+    assert "scored by OmniSTEval longform" in out and "| 2 | instances.log |" in out  # features-only demo: ideal latency
     for path in ("data/meta.json", "sft/config.json", "hpo/config.json", "hpo/model.safetensors",
                  "eval/hpo/m2/instances.log", "chrf_vs_streamlaal.png", "report.md"):
         assert (root / path).is_file(), path
     rerun = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
-    assert rerun.count("already done, skipped") == 6   # synth, model, SFT, HPO, two evaluations
+    assert rerun.count("already done, skipped") == 8   # synth, model, SFT, HPO, two evaluations, two OmniSTEval runs
 
 
 @pytest.mark.ray

@@ -77,9 +77,11 @@ def test_choosing_the_mode_after_ray_was_imported_is_an_error(monkeypatch):
 
 
 def test_no_launcher_makefile_or_job_env_sets_a_single_machine_ray_variable():
-    files = [REPO / "Makefile", *sorted((REPO / "cluster").iterdir())]
+    files = [REPO / "Makefile", *sorted(p for p in (REPO / "cluster").rglob("*") if p.is_file())]
     for path in files:
-        for var in LOCAL_RAY:
-            assert var not in path.read_text(), f"{path.name} sets {var}, a single-machine Ray setting"
+        text = path.read_text()
+        for var in LOCAL_RAY:  # an assignment (shell VAR=, YAML VAR:, ENV VAR ...), not a mention in a comment
+            assert not re.search(rf"{var}\s*[=:]|ENV\s+{var}\b", text), f"{path.name} sets {var}, a single-machine Ray setting"
+        assert not re.search(rf"{AUTH_MODE}\s*[=:]\s*[\"']?disabled|{AUTH_MODE}:-disabled", text), f"{path.name} turns Ray auth off"
     exported = re.findall(r"^export\s+(\w+)", (REPO / "Makefile").read_text(), flags=re.M)
     assert AUTH_MODE not in exported

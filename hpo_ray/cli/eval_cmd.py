@@ -4,6 +4,10 @@ Runs the policy on every talk of the manifest (features, or an audio manifest: t
 chunk, with the checkpoint's speech encoder into DIR/encoded/) and writes `instances.log`, `segments.yaml`,
 `references.txt`, `sources.txt` (OmniSTEval / StreamLAAL inputs), `rollouts.jsonl` (re-scorable with
 `hpo-ray score`), `scored.jsonl` and `scores.json` into DIR, then prints the scores.
+
+`--via simulstream` then runs the field's loop on the same talks' audio (`--audio`, default: the
+audio manifest given, or the one `hpo-ray encode` recorded): `simulstream_inference` with our speech processor, and
+`omnisteval longform` on its log and on our instances.log, into DIR/simulstream/ (docs/evaluation.md).
 """
 
 import argparse
@@ -26,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="folder for instances.log, segments.yaml, scores.json ...")
     parser.add_argument("--samples", type=int, default=1, help="dialogues per talk (>1 needs rollout.validation_sampling.greedy=false)")
     parser.add_argument("--talks-per-batch", type=int, default=None, help="talks run together (default: all)")
+    parser.add_argument("--via", choices=("hpo-ray", "simulstream"), default="hpo-ray",
+                        help="simulstream: also stream the talks' audio through simulstream_inference + OmniSTEval")
+    parser.add_argument("--audio", type=Path, default=None,
+                        help="audio manifest of the talks for --via simulstream (default: the one in encode.json)")
     add_config_arguments(parser)
 
 
@@ -36,6 +44,28 @@ def format_table(scores: dict) -> str:
     for label, key, fmt in ROWS:
         value = scores.get(key)
         lines.append(f"  {label.format(**scores):<22} {'n/a' if value is None else fmt.format(value)}")
+    return "\n".join(lines)
+
+
+FIELD_ROWS = (("BLEU", "BLEU", "{:.2f}"), ("chrF", "chrF", "{:.2f}"), ("StreamLAAL ideal (s)", "LongLAAL (CU)", "{:.3f}"),
+              ("StreamLAAL comp.-aware (s)", "LongLAAL (CA)", "{:.3f}"), ("LongYAAL ideal (s)", "LongYAAL (CU)", "{:.3f}"))
+
+
+def format_field_table(field: dict) -> str:
+    """OmniSTEval on the simulstream log next to OmniSTEval on our instances.log, with the RTF and the hardware."""
+    hw = field["hardware"]
+    lines = [f"simulstream_inference + omnisteval longform: {field['talks']} talks, {field['audio_seconds']:.1f} s of audio",
+             f"  {'':<28}{'simulstream log':>16}{'instances.log':>16}"]
+    for label, key, fmt in FIELD_ROWS:
+        cells = []
+        for source in ("omnisteval", "omnisteval_of_instances_log"):
+            value = field[source].get(key)
+            scale = 1000.0 if label.endswith("(s)") else 1.0
+            cells.append("n/a" if value is None else fmt.format(value / scale))
+        lines.append(f"  {label:<28}{cells[0]:>16}{cells[1]:>16}")
+    lines.append(f"  real-time factor {field['rtf']:.3f} ({field['compute_seconds']:.1f} s compute) on {hw['cpu']}, "
+                 f"{hw['usable_cores']} usable of {hw['logical_cores']} cores, device {hw['device']}"
+                 + (f" ({hw['gpu']})" if "gpu" in hw else ""))
     return "\n".join(lines)
 
 
@@ -58,15 +88,26 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             print(f"hpo-ray eval: {flag} must be a positive integer, got {value}", file=sys.stderr)
             return 2
+    if args.via == "simulstream" and args.samples != 1:
+        print("hpo-ray eval: --via simulstream streams each talk once (--samples 1)", file=sys.stderr)
+        return 2
     try:
         from hpo_ray.speech.encode import features_manifest
 
-        manifest = features_manifest(cfg, checkpoint, manifest, Path(args.output) / "encoded")
-        scores = evaluate(cfg, checkpoint, manifest, multiplier, args.output, args.samples,
-                          talks_per_batch=args.talks_per_batch)
+        features = features_manifest(cfg, checkpoint, manifest, Path(args.output) / "encoded")
+        if args.via == "simulstream":
+            from hpo_ray.serve.field_eval import evaluate_via_simulstream
+
+            scores, field = evaluate_via_simulstream(cfg, checkpoint, features, multiplier, args.output, args.audio)
+        else:
+            scores, field = evaluate(cfg, checkpoint, features, multiplier, args.output, args.samples,
+                                     talks_per_batch=args.talks_per_batch), None
     except (ManifestError, FileNotFoundError, FileExistsError) as exc:
         print(f"hpo-ray eval: {exc}", file=sys.stderr)
         return 2
     print(format_table(scores))
     print(f"wrote {args.output}/scores.json, instances.log, segments.yaml, references.txt")
+    if field is not None:
+        print(format_field_table(field))
+        print(f"wrote {args.output}/simulstream/scores.json, metrics.jsonl, processor.yaml; {args.output}/omnisteval/")
     return 0
