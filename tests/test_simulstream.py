@@ -154,7 +154,7 @@ def test_each_processed_chunk_prefills_only_its_new_turn(field_run, tiny_tokeniz
         assert [t["n_frames"] for t in mine[:-1]] == [14] * (len(mine) - 1)
         cached = 0
         for k, t in enumerate(mine):
-            assert t["user_tokens"] == len(layout.user_ids(t["n_frames"]))
+            assert t["user_tokens"] == len(layout.user_ids(t["n_frames"], first=k == 0))
             # before turn 0 the cache lacks the system prompt; later, the previous reply's closing token
             # (two when the reply was cut at max_new_tokens: its last token and the appended <|im_end|>)
             # (a slide of the bounded context re-prefills the kept window once; these short talks never slide)
