@@ -27,7 +27,8 @@ class RolloutWorker:
         return self.index
 
     def generate(self, talks: list[Talk], samples: int, seed: int, validation: bool = False):
-        sampling = self.cfg.rollout.validation_sampling if validation else self.cfg.rollout.sampling
+        sampling = (self.cfg.rollout.validation_sampling if validation else self.cfg.rollout.sampling).at_multiplier(
+            self.cfg.data.multiplier)
         inputs = [talk_input(t, self.cfg.data, self.cfg.rollout.max_turns) for t in talks]
         for traj in self.engine.generate(inputs, samples, sampling, seed):
             traj.stats["worker"] = self.index

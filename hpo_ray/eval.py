@@ -91,7 +91,7 @@ def run_policy(engine, talks: Sequence[Talk], cfg: RunConfig, samples: int = 1,
                talks_per_batch: int | None = None) -> list[TalkOutput]:
     """Every talk read to its end `samples` times with `rollout.validation_sampling`, in (sample, talk) order."""
     check_samples(cfg, samples)
-    sampling = cfg.rollout.validation_sampling
+    sampling = cfg.rollout.validation_sampling.at_multiplier(cfg.data.multiplier)
     step = talks_per_batch or len(talks)
     by_id = {t.talk_id: t for t in talks}
     found: dict[tuple[int, str], TalkOutput] = {}

@@ -149,3 +149,18 @@ def test_cuda_ipc_sync_needs_colocated_gpu_pools():
     with pytest.raises(ConfigError, match="needs GPUs"):
         load_config(None, ["learner.device=cpu", "sync.backend=cuda_ipc", "cluster.colocate=true"])
     assert load_config(None, ["learner.device=cuda", "sync.backend=cuda_ipc", "cluster.colocate=true"]).sync.backend == "cuda_ipc"
+
+
+def test_max_new_tokens_per_turn_scales_with_the_multiplier_up_to_the_cap():
+    sampling = load_config(None, ["rollout.sampling.max_new_tokens=40", "rollout.sampling.max_new_tokens_cap=160"]).rollout.sampling
+    assert [sampling.at_multiplier(m).max_new_tokens for m in (1, 2, 3, 4, 5)] == [40, 80, 120, 160, 160]
+    fixed = load_config(None, ["rollout.sampling.scale_max_new_tokens=false"]).rollout.sampling
+    assert fixed.at_multiplier(4).max_new_tokens == fixed.max_new_tokens
+    # the resolved copy is what engines read: resolving it again changes nothing
+    assert sampling.at_multiplier(3).at_multiplier(3).max_new_tokens == 120
+
+
+def test_a_reply_budget_that_outgrows_the_dialogue_at_the_configured_multiplier_is_rejected():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["rollout.max_total_tokens=100", "rollout.sampling.max_new_tokens=40", "data.multiplier=3"])
+    assert err.value.path == "rollout.sampling.max_new_tokens" and "120" in str(err.value)

@@ -1,5 +1,6 @@
 """`hpo-ray demo` and `hpo-ray study` end to end at toy size: every stage runs for real (synthesis,
-tiny model, SFT, HPO on a local Ray, evaluation), in a subprocess each (they start and stop Ray)."""
+tiny model, SFT, HPO on a local Ray, evaluation), in a subprocess each (they start and stop Ray).
+The demo runs on spoken talks (its default), the study on feature vectors (its config)."""
 
 import json
 import subprocess
@@ -12,7 +13,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TOY = {
     "data": {"synth": {"talks": 12, "min_talk_seconds": 20}},
-    "sft": {"epochs": 1},
+    "sft": {"epochs": 1, "hear": {"epochs": 1}},
     "rollout": {"sampling": {"max_new_tokens": 6}, "validation_sampling": {"max_new_tokens": 6}},
     "algorithm": {"steps": 1, "talks_per_step": 2, "group_size": 2},
     "validation": {"every": 1, "talks": 1},
@@ -23,11 +24,13 @@ TOY = {
 }
 
 
-def toy_config(tmp_path: Path, base: str, root: Path) -> Path:
+def toy_config(tmp_path: Path, base: str, root: Path, speech: bool = False) -> Path:
     tree = {"base": str(REPO / "configs" / base), "run": {"dir": str(root)}, **TOY}
-    tree["data"] = {**TOY["data"], "train_manifest": str(root / "data/train/manifest.parquet"),
-                    "dev_manifest": str(root / "data/dev/manifest.parquet"),
-                    "test_manifest": str(root / "data/test/manifest.parquet"), "sft_dir": str(root / "data/sft")}
+    # spoken talks: HPO reads the features the SFT stage encodes; eval reads the test talks' audio
+    features, test = ("features", "data/test/audio_manifest.parquet") if speech else ("data", "data/test/manifest.parquet")
+    tree["data"] = {**TOY["data"], "train_manifest": str(root / features / "train/manifest.parquet"),
+                    "dev_manifest": str(root / features / "dev/manifest.parquet"),
+                    "test_manifest": str(root / test), "sft_dir": str(root / features / "sft")}
     tree["model"] = {"path": str(root / "sft")}
     path = tmp_path / f"{base.removesuffix('.yaml')}-toy.yaml"
     path.write_text(yaml.safe_dump(tree))
@@ -43,13 +46,14 @@ def hpo_ray(*args: str, cwd: Path) -> str:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_demo_runs_every_stage_then_skips_them_on_rerun(tmp_path):
+def test_demo_runs_every_stage_on_speech_then_skips_them_on_rerun(tmp_path):
     root = tmp_path / "demo"
-    config = toy_config(tmp_path, "demo.yaml", root)
+    config = toy_config(tmp_path, "demo.yaml", root, speech=True)
     out = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
-    assert "| SFT | 1 |" in out and "| HPO | 2 |" in out
-    for path in ("data/meta.json", "sft/config.json", "hpo/config.json", "hpo/model.safetensors",
-                 "eval/hpo/m2/instances.log", "chrf_vs_streamlaal.png", "report.md"):
+    assert "| SFT | 1 |" in out and "| HPO | 2 |" in out and "input: audio" in out
+    for path in ("data/train/audio_manifest.parquet", "features/train/manifest.parquet", "features/sft/train.jsonl",
+                 "sft/speech_encoder/config.json", "hpo/speech_encoder/model.safetensors", "hpo/model.safetensors",
+                 "eval/hpo/encoded/manifest.parquet", "eval/hpo/m2/instances.log", "chrf_vs_streamlaal.png", "report.md"):
         assert (root / path).is_file(), path
     rerun = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert rerun.count("already done, skipped") == 6   # synth, model, SFT, HPO, two evaluations

@@ -2,6 +2,9 @@
 
 synthesize talks → build the tiny model → SFT → HPO → evaluate SFT and HPO at several latency
 points (chunk multipliers) → runs/demo/report.md with a table and quality–latency plots.
+On spoken talks (`data.synth.speech.enabled`, the default) the model is a speech LLM, SFT is the two-stage
+`sft-speech` (hear, encode every split, translate), HPO trains on the encoded features, and the test talks'
+audio is encoded chunk by chunk with each policy's encoder before evaluation (`hpo_ray/cli/demo_speech.py`).
 Each stage is skipped when its output already exists, so a rerun continues where it stopped.
 """
 
@@ -23,8 +26,9 @@ def add_arguments(parser) -> None:
 
 
 def stage(name: str, done: bool, tag: str = "demo"):
-    """Print a stage header; returns whether to run it."""
-    print(f"[{tag}] {name}: {'already done, skipped' if done else 'running'}", flush=True)
+    """Print a stage header (with the UTC time, so stage durations can be read off the log); returns whether to run it."""
+    print(f"[{tag} {time.strftime('%H:%M:%S', time.gmtime())}] {name}: {'already done, skipped' if done else 'running'}",
+          flush=True)
     return not done
 
 
@@ -36,19 +40,28 @@ def run(args) -> int:
     root.mkdir(parents=True, exist_ok=True)
     data, init, sft, hpo = root / "data", root / "init", Path(cfg.model.path), root / "hpo"
     started = time.perf_counter()
+    if cfg.data.synth.speech.enabled:
+        from hpo_ray.cli.demo_speech import features_dir
+
+        features_dir(cfg)  # the manifests HPO reads must be where sft-speech encodes: checked before any stage
 
     if stage("synthesize talks", (data / "meta.json").is_file()):
         from hpo_ray.synth import synthesize
 
         synthesize(cfg, data)
+    speech = cfg.data.synth.speech.enabled
     if stage("build the tiny model", (init / "config.json").is_file()):
-        from hpo_ray.model.prepare import prepare_tiny_policy
+        build_model(cfg, data, init)
+    if stage("supervised fine-tuning" + (" on speech: hear, encode, translate" if speech else ""),
+             (sft / "sft_summary.json").is_file()):
+        if speech:
+            from hpo_ray.cli.demo_speech import speech_sft
 
-        prepare_tiny_policy(cfg, [data / "train" / "manifest.parquet"], init)
-    if stage("supervised fine-tuning", (sft / "sft_summary.json").is_file()):
-        from hpo_ray.sft import finetune
+            speech_sft(cfg, data, init, sft)
+        else:
+            from hpo_ray.sft import finetune
 
-        finetune(cfg, init, sft, Path(cfg.data.sft_dir))
+            finetune(cfg, init, sft, Path(cfg.data.sft_dir))
     if stage("HPO training", (hpo / "config.json").is_file()):
         run_hpo(cfg, root / "hpo_run", hpo)
     multipliers = [int(m) for m in args.multipliers.split(",")]
@@ -56,6 +69,18 @@ def run(args) -> int:
     write_report(cfg, results, root, time.perf_counter() - started)
     print((root / "report.md").read_text())
     return 0
+
+
+def build_model(cfg: RunConfig, data: Path, out: Path) -> None:
+    """The tiny policy (tokenizer from the train talks); on spoken talks with a fresh speech encoder."""
+    from hpo_ray.model.prepare import prepare_tiny_policy
+
+    if not cfg.data.synth.speech.enabled:
+        prepare_tiny_policy(cfg, [data / "train" / "manifest.parquet"], out)
+        return
+    from hpo_ray.cli.demo_speech import build_speech_model
+
+    build_speech_model(cfg, data, out)
 
 
 def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
@@ -89,14 +114,25 @@ def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
 def evaluate_all(cfg: RunConfig, policies: dict[str, Path], multipliers: list[int], out: Path) -> dict[str, list[dict]]:
     """Scores of each policy on the test talks at each multiplier (one engine load per policy)."""
     from hpo_ray.eval import evaluate_multipliers
+    from hpo_ray.speech.encode import features_manifest
 
     results: dict[str, list[dict]] = {}
     for name, path in policies.items():
         folders = [out / name.lower() / f"m{m}" for m in multipliers]
         if stage(f"evaluate {name} at multipliers {multipliers}", all((f / "scores.json").is_file() for f in folders)):
-            evaluate_multipliers(cfg, path, Path(cfg.data.test_manifest), multipliers, out / name.lower())
+            # an audio manifest is encoded with this policy's own encoder first (a features manifest is used as is)
+            manifest = features_manifest(cfg, path, Path(cfg.data.test_manifest), out / name.lower() / "encoded")
+            evaluate_multipliers(cfg, path, manifest, multipliers, out / name.lower())
         results[name] = [json.loads((f / "scores.json").read_text()) for f in folders]
     return results
+
+
+def input_line(cfg: RunConfig) -> str:
+    """What the policies heard, for the report."""
+    if cfg.data.synth.speech.enabled:
+        return (f"input: audio (spoken by eSpeak NG, {cfg.model.speech.sample_rate} Hz; the test talks' wavs encoded "
+                "chunk by chunk by each policy's speech encoder); tiny Qwen3 speech LLM, two-stage SFT (hear, then translate)")
+    return "input: pre-rendered feature vectors (no audio); tiny Qwen3 policy"
 
 
 def write_report(cfg: RunConfig, results: dict[str, list[dict]], root: Path, seconds: float) -> None:
@@ -115,7 +151,7 @@ def write_report(cfg: RunConfig, results: dict[str, list[dict]], root: Path, sec
     text = "\n".join([
         "# hpo-ray demo report", "",
         f"Synthetic talks (seed {cfg.data.synth.seed}, language seed {cfg.data.synth.language_seed}), test split; "
-        f"tiny Qwen3 policy; SFT → {cfg.algorithm.steps} HPO steps. Wall time {seconds / 60:.1f} min on this machine.", "",
+        f"{input_line(cfg)}; SFT → {cfg.algorithm.steps} HPO steps. Wall time {seconds / 60:.1f} min on this machine.", "",
         *rows, "", "![chrF vs StreamLAAL](chrf_vs_streamlaal.png)", "", "![BLEU vs StreamLAAL](bleu_vs_streamlaal.png)", "",
     ])
     (root / "report.md").write_text(text)

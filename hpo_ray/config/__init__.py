@@ -170,8 +170,9 @@ def check_consistency(cfg: RunConfig) -> None:
                 f"{r.max_turns} turns × {d.turn_seconds:.6g} s = {covered:.6g} s is shorter than "
                 f"data.max_talk_seconds = {d.max_talk_seconds}",
             )
-    if r.sampling.max_new_tokens >= r.max_total_tokens:
-        raise ConfigError("rollout.sampling.max_new_tokens", "must be smaller than rollout.max_total_tokens")
+    if r.sampling.tokens_at_multiplier(d.multiplier) >= r.max_total_tokens:
+        raise ConfigError("rollout.sampling.max_new_tokens", f"{r.sampling.tokens_at_multiplier(d.multiplier)} tokens per turn "
+                          f"at data.multiplier={d.multiplier} must be fewer than rollout.max_total_tokens={r.max_total_tokens}")
     most, keep = r.context_window()
     if keep >= most:
         raise ConfigError("rollout.context.keep_tokens", f"{keep} must be smaller than rollout.context.max_tokens={most}")

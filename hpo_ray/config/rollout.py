@@ -8,13 +8,30 @@ from .base import Section
 
 
 class SamplingConfig(Section):
-    """How an assistant turn is sampled. `top_k = 0` and `top_p = 1` switch those filters off."""
+    """How an assistant turn is sampled. `top_k = 0` and `top_p = 1` switch those filters off.
+
+    `max_new_tokens` is the reply budget of a turn at chunk multiplier m = 1; with `scale_max_new_tokens`
+    a turn at m gets m times as many (a turn hears m chunks of speech), at most `max_new_tokens_cap`
+    (the original: 40 / 80 / 160 / 160 for m = 1..4). `at_multiplier` resolves it, in this one place.
+    """
 
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: NonNegativeInt = 0
     max_new_tokens: PositiveInt = 40
+    scale_max_new_tokens: bool = True
+    max_new_tokens_cap: PositiveInt | None = None
     greedy: bool = False
+
+    def tokens_at_multiplier(self, multiplier: int) -> int:
+        """The reply budget of one turn at chunk multiplier `multiplier`."""
+        tokens = self.max_new_tokens * multiplier if self.scale_max_new_tokens else self.max_new_tokens
+        return tokens if self.max_new_tokens_cap is None else min(tokens, self.max_new_tokens_cap)
+
+    def at_multiplier(self, multiplier: int) -> "SamplingConfig":
+        """This sampling with `max_new_tokens` resolved for chunk multiplier `multiplier` (what engines read)."""
+        return self.model_copy(update={"max_new_tokens": self.tokens_at_multiplier(multiplier),
+                                       "scale_max_new_tokens": False, "max_new_tokens_cap": None})
 
 
 class ValidationSamplingConfig(SamplingConfig):

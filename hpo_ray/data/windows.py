@@ -94,4 +94,4 @@ def check_run_talks(cfg) -> None:
     for path, sampling in ((cfg.data.train_manifest, r.sampling), (cfg.data.dev_manifest, r.validation_sampling)):
         if path is not None:
             talks = training_talks(Manifest(path, check_values=False), cfg.data.max_talk_seconds)
-            check_talks_fit(talks, layout, cfg, sampling.max_new_tokens, str(path))
+            check_talks_fit(talks, layout, cfg, sampling.tokens_at_multiplier(cfg.data.multiplier), str(path))
