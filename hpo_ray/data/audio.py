@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from .manifest import ManifestError, Manifest
+from .manifest import ManifestError, check_talk_columns
 
 SAMPLE_RATE = 16000
 REQUIRED_COLUMNS = ("talk_id", "audio_path", "sample_rate", "src_lang", "tgt_lang",
@@ -141,23 +141,10 @@ class AudioManifest:
         def fail(column: str, message: str) -> ManifestError:
             return ManifestError(self.path, i, column, message)
 
-        for col in ("talk_id", "audio_path", "src_lang", "tgt_lang"):
-            if not isinstance(row[col], str) or not row[col]:
-                raise fail(col, f"expected a non-empty string, got {row[col]!r}")
+        spans = check_talk_columns(row, "audio_path", fail)
+        src, ref = row["src_sentences"], row["ref_sentences"]
         if row["sample_rate"] != SAMPLE_RATE:
             raise fail("sample_rate", f"expected {SAMPLE_RATE}, got {row['sample_rate']!r}")
-        src, ref, segs = row["src_sentences"], row["ref_sentences"], row["segments"]
-        for col, val in (("src_sentences", src), ("ref_sentences", ref), ("segments", segs)):
-            if not isinstance(val, list) or not val:
-                raise fail(col, f"expected a non-empty list, got {val!r}")
-        if not all(isinstance(s, str) for s in src):
-            raise fail("src_sentences", "every sentence must be a string")
-        if not all(isinstance(s, str) and s.strip() for s in ref):
-            raise fail("ref_sentences", "every reference sentence must be a non-empty string")
-        if not (len(src) == len(ref) == len(segs)):
-            col = "ref_sentences" if len(src) != len(ref) else "segments"
-            raise fail(col, f"counts differ: {len(src)} src_sentences, {len(ref)} ref_sentences, {len(segs)} segments")
-        spans = Manifest._segments(segs, fail)
         words = self._words(row.get("words"), len(src), fail)
         apath = Path(row["audio_path"])
         apath = apath if apath.is_absolute() else self.path.parent / apath

@@ -87,6 +87,26 @@ def stable_group_id(features_path: str, row: int | None) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
+def check_talk_columns(row: dict, path_column: str, fail) -> tuple[tuple[float, float], ...]:
+    """The columns every manifest shares (features or audio): ids, languages, sentences and references
+    1:1 with the segments; returns the validated segments. `fail(column, message)` builds the error."""
+    for col in ("talk_id", path_column, "src_lang", "tgt_lang"):
+        if not isinstance(row[col], str) or not row[col]:
+            raise fail(col, f"expected a non-empty string, got {row[col]!r}")
+    src, ref, segs = row["src_sentences"], row["ref_sentences"], row["segments"]
+    for col, val in (("src_sentences", src), ("ref_sentences", ref), ("segments", segs)):
+        if not isinstance(val, list) or not val:
+            raise fail(col, f"expected a non-empty list, got {val!r}")
+    if not all(isinstance(s, str) for s in src):
+        raise fail("src_sentences", "every sentence must be a string")
+    if not all(isinstance(s, str) and s.strip() for s in ref):
+        raise fail("ref_sentences", "every reference sentence must be a non-empty string")
+    if not (len(src) == len(ref) == len(segs)):
+        col = "ref_sentences" if len(src) != len(ref) else "segments"
+        raise fail(col, f"counts differ: {len(src)} src_sentences, {len(ref)} ref_sentences, {len(segs)} segments")
+    return Manifest._segments(segs, fail)
+
+
 class Manifest:
     """A validated list of talks. Construction reads every row and checks every feature file."""
 
@@ -133,26 +153,13 @@ class Manifest:
         def fail(column: str, message: str) -> ManifestError:
             return ManifestError(self.path, i, column, message)
 
-        for col in ("talk_id", "features_path", "src_lang", "tgt_lang"):
-            if not isinstance(row[col], str) or not row[col]:
-                raise fail(col, f"expected a non-empty string, got {row[col]!r}")
+        spans = check_talk_columns(row, "features_path", fail)
+        src, ref = row["src_sentences"], row["ref_sentences"]
         fs = row["frame_seconds"]
         if not isinstance(fs, (int, float)) or not math.isfinite(fs) or fs <= 0:
             raise fail("frame_seconds", f"expected a positive number, got {fs!r}")
         if frame_seconds is not None and abs(fs - frame_seconds) > 1e-9:
             raise fail("frame_seconds", f"{fs} differs from the config's data.frame_seconds={frame_seconds}")
-        src, ref, segs = row["src_sentences"], row["ref_sentences"], row["segments"]
-        for col, val in (("src_sentences", src), ("ref_sentences", ref), ("segments", segs)):
-            if not isinstance(val, list) or not val:
-                raise fail(col, f"expected a non-empty list, got {val!r}")
-        if not all(isinstance(s, str) for s in src):
-            raise fail("src_sentences", "every sentence must be a string")
-        if not all(isinstance(s, str) and s.strip() for s in ref):
-            raise fail("ref_sentences", "every reference sentence must be a non-empty string")
-        if not (len(src) == len(ref) == len(segs)):
-            col = "ref_sentences" if len(src) != len(ref) else "segments"
-            raise fail(col, f"counts differ: {len(src)} src_sentences, {len(ref)} ref_sentences, {len(segs)} segments")
-        spans = self._segments(segs, fail)
         features_row = row["features_row"]
         if features_row is not None and (not isinstance(features_row, int) or features_row < 0):
             raise fail("features_row", f"expected null or a non-negative integer, got {features_row!r}")
