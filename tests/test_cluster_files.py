@@ -131,6 +131,7 @@ def run_slurm_script(tmp_path, job_id: int, nodes: int = 3, head_seconds: float 
     import json
     import os
     import sys
+    import time
 
     bin_dir = tmp_path / f"bin{job_id}"
     bin_dir.mkdir()
@@ -147,6 +148,11 @@ def run_slurm_script(tmp_path, job_id: int, nodes: int = 3, head_seconds: float 
     if not wait:
         return proc, log
     assert proc.wait(timeout=60) == 0
+    # the worker steps run in the background (they return when the head's job ends): on a busy machine a
+    # worker's `srun` may log after the script has exited, so wait (bounded) for one line per node
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= nodes):
+        time.sleep(0.1)
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
