@@ -32,7 +32,8 @@ def test_encode_output_is_accepted_by_train_and_rollouts(speech_llm_dir, tmp_pat
                  "logging.progress=false"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["talks"] == 2 and summary["frames"] == 29 + 39 and summary["hidden_size"] == 64
-    cfg = load_config(None, [f"model.path={speech_llm_dir}", f"data.train_manifest={out / 'manifest.parquet'}"])
+    cfg = load_config(None, [f"model.path={speech_llm_dir}", f"data.train_manifest={out / 'manifest.parquet'}",
+                           "algorithm.talks_per_step=2"])
     preflight(cfg)  # what `hpo-ray train` checks before any actor starts
     manifest = Manifest(out / "manifest.parquet", width=64, frame_seconds=0.08)
     model = SpeechLLM.from_pretrained(speech_llm_dir)
