@@ -58,6 +58,8 @@ def test_a_run_without_a_dev_set_checkpoints_and_resumes(ray_cluster, small_run,
 
 
 def test_a_killed_reward_actor_is_restarted_and_counted(ray_cluster, small_run):
+    import time
+
     import ray
 
     from actors.placement import make_pools
@@ -70,6 +72,11 @@ def test_a_killed_reward_actor_is_restarted_and_counted(ray_cluster, small_run):
     try:
         assert pool.count_restarts() == 0
         ray.kill(pool.actors[1], no_restart=False)
+        # ray.kill is asynchronous: a call right after it may still reach the old instance, so the restart
+        # is seen at a later count (as the controller counts once per step); bounded wait
+        deadline = time.monotonic() + 60
+        while pool.count_restarts() == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert pool.count_restarts() == 1 and pool.count_restarts() == 1  # counted once, when it is seen
     finally:
         for a in pool.actors:
