@@ -101,10 +101,13 @@ def monitored_run(small_run, tmp_path_factory):
             if _has_mlflow() else []
         run = [f"run.name={RUN_NAME}", "validation.every=2", "validation.at_start=false"]
         cfg = load_config(None, overrides + CPU_SPLIT + mlflow + run)
-        from actors.controller import train
+        from actors.controller import Controller, train
 
         started = time.time()
-        history = train(cfg, tmp / "run", steps=2)
+        with pytest.MonkeyPatch.context() as mp:
+            if url is not None:  # two scraped values per histogram, so the rate panels have a rate
+                mp.setattr(Controller, "make_batch", scraped_after_first(Controller.make_batch, url))
+            history = train(cfg, tmp / "run", steps=2)
         print(f"monitored run: {time.time() - started:.1f} s")
         yield {"cfg": cfg, "run_dir": tmp / "run", "history": history, "prometheus": url, "started": started}
     finally:
@@ -112,6 +115,25 @@ def monitored_run(small_run, tmp_path_factory):
             prometheus.terminate()
             prometheus.wait(timeout=30)
         ray.shutdown()
+
+
+def scraped_after_first(make_batch, url: str):
+    """`make_batch` that, after step 1 (whose trajectories it observes), waits until Prometheus has scraped
+    them. Rate panels need two distinct scraped values of a series; on a fast machine both steps' observations
+    could otherwise reach the first scrape together (a real run's steps are minutes apart)."""
+    calls = []
+
+    def wrapped(self, *args, **kwargs):
+        out = make_batch(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            seen = f'ray_hpo_trajectory_quality_count{{run="{RUN_NAME}"}} > 0'
+            deadline = time.time() + 90
+            while time.time() < deadline and not prom_get(url, "/api/v1/query", query=seen)["data"]["result"]:
+                time.sleep(0.5)
+        return out
+
+    return wrapped
 
 
 def _has_mlflow() -> bool:
