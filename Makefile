@@ -22,11 +22,13 @@ demo: $(VENV)/.stamp-base
 # vLLM's tests run in their own pytest process: vLLM sets up a process group and pins torch to one
 # thread in the process that imports it.
 test: $(VENV)/.stamp-vllm
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -m "not vllm" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m vllm $(PYTEST_ARGS)
 
-# ruff: lint and format check of the whole tree (settings in pyproject.toml); `make format` rewrites.
-# Not yet part of `make test`: the tree is not formatted yet (issue 15, item 11).
+# ruff: lint and format check of the whole tree (settings in pyproject.toml; `make test` runs both
+# first); `make format` rewrites.
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -44,17 +44,17 @@ def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> li
             ctl.log(ctl.validate(0), step=0)
         for step in ctl.progress(range(ctl.step, steps)):
             started = time.perf_counter()
-            talks = ctl.draw_talks()                                                # P talks
-            trajectories, scores, timing = ctl.rollout_and_score(talks, step)       # G rollouts each, scored as they finish
-            batch, batch_stats = ctl.make_batch(trajectories, scores, talks)        # hierarchical reward → advantages
-            train_stats = ctl.update(batch)                                         # clipped PG + IS + KL to SFT
-            sync_stats = ctl.sync_weights(version=step + 1)                         # learner → rollout engines
+            talks = ctl.draw_talks()  # P talks
+            trajectories, scores, timing = ctl.rollout_and_score(talks, step)  # G rollouts each, scored as they finish
+            batch, batch_stats = ctl.make_batch(trajectories, scores, talks)  # hierarchical reward → advantages
+            train_stats = ctl.update(batch)  # clipped PG + IS + KL to SFT
+            sync_stats = ctl.sync_weights(version=step + 1)  # learner → rollout engines
             ctl.step = step + 1
             metrics = {**timing, **batch_stats, **train_stats, **sync_stats}
             if ctl.due(cfg.validation.every, steps) and ctl.dev_set is not None:
-                metrics.update(ctl.validate(ctl.step))                              # dev talks: quality, latency
+                metrics.update(ctl.validate(ctl.step))  # dev talks: quality, latency
             if ctl.due(cfg.checkpoint.every, steps):
-                metrics.update(ctl.save_checkpoint(ctl.step))                       # ranked by the step's validation
+                metrics.update(ctl.save_checkpoint(ctl.step))  # ranked by the step's validation
             history.append(ctl.log(metrics, started))
         ctl.publish()
         ok = True
@@ -75,10 +75,10 @@ class Controller:
         width = None  # the model decides; the manifest check runs before any actor starts
         fs, windowed = cfg.data.frame_seconds, cfg.data.max_talk_seconds  # long talks → windows of whole sentences
         self.train_set = training_talks(Manifest(cfg.data.train_manifest, width=width, frame_seconds=fs), windowed)
-        self.dev_set = training_talks(Manifest(cfg.data.dev_manifest, width=width, frame_seconds=fs), windowed) \
-            if cfg.data.dev_manifest else None
-        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best,
-                                     keep_last=cfg.checkpoint.keep_last)
+        self.dev_set = (
+            training_talks(Manifest(cfg.data.dev_manifest, width=width, frame_seconds=fs), windowed) if cfg.data.dev_manifest else None
+        )
+        self.store = CheckpointStore(self.run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best, keep_last=cfg.checkpoint.keep_last)
         # the newest checkpoint that verifies (manifest + allow-listed pickles); newer damaged ones are warned about
         self.step, sampler_state, latest = 0, SamplerState(), self.store.latest_verified().info if resume else None
         if latest is not None:
@@ -86,8 +86,7 @@ class Controller:
             self.step, sampler_state = state["step"], SamplerState(**state["sampler"])
         self.sampler = TalkSampler(len(self.train_set), cfg.data.seed, cfg.data.shuffle, sampler_state)
         tracking = cfg.logging.mlflow
-        self.mlflow = MlflowRun(tracking, self.run_dir, cfg.model_dump(mode="json"), cfg.run.name, resume) \
-            if tracking.enabled else None
+        self.mlflow = MlflowRun(tracking, self.run_dir, cfg.model_dump(mode="json"), cfg.run.name, resume) if tracking.enabled else None
         self.policy_path = str(cfg.model.path)
         self.pools = make_pools(cfg)
         name = cfg.run.name
@@ -114,8 +113,9 @@ class Controller:
             f.write(json.dumps({"step": self.step + 1, "talks": [t.talk_id for t in talks]}) + "\n")
         return talks
 
-    def rollout_and_score(self, talks: list[Talk], step: int, stream: bool = True, validation: bool = False,
-                          samples: int | None = None) -> tuple[list[Trajectory], list, dict]:
+    def rollout_and_score(
+        self, talks: list[Talk], step: int, stream: bool = True, validation: bool = False, samples: int | None = None
+    ) -> tuple[list[Trajectory], list, dict]:
         """Generate G dialogues per talk; each finished trajectory goes to a reward actor at once
         (`stream=False` scores only after all rollouts finish, for the bubble benchmark)."""
         by_id = {t.talk_id: t for t in talks}
@@ -136,22 +136,30 @@ class Controller:
         run = self.rollout.run(talks, samples, seed, on_trajectory, validation=validation)
         t_gen = time.perf_counter()
         if not stream:
-            refs = [self.rewards.submit([rollout_record(t, by_id[t.talk_id], self.cfg.data, f"{t.talk_id}#{i}")])
-                    for i, t in enumerate(trajectories)]
+            refs = [
+                self.rewards.submit([rollout_record(t, by_id[t.talk_id], self.cfg.data, f"{t.talk_id}#{i}")])
+                for i, t in enumerate(trajectories)
+            ]
         scores = [s for batch in ray.get(refs) for s in batch]
         t_end = time.perf_counter()
-        timing = {"time/rollout": t_gen - t0, "time/reward_tail": t_end - t_gen, "time/rollout_and_reward": t_end - t0,
-                  "queue/reward_inflight_max": float(inflight[0]), "rollout/retries": float(run["rollout_retries"]),
-                  "actors/rollout_restarts": float(self.rollout.restarts),
-                  "actors/reward_restarts": float(self.rewards.count_restarts())}
+        timing = {
+            "time/rollout": t_gen - t0,
+            "time/reward_tail": t_end - t_gen,
+            "time/rollout_and_reward": t_end - t0,
+            "queue/reward_inflight_max": float(inflight[0]),
+            "rollout/retries": float(run["rollout_retries"]),
+            "actors/rollout_restarts": float(self.rollout.restarts),
+            "actors/reward_restarts": float(self.rewards.count_restarts()),
+        }
         return trajectories, scores, timing
 
     def make_batch(self, trajectories: list[Trajectory], scores: list, talks: list[Talk]):
         """Group-normalised hierarchical rewards → advantages per rollout (`hpo_ray.learner.step_batch`)."""
         items, stats = make_batch(trajectories, scores, talks, self.cfg)
         if self.ray_metrics is not None:
-            self.ray_metrics.observe([s.quality for s in scores], [s.latency for s in scores],
-                                     [float(t.num_generated) for t in trajectories])
+            self.ray_metrics.observe(
+                [s.quality for s in scores], [s.latency for s in scores], [float(t.num_generated) for t in trajectories]
+            )
         return items, stats
 
     def update(self, batch: list) -> dict:
@@ -179,8 +187,9 @@ class Controller:
         trajs, scores, _ = self.rollout_and_score(talks, step, validation=True, samples=self.cfg.validation.samples)
         by_id = {t.talk_id: t for t in talks}
         chosen = [by_id[t.talk_id] for t in trajs]
-        summary = summarize(scores, [t.ref_sentences for t in chosen], [t.segments for t in chosen],
-                            [t.tgt_lang for t in chosen], self.cfg.reward)
+        summary = summarize(
+            scores, [t.ref_sentences for t in chosen], [t.segments for t in chosen], [t.tgt_lang for t in chosen], self.cfg.reward
+        )
         self.validated = (step, summary)
         val = {f"val/{k}": v for k, v in summary.items()}
         val["time/validate"] = time.perf_counter() - t0
@@ -195,8 +204,7 @@ class Controller:
         tmp = self.store.begin(step)
         self.learner.save(str(tmp / "deepspeed"), {"step": step})
         export_policy(self._weights(), self.policy_path, tmp / "policy")
-        state = {"step": step, "sampler": self.sampler.state.__dict__, "weight_version": self.version,
-                 "seed": self.cfg.run.seed}
+        state = {"step": step, "sampler": self.sampler.state.__dict__, "weight_version": self.version, "seed": self.cfg.run.seed}
         self.store.commit(step, state, score)
         return {"time/checkpoint": time.perf_counter() - t0}
 
@@ -211,8 +219,7 @@ class Controller:
         step = self.step if step is None else step
         if started is not None:
             metrics["time/step"] = time.perf_counter() - started
-            busy = sum(metrics.get(k, 0.0) for k in ("time/rollout", "time/train", "time/sync", "time/validate",
-                                                     "time/checkpoint"))
+            busy = sum(metrics.get(k, 0.0) for k in ("time/rollout", "time/train", "time/sync", "time/validate", "time/checkpoint"))
             metrics["time/bubble"] = metrics.get("time/reward_tail", 0.0)
             metrics["bubble_share"] = metrics["time/bubble"] / max(metrics["time/step"], 1e-9)
             metrics["time/other"] = max(0.0, metrics["time/step"] - busy - metrics["time/bubble"])
@@ -236,8 +243,7 @@ class Controller:
             self.mlflow.log_artifact(report)
 
     def progress(self, steps: range):
-        bar = tqdm(steps, desc="hpo", disable=not self.cfg.logging.progress, dynamic_ncols=True, initial=steps.start,
-                   total=steps.stop)
+        bar = tqdm(steps, desc="hpo", disable=not self.cfg.logging.progress, dynamic_ncols=True, initial=steps.start, total=steps.stop)
         return bar
 
     def close(self, ok: bool = False) -> None:

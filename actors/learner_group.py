@@ -119,8 +119,11 @@ class LearnerGroup:
         addr, port = ray.get(_address_and_port.options(num_cpus=0, scheduling_strategy=in_bundle(pool, 0)).remote())
         self.ranks = [
             LearnerRank.options(
-                num_cpus=c.cpus_per_learner, num_gpus=c.gpus_per_learner, name=f"hpo-learner-{r}",
-                scheduling_strategy=in_bundle(pool, r), max_restarts=0,
+                num_cpus=c.cpus_per_learner,
+                num_gpus=c.gpus_per_learner,
+                name=f"hpo-learner-{r}",
+                scheduling_strategy=in_bundle(pool, r),
+                max_restarts=0,
             ).remote(cfg.model_dump(mode="json"), model_path, r, world, addr, port)
             for r in range(world)
         ]
@@ -135,7 +138,12 @@ class LearnerGroup:
         for i, (rank, k) in enumerate(plan.assignment):
             shards[rank].append(items[i])
             steps[rank].append(k)
-        results = ray.get([r.train_step.remote(shards[j], steps[j], plan.normalisers, self.cfg.algorithm.updates_per_step) for j, r in enumerate(self.ranks)])
+        results = ray.get(
+            [
+                r.train_step.remote(shards[j], steps[j], plan.normalisers, self.cfg.algorithm.updates_per_step)
+                for j, r in enumerate(self.ranks)
+            ]
+        )
         from hpo_ray.learner.loss import merge_metrics
 
         parts = [m for m in results if m.get("tokens")]

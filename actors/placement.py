@@ -40,11 +40,13 @@ def make_pools(cfg: RunConfig, timeout_s: float = 120.0) -> Pools:
             pools.remove()
             raise RuntimeError(
                 f"the cluster cannot place the {name} pool ({pg.bundle_specs}) within {timeout_s:.0f} s; "
-                f"available: {ray.available_resources()}; adjust {specs[name].keys}") from None
+                f"available: {ray.available_resources()}; adjust {specs[name].keys}"
+            ) from None
     return pools
 
 
 def in_bundle(pg: PlacementGroup, index: int) -> PlacementGroupSchedulingStrategy:
     """Schedule an actor into bundle `index` of `pg` (its children stay in the group)."""
-    return PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index % pg.bundle_count,
-                                            placement_group_capture_child_tasks=True)
+    return PlacementGroupSchedulingStrategy(
+        pg, placement_group_bundle_index=index % pg.bundle_count, placement_group_capture_child_tasks=True
+    )

@@ -25,10 +25,16 @@ QUALITY_BOUNDS = {  # on each scorer's scale; Ray needs positive bucket boundari
     "metricx": [1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0],  # observed as the error, −score
 }
 HISTOGRAMS = {
-    "latency": ("hpo_trajectory_latency_seconds", "HPO latency of each training trajectory (s)",
-                [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0]),
-    "length": ("hpo_trajectory_generated_tokens", "tokens generated in each training trajectory",
-               [4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0]),
+    "latency": (
+        "hpo_trajectory_latency_seconds",
+        "HPO latency of each training trajectory (s)",
+        [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0],
+    ),
+    "length": (
+        "hpo_trajectory_generated_tokens",
+        "tokens generated in each training trajectory",
+        [4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0],
+    ),
 }
 
 
@@ -46,15 +52,19 @@ class RayMetrics:
         self.restarts_seen: dict[str, float] = {}
         run = ("run",)
         self.steps = Counter("hpo_steps", description="HPO steps completed", tag_keys=run)
-        self.restarts = Counter("hpo_actor_restarts", description="actor restarts seen by the controller",
-                                tag_keys=("run", "pool"))
+        self.restarts = Counter("hpo_actor_restarts", description="actor restarts seen by the controller", tag_keys=("run", "pool"))
         self.amounts = {key: Counter(name, description=what, tag_keys=run) for key, (name, what) in STEP_AMOUNTS.items()}
         self.quality_sign = -1.0 if quality_scorer == "metricx" else 1.0
         scale = quality_scorer + (", error = -score" if self.quality_sign < 0 else "")
-        self.histograms = {key: Histogram(name, description=what, boundaries=bounds, tag_keys=run)
-                           for key, (name, what, bounds) in HISTOGRAMS.items()}
-        self.histograms["quality"] = Histogram("hpo_trajectory_quality", boundaries=QUALITY_BOUNDS[quality_scorer],
-                                               description=f"quality of each training trajectory ({scale})", tag_keys=run)
+        self.histograms = {
+            key: Histogram(name, description=what, boundaries=bounds, tag_keys=run) for key, (name, what, bounds) in HISTOGRAMS.items()
+        }
+        self.histograms["quality"] = Histogram(
+            "hpo_trajectory_quality",
+            boundaries=QUALITY_BOUNDS[quality_scorer],
+            description=f"quality of each training trajectory ({scale})",
+            tag_keys=run,
+        )
 
     def record(self, metrics: dict[str, float], trained: bool) -> None:
         """A logged step: amounts to counters, restart totals to the restart counter, the rest to gauges."""

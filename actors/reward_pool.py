@@ -4,10 +4,9 @@ import itertools
 
 import ray
 
-from hpo_ray.config import RunConfig
-
 from actors.placement import in_bundle
 from actors.reward_actor import RewardActor
+from hpo_ray.config import RunConfig
 
 
 class RewardPool:
@@ -18,8 +17,12 @@ class RewardPool:
         c = cfg.cluster
         self.actors = [
             RewardActor.options(
-                name=f"{run_name}-reward-{i}", num_cpus=c.cpus_per_reward_actor, num_gpus=c.gpus_per_reward_actor,
-                max_restarts=c.max_restarts, max_task_retries=c.max_task_retries, scheduling_strategy=in_bundle(pool, i),
+                name=f"{run_name}-reward-{i}",
+                num_cpus=c.cpus_per_reward_actor,
+                num_gpus=c.gpus_per_reward_actor,
+                max_restarts=c.max_restarts,
+                max_task_retries=c.max_task_retries,
+                scheduling_strategy=in_bundle(pool, i),
             ).remote(cfg.reward.model_dump(mode="json"), i)
             for i in range(c.num_reward_actors)
         ]

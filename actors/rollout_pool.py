@@ -10,12 +10,11 @@ from collections.abc import Callable
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from actors.placement import in_bundle
+from actors.rollout_worker import RolloutWorker
 from hpo_ray.config import RunConfig
 from hpo_ray.data.manifest import Talk
 from hpo_ray.rollout.protocol import Trajectory
-
-from actors.placement import in_bundle
-from actors.rollout_worker import RolloutWorker
 
 _LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 
@@ -29,8 +28,12 @@ class RolloutPool:
         self.restarts = 0
         self.workers = [
             RolloutWorker.options(
-                name=f"{run_name}-rollout-{i}", num_cpus=c.cpus_per_rollout_worker, num_gpus=c.gpus_per_rollout_worker,
-                max_restarts=c.max_restarts, max_task_retries=0, scheduling_strategy=in_bundle(pool, i),
+                name=f"{run_name}-rollout-{i}",
+                num_cpus=c.cpus_per_rollout_worker,
+                num_gpus=c.gpus_per_rollout_worker,
+                max_restarts=c.max_restarts,
+                max_task_retries=0,
+                scheduling_strategy=in_bundle(pool, i),
             ).remote(cfg.model_dump(mode="json"), model_path, i)
             for i in range(c.num_rollout_workers)
         ]
@@ -41,8 +44,9 @@ class RolloutPool:
         """`resync(worker)` brings a restarted worker to the current weights before it is reused."""
         self._resync = resync
 
-    def run(self, talks: list[Talk], samples: int, seed: int, on_trajectory: Callable[[Trajectory], None],
-            validation: bool = False) -> dict:
+    def run(
+        self, talks: list[Talk], samples: int, seed: int, on_trajectory: Callable[[Trajectory], None], validation: bool = False
+    ) -> dict:
         """Generate `samples` dialogues per talk; `on_trajectory` is called for each as it arrives."""
         pending: dict[int, list[Talk]] = {}
         for k, talk in enumerate(talks):
@@ -51,8 +55,10 @@ class RolloutPool:
         started = time.perf_counter()
         attempts = 0
         while pending:
-            streams = {i: self.workers[i].generate.options(num_returns="streaming").remote(shard, samples, seed, validation)
-                       for i, shard in pending.items()}
+            streams = {
+                i: self.workers[i].generate.options(num_returns="streaming").remote(shard, samples, seed, validation)
+                for i, shard in pending.items()
+            }
             failed: dict[int, list[Talk]] = {}
             live = dict(streams)
             while live:

@@ -43,14 +43,18 @@ def object_store_sync(bucket_refs: Iterable, workers: list, version: int, sync: 
     return finish_sync(start, sum(sizes), len(applied), version, sync, workers, state_for_verify)
 
 
-def finish_sync(start: float, nbytes: float, buckets: int, version: int, sync: SyncConfig, workers: list,
-                state_for_verify=None) -> dict:
+def finish_sync(start: float, nbytes: float, buckets: int, version: int, sync: SyncConfig, workers: list, state_for_verify=None) -> dict:
     """Verify the workers when `sync.verify`; the sync's metrics (seconds up to the verify)."""
     seconds = time.perf_counter() - start
     if sync.verify and state_for_verify is not None:
         verify_workers(state_for_verify(), workers, version)
-    return {"sync/seconds": seconds, "sync/bytes": float(nbytes), "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
-            "sync/buckets": float(buckets), "weight_version": float(version)}
+    return {
+        "sync/seconds": seconds,
+        "sync/bytes": float(nbytes),
+        "sync/bytes_per_s": nbytes / max(seconds, 1e-9),
+        "sync/buckets": float(buckets),
+        "weight_version": float(version),
+    }
 
 
 def verify_workers(state: dict, workers: list, version: int) -> None:
@@ -72,8 +76,9 @@ class WeightSync:
     def sync(self, version: int, state_for_verify=None) -> dict:
         """Every worker gets weight `version`; the sync's metrics (`finish_sync`)."""
         sync = self.cfg.sync
-        return object_store_sync(self.learner.stream_weights(version, sync.bucket_mb, sync.checksum),
-                                 self.workers, version, sync, state_for_verify)
+        return object_store_sync(
+            self.learner.stream_weights(version, sync.bucket_mb, sync.checksum), self.workers, version, sync, state_for_verify
+        )
 
     def resync(self, worker, version: int) -> None:
         """A restarted worker gets the current weights streamed from the learner via the object store."""
@@ -92,8 +97,10 @@ class BroadcastSync(WeightSync):
     def form(self) -> None:
         host, port = self.learner.sync_address()
         world = 1 + len(self.workers)
-        ray.get(self.learner.join_sync_group(host, port, world, self.group)
-                + [w.join_sync_group.remote(host, port, i + 1, world, self.group) for i, w in enumerate(self.workers)])
+        ray.get(
+            self.learner.join_sync_group(host, port, world, self.group)
+            + [w.join_sync_group.remote(host, port, i + 1, world, self.group) for i, w in enumerate(self.workers)]
+        )
         self.formed = True
 
     def resync(self, worker, version: int) -> None:
@@ -105,8 +112,10 @@ class BroadcastSync(WeightSync):
         if not self.formed:
             self.form()
         start = time.perf_counter()
-        sent = ray.get(self.learner.broadcast_weights(version, self.cfg.sync.bucket_mb)
-                       + [w.receive_broadcast.remote(version, self.cfg.sync.checksum) for w in self.workers])[0]
+        sent = ray.get(
+            self.learner.broadcast_weights(version, self.cfg.sync.bucket_mb)
+            + [w.receive_broadcast.remote(version, self.cfg.sync.checksum) for w in self.workers]
+        )[0]
         return finish_sync(start, sent["bytes"], sent["buckets"], version, self.cfg.sync, self.workers, state_for_verify)
 
 

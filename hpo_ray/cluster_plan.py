@@ -81,8 +81,11 @@ def _bundle(cpus: float, gpus: float, extra: dict[str, float]) -> dict[str, floa
 def pool_specs(cfg: RunConfig) -> list[PoolSpec]:
     """The learner, rollout (absent when colocated: it shares the learner's bundles) and reward pools."""
     c = cfg.cluster
-    learner = _bundle(c.cpus_per_learner + (c.cpus_per_rollout_worker if c.colocate else 0),
-                      max(c.gpus_per_learner, c.gpus_per_rollout_worker if c.colocate else 0), c.learner_resources)
+    learner = _bundle(
+        c.cpus_per_learner + (c.cpus_per_rollout_worker if c.colocate else 0),
+        max(c.gpus_per_learner, c.gpus_per_rollout_worker if c.colocate else 0),
+        c.learner_resources,
+    )
     pools = [PoolSpec("learner", [learner] * cfg.learner.num_ranks, c.placement_strategy)]
     if not c.colocate:
         rollout = _bundle(c.cpus_per_rollout_worker, c.gpus_per_rollout_worker, c.rollout_resources)

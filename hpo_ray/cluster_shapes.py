@@ -157,5 +157,4 @@ def read_node_shapes(path: str | Path) -> list[NodeShape]:
 
 def live_node_shapes(nodes: list[dict]) -> list[NodeShape]:
     """Node shapes of a live cluster from `ray.nodes()` (alive nodes, their total resources)."""
-    return [NodeShape(f"{n.get('NodeManagerAddress', '?')}/{n['NodeID'][:6]}", dict(n["Resources"]))
-            for n in nodes if n.get("Alive")]
+    return [NodeShape(f"{n.get('NodeManagerAddress', '?')}/{n['NodeID'][:6]}", dict(n["Resources"])) for n in nodes if n.get("Alive")]

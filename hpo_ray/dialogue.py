@@ -23,8 +23,18 @@ from transformers import PreTrainedTokenizerBase
 from hpo_ray.config import RunConfig
 
 LANGUAGE_NAMES = {
-    "en": "English", "de": "German", "zh": "Chinese", "ja": "Japanese", "es": "Spanish", "fr": "French",
-    "it": "Italian", "ko": "Korean", "ru": "Russian", "pt": "Portuguese", "nl": "Dutch", "ar": "Arabic",
+    "en": "English",
+    "de": "German",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "es": "Spanish",
+    "fr": "French",
+    "it": "Italian",
+    "ko": "Korean",
+    "ru": "Russian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "ar": "Arabic",
 }
 IM_START = "<|im_start|>"
 _MARKS = {"system": "hpo-system-mark", "user": "hpo-user-mark", "assistant": "hpo-assistant-mark"}
@@ -34,8 +44,10 @@ def turn_separators(tokenizer: PreTrainedTokenizerBase, end_of_turn_token: str) 
     """The text the chat template renders before `<|im_start|>user` after the system turn and after
     an assistant turn, read from a rendered system/user/assistant/user conversation."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat_template: the dialogue layout reads its turn separators "
-                         "from it (save the checkpoint's tokenizer with its chat template)")
+        raise ValueError(
+            "the tokenizer has no chat_template: the dialogue layout reads its turn separators "
+            "from it (save the checkpoint's tokenizer with its chat template)"
+        )
     roles = ["system", "user", "assistant", "user"]
     text = tokenizer.apply_chat_template([{"role": r, "content": _MARKS[r]} for r in roles], tokenize=False)
     header = IM_START + "user\n"
@@ -44,8 +56,7 @@ def turn_separators(tokenizer: PreTrainedTokenizerBase, end_of_turn_token: str) 
         start = text.index(end_of_turn_token, text.index(mark)) + len(end_of_turn_token)
         stop = text.find(header, start)
         if stop < 0 or IM_START in text[start:stop]:
-            raise ValueError(f"the chat template does not render {header!r} after the {mark!r} turn: "
-                             f"unsupported layout {text!r}")
+            raise ValueError(f"the chat template does not render {header!r} after the {mark!r} turn: unsupported layout {text!r}")
         return text[start:stop]
 
     expected = end_of_turn_token + "\n" + IM_START + "assistant\n"
@@ -82,9 +93,13 @@ class Dialogue:
 class DialogueLayout:
     """Builds and parses dialogue token sequences for one tokenizer."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, placeholder_token: str = "<|video_pad|>",
-                 end_of_turn_token: str = "<|im_end|>",
-                 instruction: str = "Translate the following speech from {src} to {tgt}."):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        placeholder_token: str = "<|video_pad|>",
+        end_of_turn_token: str = "<|im_end|>",
+        instruction: str = "Translate the following speech from {src} to {tgt}.",
+    ):
         self.tokenizer = tokenizer
         self.instruction = instruction
         self.placeholder_id = self._special_id(placeholder_token)
@@ -169,13 +184,13 @@ class DialogueLayout:
         suf = self.user_suffix
         while pos < len(ids):
             pre = self.user_prefix(not turns)
-            if ids[pos:pos + len(pre)] != pre:
+            if ids[pos : pos + len(pre)] != pre:
                 raise ValueError(f"expected a user turn at token {pos}")
             pos += len(pre)
             n = 0
             while pos < len(ids) and ids[pos] == self.placeholder_id:
                 n, pos = n + 1, pos + 1
-            if ids[pos:pos + len(suf)] != suf:
+            if ids[pos : pos + len(suf)] != suf:
                 raise ValueError(f"malformed user turn ending at token {pos}")
             pos += len(suf)
             try:

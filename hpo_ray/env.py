@@ -1,7 +1,8 @@
 """Process environment defaults, applied before Ray/vLLM import: the one home for them.
 
 The Makefile and the cluster's runtime envs (cluster/*.yaml) repeat some of `DEFAULTS` for
-processes that start before Python (a test checks they agree). `DEFAULTS` hold in every process (CLI, actors, tests): no usage stats, vLLM in-process (multiprocess
+processes that start before Python (a test checks they agree). `DEFAULTS` hold in every process
+(CLI, actors, tests): no usage stats, vLLM in-process (multiprocess
 startup costs ~30 s on CPU), nothing downloaded. `LOCAL_RAY` holds only when hpo-ray starts its own
 single-node Ray (no `RAY_ADDRESS`, no `cluster.address`): Ray's single-machine mode, which binds
 the node to 127.0.0.1 and lets no other node join, plus the auth mode chosen by
@@ -64,8 +65,9 @@ def apply_local_ray(local_auth: str) -> None:
     constants = sys.modules.get("ray._private.ray_constants")  # read at `import ray`: too late to change
     wanted = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() not in ("0", "false")
     if constants is not None and constants.ENABLE_RAY_CLUSTER != wanted:
-        raise RuntimeError("ray was imported before hpo-ray chose local or cluster mode: "
-                           "call hpo_ray.env.apply_ray_mode before `import ray`")
+        raise RuntimeError(
+            "ray was imported before hpo-ray chose local or cluster mode: call hpo_ray.env.apply_ray_mode before `import ray`"
+        )
 
 
 def token_available() -> bool:
@@ -82,5 +84,8 @@ def check_token_auth() -> None:
         from hpo_ray.config import ConfigError
 
         sources = ", ".join(TOKEN_SOURCES)
-        raise ConfigError("cluster.address", f"RAY_AUTH_MODE=token but no token found: set one of {sources} "
-                          "to the cluster's token (`ray get-auth-token` on the head prints it)")
+        raise ConfigError(
+            "cluster.address",
+            f"RAY_AUTH_MODE=token but no token found: set one of {sources} "
+            "to the cluster's token (`ray get-auth-token` on the head prints it)",
+        )

@@ -100,21 +100,20 @@ def check_samples(cfg: RunConfig, samples: int) -> None:
         raise ConfigError("rollout.validation_sampling.greedy", f"greedy decoding makes all {samples} samples identical; set it to false")
 
 
-def run_policy(engine, talks: Sequence[Talk], cfg: RunConfig, samples: int = 1,
-               talks_per_batch: int | None = None) -> list[TalkOutput]:
+def run_policy(engine, talks: Sequence[Talk], cfg: RunConfig, samples: int = 1, talks_per_batch: int | None = None) -> list[TalkOutput]:
     """Every talk read to its end `samples` times with `rollout.validation_sampling`, in (sample, talk) order."""
     check_samples(cfg, samples)
     sampling = cfg.rollout.validation_sampling
     step = talks_per_batch or len(talks)
     by_id = {t.talk_id: t for t in talks}
     found: dict[tuple[int, str], TalkOutput] = {}
-    bar = tqdm(total=len(talks) * samples, desc=f"eval m={cfg.data.multiplier}", disable=not cfg.logging.progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(talks) * samples, desc=f"eval m={cfg.data.multiplier}", disable=not cfg.logging.progress, dynamic_ncols=True)
     for start in range(0, len(talks), step):
-        inputs = [talk_input(t, cfg.data, None) for t in talks[start:start + step]]
+        inputs = [talk_input(t, cfg.data, None) for t in talks[start : start + step]]
         for traj in engine.generate(inputs, samples, sampling, cfg.run.seed + start):
-            found[(traj.sample_index, traj.talk_id)] = TalkOutput(by_id[traj.talk_id], traj.sample_index, list(traj.turn_texts),
-                                                                   traj.truncated, traj.stats.get("context_slides", 0))
+            found[(traj.sample_index, traj.talk_id)] = TalkOutput(
+                by_id[traj.talk_id], traj.sample_index, list(traj.turn_texts), traj.truncated, traj.stats.get("context_slides", 0)
+            )
             bar.update(1)
     bar.close()
     return [found[(s, t.talk_id)] for s in range(samples) for t in talks]
@@ -138,9 +137,14 @@ def instance_record(index: int, out: TalkOutput, data: DataConfig, reward: Rewar
     delays = [round(d * 1000.0, 3) for d in units.delays]
     joiner = "" if char else " "
     return {
-        "index": index, "prediction": joiner.join(units.tokens), "delays": delays, "elapsed": list(delays),
-        "prediction_length": len(units), "reference": joiner.join(_line(r) for r in talk.ref_sentences),
-        "source": [wav_name(talk)], "source_length": round(talk.seconds * 1000.0, 3),
+        "index": index,
+        "prediction": joiner.join(units.tokens),
+        "delays": delays,
+        "elapsed": list(delays),
+        "prediction_length": len(units),
+        "reference": joiner.join(_line(r) for r in talk.ref_sentences),
+        "source": [wav_name(talk)],
+        "source_length": round(talk.seconds * 1000.0, 3),
     }
 
 
@@ -155,8 +159,9 @@ def write_reference_files(out_dir: Path, talks: Sequence[Talk]) -> None:
             entries.append({"wav": wav, "offset": start, "duration": round(end - start, 6), "speaker_id": f"spk.{talk.talk_id}"})
             refs.append(_line(ref))
             srcs.append(_line(src))
-    (out_dir / SEGMENTS).write_text(yaml.safe_dump(entries, default_flow_style=None, sort_keys=False, allow_unicode=True,
-                                                   width=10**6), encoding="utf-8")
+    (out_dir / SEGMENTS).write_text(
+        yaml.safe_dump(entries, default_flow_style=None, sort_keys=False, allow_unicode=True, width=10**6), encoding="utf-8"
+    )
     (out_dir / REFERENCES).write_text("".join(r + "\n" for r in refs), encoding="utf-8")
     (out_dir / SOURCES).write_text("".join(s + "\n" for s in srcs), encoding="utf-8")
 
@@ -195,20 +200,25 @@ def score_outputs(outputs: Sequence[TalkOutput], cfg: RunConfig, reward: RewardF
     texts = [RolloutText.from_json(rollout_record(o, o.talk, cfg.data, o.rollout_id)) for o in outputs]
     scores = reward.score(texts)
     talks = [o.talk for o in outputs]
-    summary = summarize(scores, [t.ref_sentences for t in talks], [t.segments for t in talks],
-                        [t.tgt_lang for t in talks], cfg.reward)
+    summary = summarize(scores, [t.ref_sentences for t in talks], [t.segments for t in talks], [t.tgt_lang for t in talks], cfg.reward)
     samples = sorted({o.sample for o in outputs})
-    per_sample = [corpus_quality([s for s, o in zip(scores, outputs) if o.sample == k],
-                                 [o.talk for o in outputs if o.sample == k]) for k in samples]
+    per_sample = [
+        corpus_quality([s for s, o in zip(scores, outputs) if o.sample == k], [o.talk for o in outputs if o.sample == k]) for k in samples
+    ]
     sentences = [s for score in scores for s in score.sentences]
     metrics = {
         "chrf": sum(q["chrf"] for q in per_sample) / len(per_sample),
         "bleu": sum(q["bleu"] for q in per_sample) / len(per_sample),
-        "quality_metric": cfg.reward.quality, "quality": summary["quality"],
+        "quality_metric": cfg.reward.quality,
+        "quality": summary["quality"],
         "stream_laal": _none_as_nan(stream_laal([s.laal for s in sentences])),
-        "stream_laal_talk_mean": summary["stream_laal_talk_mean"], "hpo_latency": summary["hpo_latency"],
-        "length_ratio": summary["length_ratio"], "latency": summary["latency"], "hinged_latency": summary["hinged_latency"],
-        "sentences": len(sentences), "empty_sentences": sum(not s.aligned for s in sentences),
+        "stream_laal_talk_mean": summary["stream_laal_talk_mean"],
+        "hpo_latency": summary["hpo_latency"],
+        "length_ratio": summary["length_ratio"],
+        "latency": summary["latency"],
+        "hinged_latency": summary["hinged_latency"],
+        "sentences": len(sentences),
+        "empty_sentences": sum(not s.aligned for s in sentences),
         "bleu_tokenizer": {lang: bleu_tokenizer(lang) for lang in sorted({t.tgt_lang for t in talks})},
     }
     return metrics, scores
@@ -218,8 +228,9 @@ def _finite_or_none(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def write_outputs(out_dir: str | Path, outputs: Sequence[TalkOutput], cfg: RunConfig,
-                  reward: RewardFunction | None = None, extra: dict | None = None) -> dict:
+def write_outputs(
+    out_dir: str | Path, outputs: Sequence[TalkOutput], cfg: RunConfig, reward: RewardFunction | None = None, extra: dict | None = None
+) -> dict:
     """Write every eval file into `out_dir` and return the scores written to `scores.json`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,14 +247,24 @@ def write_outputs(out_dir: str | Path, outputs: Sequence[TalkOutput], cfg: RunCo
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     with open(out_dir / "scored.jsonl", "w", encoding="utf-8") as f:
         for o, score in zip(outputs, scores):
-            record = {**score.to_json(), "talk_id": o.talk.talk_id, "sample": o.sample,
-                      "sentences": [{**s.to_json(), "laal": s.laal} for s in score.sentences]}
+            record = {
+                **score.to_json(),
+                "talk_id": o.talk.talk_id,
+                "sample": o.sample,
+                "sentences": [{**s.to_json(), "laal": s.laal} for s in score.sentences],
+            }
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     result = {
-        **metrics, "multiplier": cfg.data.multiplier, "turn_seconds": cfg.data.turn_seconds,
-        "talks": len(first), "samples": len(samples), "turns": sum(len(o.turn_texts) for o in outputs),
-        "truncated": sum(o.truncated for o in outputs), "truncated_talks": len({o.talk.talk_id for o in outputs if o.truncated}),
-        "context_slides": sum(o.context_slides for o in outputs), **(extra or {}),
+        **metrics,
+        "multiplier": cfg.data.multiplier,
+        "turn_seconds": cfg.data.turn_seconds,
+        "talks": len(first),
+        "samples": len(samples),
+        "turns": sum(len(o.turn_texts) for o in outputs),
+        "truncated": sum(o.truncated for o in outputs),
+        "truncated_talks": len({o.talk.talk_id for o in outputs if o.truncated}),
+        "context_slides": sum(o.context_slides for o in outputs),
+        **(extra or {}),
     }
     result = {k: _finite_or_none(v) for k, v in result.items()}
     (out_dir / "scores.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -259,9 +280,17 @@ def kv_memory(engine) -> dict:
     return out
 
 
-def evaluate(cfg: RunConfig, checkpoint: str | Path, manifest_path: str | Path, multiplier: int,
-             output_dir: str | Path, samples: int = 1, engine=None, reward: RewardFunction | None = None,
-             talks_per_batch: int | None = None) -> dict:
+def evaluate(
+    cfg: RunConfig,
+    checkpoint: str | Path,
+    manifest_path: str | Path,
+    multiplier: int,
+    output_dir: str | Path,
+    samples: int = 1,
+    engine=None,
+    reward: RewardFunction | None = None,
+    talks_per_batch: int | None = None,
+) -> dict:
     """Evaluate the policy at `checkpoint` on every talk of `manifest_path` at chunk multiplier `multiplier`.
 
     Pass an already built `engine` (and `reward`) to reuse them across multipliers; the manifest is
@@ -279,13 +308,13 @@ def evaluate(cfg: RunConfig, checkpoint: str | Path, manifest_path: str | Path, 
     return write_outputs(output_dir, outputs, cfg, reward, extra)
 
 
-def evaluate_multipliers(cfg: RunConfig, checkpoint: str | Path, manifest_path: str | Path, multipliers: Sequence[int],
-                         output_root: str | Path, samples: int = 1) -> list[dict]:
+def evaluate_multipliers(
+    cfg: RunConfig, checkpoint: str | Path, manifest_path: str | Path, multipliers: Sequence[int], output_root: str | Path, samples: int = 1
+) -> list[dict]:
     """`evaluate` at each multiplier into `output_root/m<m>/`, loading the policy and the quality scorer once."""
     from hpo_ray.rollout.factory import make_engine
 
     open_manifest(cfg, checkpoint, manifest_path)
     engine = make_engine(cfg, checkpoint, bounded_context=True)
     reward = RewardFunction(cfg.reward)
-    return [evaluate(cfg, checkpoint, manifest_path, m, Path(output_root) / f"m{m}", samples, engine, reward)
-            for m in multipliers]
+    return [evaluate(cfg, checkpoint, manifest_path, m, Path(output_root) / f"m{m}", samples, engine, reward) for m in multipliers]

@@ -15,9 +15,15 @@ def talk_input(talk: Talk, data: DataConfig, max_turns: int | None = None) -> Ta
 def rollout_record(traj: Trajectory, talk: Talk, data: DataConfig, rollout_id: str) -> dict:
     """The reward's input record (the `hpo-ray score` JSONL format) for one trajectory."""
     return {
-        "id": rollout_id, "group": traj.group_id, "src_lang": talk.src_lang, "tgt_lang": talk.tgt_lang,
-        "chunk_seconds": data.turn_seconds, "talk_seconds": talk.seconds, "turns": list(traj.turn_texts),
-        "src_sentences": list(talk.src_sentences), "ref_sentences": list(talk.ref_sentences),
+        "id": rollout_id,
+        "group": traj.group_id,
+        "src_lang": talk.src_lang,
+        "tgt_lang": talk.tgt_lang,
+        "chunk_seconds": data.turn_seconds,
+        "talk_seconds": talk.seconds,
+        "turns": list(traj.turn_texts),
+        "src_sentences": list(talk.src_sentences),
+        "ref_sentences": list(talk.ref_sentences),
         "segments": [{"start": s, "end": e} for s, e in talk.segments],
     }
 
@@ -25,7 +31,13 @@ def rollout_record(traj: Trajectory, talk: Talk, data: DataConfig, rollout_id: s
 def sequence_item(traj: Trajectory, talk: Talk, advantage: float) -> SequenceItem:
     """The learner's view of a trajectory with its advantage."""
     return SequenceItem(
-        input_ids=traj.input_ids, assistant_mask=traj.assistant_mask, rollout_logprobs=traj.logprobs,
-        advantage=float(advantage), features_path=str(talk.features_path), features_row=talk.features_row,
-        n_frames=traj.n_frames, group_id=traj.group_id, frame_start=talk.frame_start,
+        input_ids=traj.input_ids,
+        assistant_mask=traj.assistant_mask,
+        rollout_logprobs=traj.logprobs,
+        advantage=float(advantage),
+        features_path=str(talk.features_path),
+        features_row=talk.features_row,
+        n_frames=traj.n_frames,
+        group_id=traj.group_id,
+        frame_start=talk.frame_start,
     )

@@ -20,8 +20,11 @@ class MetricsLog:
             self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        clean = {k: (float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None)
-                 for k, v in metrics.items() if isinstance(v, (int, float))}
+        clean = {
+            k: (float(v) if isinstance(v, (int, float)) and math.isfinite(float(v)) else None)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float))
+        }
         if self.path is not None:
             with self.path.open("a") as f:
                 f.write(json.dumps({"step": step, **clean}) + "\n")

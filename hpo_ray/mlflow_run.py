@@ -54,8 +54,11 @@ class MlflowRun:
 
     def _create(self, cfg: MlflowConfig, name: str) -> str:
         experiment = self.client.get_experiment_by_name(cfg.experiment)
-        experiment_id = experiment.experiment_id if experiment is not None else \
-            self.client.create_experiment(cfg.experiment, artifact_location=cfg.artifact_location)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(cfg.experiment, artifact_location=cfg.artifact_location)
+        )
         return self.client.create_run(experiment_id, run_name=name).info.run_id
 
     def _reopen(self) -> None:
@@ -64,8 +67,9 @@ class MlflowRun:
         try:
             self.client.update_run(self.run_id, status="RUNNING")
         except MlflowException as exc:
-            raise ConfigError("logging.mlflow.tracking_uri",
-                              f"{self.path} names MLflow run {self.run_id}, which this tracking store lacks: {exc}") from exc
+            raise ConfigError(
+                "logging.mlflow.tracking_uri", f"{self.path} names MLflow run {self.run_id}, which this tracking store lacks: {exc}"
+            ) from exc
 
     def log_params(self, params: dict[str, str]) -> None:
         """Parameters the run does not have yet (MLflow parameters are immutable; a resumed run keeps
@@ -75,14 +79,13 @@ class MlflowRun:
         existing = self.client.get_run(self.run_id).data.params
         new = [Param(k, v) for k, v in params.items() if k not in existing]
         for i in range(0, len(new), PARAMS_PER_CALL):
-            self.client.log_batch(self.run_id, params=new[i:i + PARAMS_PER_CALL])
+            self.client.log_batch(self.run_id, params=new[i : i + PARAMS_PER_CALL])
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and math.isfinite(float(v))]
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 

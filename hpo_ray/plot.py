@@ -60,8 +60,7 @@ def _value(point: dict, key: str, run: str) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def plot_curves(runs: dict[str, list[dict]], metric: str, latency: str, out_path: str | Path,
-                title: str | None = None) -> list["Line2D"]:
+def plot_curves(runs: dict[str, list[dict]], metric: str, latency: str, out_path: str | Path, title: str | None = None) -> list["Line2D"]:
     """Draw `metric` against `latency` for every run (points sorted by latency) and save a PNG.
 
     Points whose metric or latency is undefined are left out. Returns one line per run, in order.

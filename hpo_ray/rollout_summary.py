@@ -14,8 +14,13 @@ from hpo_ray.reward.types import RolloutScore
 from hpo_ray.reward.units import units_of_text
 
 
-def summarize(scores: Sequence[RolloutScore], refs: Sequence[Sequence[str]], segments: Sequence[Sequence[tuple[float, float]]],
-              tgt_langs: Sequence[str], reward: RewardConfig) -> dict[str, float]:
+def summarize(
+    scores: Sequence[RolloutScore],
+    refs: Sequence[Sequence[str]],
+    segments: Sequence[Sequence[tuple[float, float]]],
+    tgt_langs: Sequence[str],
+    reward: RewardConfig,
+) -> dict[str, float]:
     """Means over rollouts: quality, latency (configured formula), hinged latency, StreamLAAL (the
     mean of per-talk StreamLAAL: `stream_laal_talk_mean`, not the corpus StreamLAAL of `hpo-ray eval`),
     HPO latency (the original's formula, unaligned sentences at max_latency) and the length ratio."""
@@ -40,9 +45,12 @@ def summarize(scores: Sequence[RolloutScore], refs: Sequence[Sequence[str]], seg
         return sum(xs) / len(xs) if xs else float("nan")
 
     return {
-        "quality": mean([s.quality for s in scores]), "latency": mean([s.latency for s in scores]),
-        "hinged_latency": mean([s.hinged_latency for s in scores]), "stream_laal_talk_mean": mean(stream),
-        "hpo_latency": mean(hpo), "length_ratio": hyp_units / ref_units if ref_units else float("nan"),
+        "quality": mean([s.quality for s in scores]),
+        "latency": mean([s.latency for s in scores]),
+        "hinged_latency": mean([s.hinged_latency for s in scores]),
+        "stream_laal_talk_mean": mean(stream),
+        "hpo_latency": mean(hpo),
+        "length_ratio": hyp_units / ref_units if ref_units else float("nan"),
         "rollouts": float(len(scores)),
     }
 

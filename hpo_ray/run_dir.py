@@ -37,11 +37,14 @@ def prepare_run_dir(run_dir: Path, mode: StartMode) -> bool:
     entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
     if mode == "new" and entries:
         shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-        raise RunDirError(f"run dir {run_dir} is not empty ({shown}): pass --resume to continue its run, "
-                          "--overwrite to replace it, or choose another --run-dir")
+        raise RunDirError(
+            f"run dir {run_dir} is not empty ({shown}): pass --resume to continue its run, "
+            "--overwrite to replace it, or choose another --run-dir"
+        )
     if mode == "resume" and not has_checkpoint(run_dir):
-        raise RunDirError(f"--resume: no checkpoint under {run_dir / 'checkpoints'} "
-                          "(use --resume-or-start to start fresh when there is none)")
+        raise RunDirError(
+            f"--resume: no checkpoint under {run_dir / 'checkpoints'} (use --resume-or-start to start fresh when there is none)"
+        )
     if mode == "resume" or (mode == "resume_or_start" and has_checkpoint(run_dir)):
         return True
     if mode in ("overwrite", "resume_or_start"):
@@ -56,8 +59,10 @@ def clear_run_dir(run_dir: Path) -> None:
         return
     foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_OUTPUTS)
     if foreign:
-        raise RunDirError(f"run dir {run_dir} holds files that are not a run's outputs ({', '.join(foreign[:4])}): "
-                          "not overwriting it; choose another --run-dir")
+        raise RunDirError(
+            f"run dir {run_dir} holds files that are not a run's outputs ({', '.join(foreign[:4])}): "
+            "not overwriting it; choose another --run-dir"
+        )
     for name in RUN_OUTPUTS:
         path = run_dir / name
         if path.is_dir():

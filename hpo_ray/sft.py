@@ -66,8 +66,12 @@ def load_sft_examples(path: Path, layout: DialogueLayout, width: int | None = No
             raise SftDataError(f"{where} field 'turns': expected a non-empty list")
         pairs = []
         for k, turn in enumerate(turns):
-            if not isinstance(turn, dict) or not isinstance(turn.get("frames"), int) or turn["frames"] <= 0 \
-                    or not isinstance(turn.get("text"), str):
+            if (
+                not isinstance(turn, dict)
+                or not isinstance(turn.get("frames"), int)
+                or turn["frames"] <= 0
+                or not isinstance(turn.get("text"), str)
+            ):
                 raise SftDataError(f"{where} field 'turns[{k}]': expected {{frames: positive int, text: str}}, got {turn!r}")
             if "\n" in turn["text"]:
                 raise SftDataError(f"{where} field 'turns[{k}].text': replies may not contain newlines")
@@ -113,13 +117,14 @@ def evaluate_loss(model, layout: DialogueLayout, examples: list[SftExample], bat
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
-        loss, n = assistant_loss(model, layout, *collate(examples[i:i + batch_size], layout.tokenizer.pad_token_id, device))
+        loss, n = assistant_loss(model, layout, *collate(examples[i : i + batch_size], layout.tokenizer.pad_token_id, device))
         total, count = total + float(loss) * n, count + n
     return total / max(count, 1)
 
 
-def train_sft(model, layout: DialogueLayout, train: list[SftExample], cfg: SftConfig, dev: list[SftExample] | None = None,
-              progress: bool = True) -> dict:
+def train_sft(
+    model, layout: DialogueLayout, train: list[SftExample], cfg: SftConfig, dev: list[SftExample] | None = None, progress: bool = True
+) -> dict:
     """AdamW with linear warm-up and cosine decay over `cfg.epochs`; returns the loss history."""
     device = next(model.parameters()).device
     rng = random.Random(cfg.seed)
@@ -141,7 +146,7 @@ def train_sft(model, layout: DialogueLayout, train: list[SftExample], cfg: SftCo
         rng.shuffle(order)
         model.train()
         for s in range(steps_per_epoch):
-            batch = [train[i] for i in order[s * cfg.batch_size:(s + 1) * cfg.batch_size]]
+            batch = [train[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
             loss, _ = assistant_loss(model, layout, *collate(batch, layout.tokenizer.pad_token_id, device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -175,8 +180,12 @@ def finetune(cfg: RunConfig, init: Path, out: Path, sft_dir: Path) -> dict:
     before = evaluate_loss(model, layout, dev, cfg.sft.batch_size, model.device) if dev else None
     history = train_sft(model, layout, train, cfg.sft, dev, progress=cfg.logging.progress)
     out = save_policy(model, tokenizer, out, extra=carry_speech_encoder(init))
-    summary = {"train_dialogues": len(train), "dev_dialogues": len(dev or []), "dev_loss_before": before,
-               "dev_loss_after": history["dev_loss"][-1] if history["dev_loss"] else None,
-               "final_train_loss": history["train_loss"][-1]}
+    summary = {
+        "train_dialogues": len(train),
+        "dev_dialogues": len(dev or []),
+        "dev_loss_before": before,
+        "dev_loss_after": history["dev_loss"][-1] if history["dev_loss"] else None,
+        "final_train_loss": history["train_loss"][-1],
+    }
     (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -19,8 +19,7 @@ QUALITY = "chrf"
 LATENCY = "stream_laal"
 
 
-def baseline_quality_at(baseline: Sequence[Mapping], latency: float, quality: str = QUALITY,
-                        multiplier: int | None = None) -> float:
+def baseline_quality_at(baseline: Sequence[Mapping], latency: float, quality: str = QUALITY, multiplier: int | None = None) -> float:
     """The baseline's quality at `latency`: its best point with StreamLAAL ≤ latency; when every point is
     slower, its point at `multiplier` (if given and present), else its fastest point."""
     if not baseline:
@@ -36,17 +35,20 @@ def baseline_quality_at(baseline: Sequence[Mapping], latency: float, quality: st
     return (same or min(baseline, key=lambda p: p[LATENCY]))[quality]
 
 
-def matched_gains(candidate: Sequence[Mapping], baseline: Sequence[Mapping], quality: str = QUALITY,
-                  strict: bool = False) -> dict[int, float]:
+def matched_gains(
+    candidate: Sequence[Mapping], baseline: Sequence[Mapping], quality: str = QUALITY, strict: bool = False
+) -> dict[int, float]:
     """Per multiplier of `candidate`: its quality minus the baseline's quality at its latency (see the
     module docstring for points faster than every baseline point; `strict` = the baseline's fastest point).
 
     Points without a StreamLAAL (a policy that wrote nothing) have no latency to match and are left out.
     """
     timed = [p for p in candidate if finite(p.get(LATENCY)) and finite(p.get(quality))]
-    return {int(p["multiplier"]): max(q[quality] for q in timed if q[LATENCY] <= p[LATENCY])
-            - baseline_quality_at(baseline, p[LATENCY], quality, None if strict else int(p["multiplier"]))
-            for p in timed}
+    return {
+        int(p["multiplier"]): max(q[quality] for q in timed if q[LATENCY] <= p[LATENCY])
+        - baseline_quality_at(baseline, p[LATENCY], quality, None if strict else int(p["multiplier"]))
+        for p in timed
+    }
 
 
 def faster_than_baseline(candidate: Sequence[Mapping], baseline: Sequence[Mapping]) -> set[int]:
@@ -101,8 +103,12 @@ def mean_curve(curves: Mapping[int, Sequence[Mapping]], metrics: Sequence[str] =
     return [{"multiplier": m, **{k: spreads[k][m].mean if m in spreads[k] else None for k in metrics}} for m in ms]
 
 
-def gain_spread(candidates: Mapping[int, Sequence[Mapping]], baselines: Mapping[int, Sequence[Mapping]] | Sequence[Mapping],
-                quality: str = QUALITY, strict: bool = False) -> dict[int, Spread]:
+def gain_spread(
+    candidates: Mapping[int, Sequence[Mapping]],
+    baselines: Mapping[int, Sequence[Mapping]] | Sequence[Mapping],
+    quality: str = QUALITY,
+    strict: bool = False,
+) -> dict[int, Spread]:
     """Per multiplier, the spread over seeds of the matched-latency gain; `baselines` is one curve or one per seed."""
     per_m: dict[int, list[float]] = {}
     for seed, curve in candidates.items():
@@ -112,8 +118,9 @@ def gain_spread(candidates: Mapping[int, Sequence[Mapping]], baselines: Mapping[
     return {m: Spread.of(v) for m, v in sorted(per_m.items())}
 
 
-def paired_deltas(candidates: Mapping[int, Sequence[Mapping]], baselines: Mapping[int, Sequence[Mapping]] | Sequence[Mapping],
-                  metric: str) -> dict[int, Spread]:
+def paired_deltas(
+    candidates: Mapping[int, Sequence[Mapping]], baselines: Mapping[int, Sequence[Mapping]] | Sequence[Mapping], metric: str
+) -> dict[int, Spread]:
     """Per multiplier, the spread over seeds of candidate − baseline in `metric` at the same multiplier."""
     per_m: dict[int, list[float]] = {}
     for seed, curve in candidates.items():
@@ -133,8 +140,7 @@ class Claim:
     detail: str
 
 
-def claim_beats_start(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], lowest_margin: float = 5.0,
-                      label: str = "") -> Claim:
+def claim_beats_start(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], lowest_margin: float = 5.0, label: str = "") -> Claim:
     """(a) HPO's chrF at matched latency beats its SFT start at every multiplier, by `lowest_margin` at the lowest."""
     name = f"(a) HPO{label} beats its SFT start at matched latency"
     if not gain_spread(hpo, sft):
@@ -144,17 +150,24 @@ def claim_beats_start(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mappin
         gains = gain_spread(hpo, sft, strict=strict)
         lowest = min(gains)
         failing = [m for m, g in gains.items() if g.mean <= 0]
-        return (not failing and gains[lowest].mean >= lowest_margin,
-                f"gain at m = {lowest} is {gains[lowest].mean:+.2f}" + (f"; not above 0 at m = {failing}" if failing else ""))
+        return (
+            not failing and gains[lowest].mean >= lowest_margin,
+            f"gain at m = {lowest} is {gains[lowest].mean:+.2f}" + (f"; not above 0 at m = {failing}" if failing else ""),
+        )
 
     held, detail = verdict(False)
     strict_held, strict_detail = verdict(True)
-    return Claim(name, held, f"mean matched-latency gain > 0 at every multiplier and ≥ {lowest_margin:g} at the lowest: "
-                 f"{detail} (strict rule: {'holds' if strict_held else 'does not hold'}, {strict_detail})")
+    return Claim(
+        name,
+        held,
+        f"mean matched-latency gain > 0 at every multiplier and ≥ {lowest_margin:g} at the lowest: "
+        f"{detail} (strict rule: {'holds' if strict_held else 'does not hold'}, {strict_detail})",
+    )
 
 
 def claim_not_below(hpo: Mapping[int, Sequence[Mapping]], other: Mapping[int, Sequence[Mapping]], name: str) -> Claim:
     """(b) HPO ≥ another policy at matched latency: the mean gain over seeds is ≥ 0 at every multiplier."""
+
     def failing(strict: bool) -> dict[int, float]:
         return {m: g.mean for m, g in gain_spread(hpo, other, strict=strict).items() if g.mean < 0}
 
@@ -166,8 +179,13 @@ def claim_not_below(hpo: Mapping[int, Sequence[Mapping]], other: Mapping[int, Se
     return Claim(f"(b) HPO ≥ {name} at matched latency", not bad, detail)
 
 
-def claim_robust(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], max_latency_ratio: float = 1.25,
-                 min_length_ratio: float = 0.9, label: str = "") -> Claim:
+def claim_robust(
+    hpo: Mapping[int, Sequence[Mapping]],
+    sft: Sequence[Mapping],
+    max_latency_ratio: float = 1.25,
+    min_length_ratio: float = 0.9,
+    label: str = "",
+) -> Claim:
     """(c) From a corrupted SFT start: chrF up at every multiplier, StreamLAAL not blown up, length ratio kept.
 
     "No latency collapse": the mean StreamLAAL stays within `max_latency_ratio` × the SFT start's at
@@ -184,15 +202,20 @@ def claim_robust(hpo: Mapping[int, Sequence[Mapping]], sft: Sequence[Mapping], m
         if m not in lat or not finite(start[m].get(LATENCY)):
             problems.append(f"m = {m}: no StreamLAAL to compare (a policy wrote nothing)")
         elif start[m].get("length_ratio", 1.0) < 0.5:
-            notes.append(f"m = {m}: the start wrote {start[m]['length_ratio']:.2f} of the reference, its StreamLAAL "
-                         f"({start[m][LATENCY]:.2f} s) is no latency reference (HPO: {lat[m].mean:.2f} s)")
+            notes.append(
+                f"m = {m}: the start wrote {start[m]['length_ratio']:.2f} of the reference, its StreamLAAL "
+                f"({start[m][LATENCY]:.2f} s) is no latency reference (HPO: {lat[m].mean:.2f} s)"
+            )
         elif lat[m].mean > max_latency_ratio * start[m][LATENCY]:
             problems.append(f"m = {m}: StreamLAAL {lat[m].mean:.2f} s > {max_latency_ratio:g} × SFT {start[m][LATENCY]:.2f} s")
         if length[m].mean < min_length_ratio:
             problems.append(f"m = {m}: length ratio {length[m].mean:.3f} < {min_length_ratio:g}")
-    detail = (f"chrF above the corrupted SFT start at every multiplier, StreamLAAL ≤ {max_latency_ratio:g} × the start's, "
-              f"length ratio ≥ {min_length_ratio:g}" + ("; failed: " + "; ".join(problems) if problems else "")
-              + ("; latency not checked at " + "; ".join(notes) if notes else ""))
+    detail = (
+        f"chrF above the corrupted SFT start at every multiplier, StreamLAAL ≤ {max_latency_ratio:g} × the start's, "
+        f"length ratio ≥ {min_length_ratio:g}"
+        + ("; failed: " + "; ".join(problems) if problems else "")
+        + ("; latency not checked at " + "; ".join(notes) if notes else "")
+    )
     return Claim(f"(c) HPO{label} from corrupted SFT data improves quality without collapse", not problems, detail)
 
 

@@ -8,13 +8,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-AUDIO_SCHEMA = pa.schema([
-    ("talk_id", pa.string()), ("audio_path", pa.string()), ("sample_rate", pa.int64()),
-    ("src_lang", pa.string()), ("tgt_lang", pa.string()),
-    ("src_sentences", pa.list_(pa.string())), ("ref_sentences", pa.list_(pa.string())),
-    ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
-    ("words", pa.list_(pa.list_(pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])))),
-])
+AUDIO_SCHEMA = pa.schema(
+    [
+        ("talk_id", pa.string()),
+        ("audio_path", pa.string()),
+        ("sample_rate", pa.int64()),
+        ("src_lang", pa.string()),
+        ("tgt_lang", pa.string()),
+        ("src_sentences", pa.list_(pa.string())),
+        ("ref_sentences", pa.list_(pa.string())),
+        ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
+        ("words", pa.list_(pa.list_(pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])))),
+    ]
+)
 
 
 def tone_talk(seconds: float, seed: int, rate: int = 16000) -> np.ndarray:
@@ -43,8 +49,17 @@ def write_float_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(samples, dtype="<f4").tobytes()
     fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
-    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
-                     + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+    path.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
     return path
 
 
@@ -52,12 +67,21 @@ def spoken_row(talk_id: str, audio_path: str, seconds: float, n_sent: int = 2, *
     """A valid audio-manifest row with sentences and words spread over `seconds`."""
     step = seconds / n_sent
     row = {
-        "talk_id": talk_id, "audio_path": audio_path, "sample_rate": 16000, "src_lang": "en", "tgt_lang": "de",
+        "talk_id": talk_id,
+        "audio_path": audio_path,
+        "sample_rate": 16000,
+        "src_lang": "en",
+        "tgt_lang": "de",
         "src_sentences": [f"word{k} more{k} ." for k in range(n_sent)],
         "ref_sentences": [f"wort{k} mehr{k} ." for k in range(n_sent)],
         "segments": [{"start": k * step + 0.05, "end": (k + 1) * step - 0.05} for k in range(n_sent)],
-        "words": [[{"word": f"word{k}", "start": k * step + 0.05, "end": k * step + step / 2},
-                   {"word": f"more{k}", "start": k * step + step / 2, "end": (k + 1) * step - 0.05}] for k in range(n_sent)],
+        "words": [
+            [
+                {"word": f"word{k}", "start": k * step + 0.05, "end": k * step + step / 2},
+                {"word": f"more{k}", "start": k * step + step / 2, "end": (k + 1) * step - 0.05},
+            ]
+            for k in range(n_sent)
+        ],
     }
     row.update(over)
     return row

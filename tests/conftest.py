@@ -17,7 +17,9 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 TINY_TEXTS = [
-    "ka lomi teru sa .", "mi tora pelu ka lomi .", "sa nuvi ka tora peli mi .",
+    "ka lomi teru sa .",
+    "mi tora pelu ka lomi .",
+    "sa nuvi ka tora peli mi .",
     "Translate the following speech from English to German.",
 ] * 8
 
@@ -54,8 +56,12 @@ def layout(tiny_tokenizer):
 def talk_row(talk_id: str, features_path: str, n_sent: int = 3, seconds_per_sent: float = 2.0, **over) -> dict:
     """A valid manifest row (sentences evenly spread) that tests can break one field at a time."""
     row = {
-        "talk_id": talk_id, "features_path": features_path, "features_row": None, "frame_seconds": 0.08,
-        "src_lang": "en", "tgt_lang": "de",
+        "talk_id": talk_id,
+        "features_path": features_path,
+        "features_row": None,
+        "frame_seconds": 0.08,
+        "src_lang": "en",
+        "tgt_lang": "de",
         "src_sentences": [f"source {k} ." for k in range(n_sent)],
         "ref_sentences": [f"ziel {k} ." for k in range(n_sent)],
         "segments": [{"start": k * seconds_per_sent + 0.1, "end": (k + 1) * seconds_per_sent - 0.1} for k in range(n_sent)],
@@ -70,12 +76,19 @@ def write_manifest(folder: Path, rows: list[dict], frames: dict[str, np.ndarray]
     for name, arr in frames.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         np.save(folder / name, arr)
-    schema = pa.schema([
-        ("talk_id", pa.string()), ("features_path", pa.string()), ("features_row", pa.int64()),
-        ("frame_seconds", pa.float64()), ("src_lang", pa.string()), ("tgt_lang", pa.string()),
-        ("src_sentences", pa.list_(pa.string())), ("ref_sentences", pa.list_(pa.string())),
-        ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
-    ])
+    schema = pa.schema(
+        [
+            ("talk_id", pa.string()),
+            ("features_path", pa.string()),
+            ("features_row", pa.int64()),
+            ("frame_seconds", pa.float64()),
+            ("src_lang", pa.string()),
+            ("tgt_lang", pa.string()),
+            ("src_sentences", pa.list_(pa.string())),
+            ("ref_sentences", pa.list_(pa.string())),
+            ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
+        ]
+    )
     path = folder / "manifest.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
@@ -87,14 +100,21 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parents[1])}})
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parents[1])}},
+        )
     yield ray
     ray.shutdown()
 
 
 SMALL_DATA_OVERRIDES = [
-    "data.synth.talks=8", "data.synth.min_talk_seconds=8", "data.synth.seed=3",
+    "data.synth.talks=8",
+    "data.synth.min_talk_seconds=8",
+    "data.synth.seed=3",
     "data.synth.sft_dialogues_per_talk=1",
 ]
 
@@ -114,9 +134,16 @@ def small_run(tmp_path_factory):
     synthesize(cfg, root / "data")
     policy = prepare_tiny_policy(cfg, [root / "data" / "train" / "manifest.parquet"], root / "policy")
     overrides = [
-        f"model.path={policy}", f"data.train_manifest={root / 'data/train/manifest.parquet'}",
-        f"data.dev_manifest={root / 'data/dev/manifest.parquet'}", f"data.sft_dir={root / 'data/sft'}",
-        "rollout.sampling.max_new_tokens=6", "algorithm.talks_per_step=2", "algorithm.group_size=2",
-        "validation.talks=1", "logging.progress=false", "logging.tensorboard=false", "cluster.include_dashboard=false",
+        f"model.path={policy}",
+        f"data.train_manifest={root / 'data/train/manifest.parquet'}",
+        f"data.dev_manifest={root / 'data/dev/manifest.parquet'}",
+        f"data.sft_dir={root / 'data/sft'}",
+        "rollout.sampling.max_new_tokens=6",
+        "algorithm.talks_per_step=2",
+        "algorithm.group_size=2",
+        "validation.talks=1",
+        "logging.progress=false",
+        "logging.tensorboard=false",
+        "cluster.include_dashboard=false",
     ]
     return root / "data", policy, overrides

@@ -46,8 +46,9 @@ def _bad_wavs(folder):
     }
 
 
-@pytest.mark.parametrize("kind", ["missing", "wrong rate", "row rate", "stereo", "empty", "nan", "unreadable",
-                                  "truncated", "too short for its segments"])
+@pytest.mark.parametrize(
+    "kind", ["missing", "wrong rate", "row rate", "stereo", "empty", "nan", "unreadable", "truncated", "too short for its segments"]
+)
 def test_bad_wav_is_an_error_naming_manifest_row_and_field(tmp_path, kind):
     write_wav(tmp_path / "good.wav", tone_talk(2.0, 0))
     over, text = _bad_wavs(tmp_path)[kind]

@@ -15,8 +15,9 @@ from hpo_ray.cli.main import main
 def run_cli(args: list[str]) -> dict:
     """Run `hpo-ray ARGS` in its own process (the learner bench initialises torch.distributed and
     DeepSpeed's process groups, which must not leak into this test process) and parse its last line."""
-    done = subprocess.run([sys.executable, "-m", "hpo_ray.cli.main", *args], cwd=Path(__file__).parents[1],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "hpo_ray.cli.main", *args], cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert lines, "the benchmark printed nothing"
@@ -37,8 +38,9 @@ def assert_finite(result: dict, keys: list[str]) -> None:
 
 
 def test_bench_learner_reports_zero_vs_torch_with_both_sides_ending_equal():
-    result = run_cli(["bench", "learner", "--steps", "1", "--warmup", "0", "--sequences", "2", "--turns", "2",
-                      "learner.optimizer.lr=0.001"])
+    result = run_cli(
+        ["bench", "learner", "--steps", "1", "--warmup", "0", "--sequences", "2", "--turns", "2", "learner.optimizer.lr=0.001"]
+    )
     assert_finite(result, ["zero_vs_torch", "zero_step_s", "torch_step_s", "max_param_diff", "max_param_change"])
     assert result["zero_step_s"] > 0 and result["torch_step_s"] > 0
     assert result["zero_vs_torch"] == pytest.approx(result["zero_step_s"] / result["torch_step_s"])
@@ -47,19 +49,54 @@ def test_bench_learner_reports_zero_vs_torch_with_both_sides_ending_equal():
 
 
 def test_bench_sync_rates_every_configuration_against_memcpy():
-    result = run_cli(["bench", "sync", "--size-mb", "2", "--hidden", "128", "--backend", "inprocess,gloo",
-                      "--bucket-mb", "0.5", "--repeats", "1", "--warmup", "0"])
+    result = run_cli(
+        [
+            "bench",
+            "sync",
+            "--size-mb",
+            "2",
+            "--hidden",
+            "128",
+            "--backend",
+            "inprocess,gloo",
+            "--bucket-mb",
+            "0.5",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ]
+    )
     assert_finite(result, ["sync_vs_memcpy", "sync_gbytes_per_s", "memcpy_gbytes_per_s"])
     rows = result["configurations"]
     assert {(r["backend"], r["checksum"], r["buffer"]) for r in rows} == {
-        (b, c, f) for b in ("inprocess", "gloo") for c in (True, False) for f in (True, False)}
+        (b, c, f) for b in ("inprocess", "gloo") for c in (True, False) for f in (True, False)
+    }
     assert result["sync_vs_memcpy"] == max(r["vs_memcpy"] for r in rows) > 0
 
 
 @pytest.mark.ray
 def test_bench_sync_over_the_ray_object_store_includes_the_controllers_sync(ray_cluster, capsys):
-    code = main(["bench", "sync", "--size-mb", "2", "--hidden", "128", "--backend", "ray", "--checksum", "on",
-                 "--buffer", "on", "--repeats", "1", "--warmup", "0"])
+    code = main(
+        [
+            "bench",
+            "sync",
+            "--size-mb",
+            "2",
+            "--hidden",
+            "128",
+            "--backend",
+            "ray",
+            "--checksum",
+            "on",
+            "--buffer",
+            "on",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ]
+    )
     result = last_json(capsys)
     assert code == 0
     assert_finite(result, ["sync_vs_memcpy", "sync_gbytes_per_s", "memcpy_gbytes_per_s"])
@@ -68,9 +105,26 @@ def test_bench_sync_over_the_ray_object_store_includes_the_controllers_sync(ray_
 
 @pytest.mark.ray
 def test_bench_step_reports_bubble_share_for_streaming_and_after_all_rewards(ray_cluster, capsys):
-    code = main(["bench", "step", "--steps", "1", "--warmup", "0", "--talk-seconds", "6,12", "--talks-per-length", "2",
-                 "algorithm.talks_per_step=2", "algorithm.group_size=2", "rollout.sampling.max_new_tokens=4",
-                 "cluster.cpus_per_learner=0.5", "cluster.cpus_per_rollout_worker=0.5", "cluster.cpus_per_reward_actor=0.25"])
+    code = main(
+        [
+            "bench",
+            "step",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--talk-seconds",
+            "6,12",
+            "--talks-per-length",
+            "2",
+            "algorithm.talks_per_step=2",
+            "algorithm.group_size=2",
+            "rollout.sampling.max_new_tokens=4",
+            "cluster.cpus_per_learner=0.5",
+            "cluster.cpus_per_rollout_worker=0.5",
+            "cluster.cpus_per_reward_actor=0.25",
+        ]
+    )
     result = last_json(capsys)
     assert code == 0
     phases = ["step_s", "rollout_s", "reward_tail_s", "train_s", "sync_s", "other_s"]

@@ -104,8 +104,13 @@ def test_multi_rank_protocol_begin_write_commit(tmp_path):
         (tmp / f"zero_rank_{rank}.pt").write_bytes(bytes([rank]) * 10)
     assert store.latest() is None
     path = store.commit(5, {"step": 5}, criterion=0.5)
-    assert sorted(p.name for p in path.iterdir()) == ["checkpoint.json", "manifest.json", "trainer_state.json", "zero_rank_0.pt",
-                                                   "zero_rank_1.pt"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "checkpoint.json",
+        "manifest.json",
+        "trainer_state.json",
+        "zero_rank_0.pt",
+        "zero_rank_1.pt",
+    ]
     with pytest.raises(FileNotFoundError, match="call begin first"):
         store.commit(6, {"step": 6})
 
@@ -113,8 +118,9 @@ def test_multi_rank_protocol_begin_write_commit(tmp_path):
 def test_hf_export_hook_writes_a_loadable_safetensors_policy(tmp_path):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    cfg = Qwen3Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=8)
+    cfg = Qwen3Config(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8
+    )
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(cfg)
     store = CheckpointStore(tmp_path, keep_best=0)
@@ -159,13 +165,16 @@ def test_commit_writes_a_manifest_of_every_file_size_and_sha256(tmp_path):
     assert CheckpointStore(tmp_path, keep_best=0).verify(path) == []
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda d: (d / "deepspeed" / "shard.safetensors").unlink(), "deepspeed/shard.safetensors: missing"),
-    (lambda d: (d / "deepspeed" / "extra.pt").write_bytes(b"x"), "deepspeed/extra.pt: not in the manifest"),
-    (lambda d: (d / "manifest.json").unlink(), "manifest.json: missing"),
-    (lambda d: (d / "manifest.json").write_text('{"format": 1, "fil'), "manifest.json: unreadable"),
-    (lambda d: (d / "checkpoint.json").write_text("{}"), "checkpoint.json: 2 bytes, expected"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda d: (d / "deepspeed" / "shard.safetensors").unlink(), "deepspeed/shard.safetensors: missing"),
+        (lambda d: (d / "deepspeed" / "extra.pt").write_bytes(b"x"), "deepspeed/extra.pt: not in the manifest"),
+        (lambda d: (d / "manifest.json").unlink(), "manifest.json: missing"),
+        (lambda d: (d / "manifest.json").write_text('{"format": 1, "fil'), "manifest.json: unreadable"),
+        (lambda d: (d / "checkpoint.json").write_text("{}"), "checkpoint.json: 2 bytes, expected"),
+    ],
+)
 def test_missing_stray_and_unlisted_files_are_named(tmp_path, damage, expected):
     store = CheckpointStore(tmp_path, keep_best=0, keep_last=2)
     store.save(1, {"step": 1}, save_fn=payload)

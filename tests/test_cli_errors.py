@@ -27,8 +27,7 @@ def setup(tmp_path, tiny_tokenizer):
     save_file({"embed.weight": torch.zeros(16, WIDTH), "norm.weight": torch.ones(WIDTH)}, policy / "model.safetensors")
     tiny_tokenizer.save_pretrained(policy)
     config = tmp_path / "c.yaml"
-    config.write_text(f"model: {{path: {policy}}}\ndata: {{train_manifest: {manifest}}}\n"
-                      "algorithm: {talks_per_step: 2}\n")
+    config.write_text(f"model: {{path: {policy}}}\ndata: {{train_manifest: {manifest}}}\nalgorithm: {{talks_per_step: 2}}\n")
     return tmp_path, config, policy
 
 
@@ -68,10 +67,16 @@ def break_input(case: str, root, policy) -> list[str]:
 
 
 CASES = {
-    "unknown key": "algorithm.nope", "bad manifest row": "features_path", "broken config.json": "config.json: not valid JSON",
-    "missing weights": "no model.safetensors", "truncated weights": "truncated", "garbage weights": "does not fit",
-    "too many talks per step": "5 is more than the 2 talks", "used run dir": "is not empty",
-    "resume without a checkpoint": "no checkpoint", "overwrite a foreign dir": "not a run's outputs",
+    "unknown key": "algorithm.nope",
+    "bad manifest row": "features_path",
+    "broken config.json": "config.json: not valid JSON",
+    "missing weights": "no model.safetensors",
+    "truncated weights": "truncated",
+    "garbage weights": "does not fit",
+    "too many talks per step": "5 is more than the 2 talks",
+    "used run dir": "is not empty",
+    "resume without a checkpoint": "no checkpoint",
+    "overwrite a foreign dir": "not a run's outputs",
 }
 
 
@@ -80,8 +85,20 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(setup, capsys, case):
     root, config, policy = setup
     extra = break_input(case, root, policy)
     # options placed among the overrides on purpose: argparse must not reject them
-    code = main(["train", "--config", str(config), "logging.progress=false", "--run-dir", str(root / "run"),
-                 "--steps", "2", *extra, "cluster.num_cpus=1"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "logging.progress=false",
+            "--run-dir",
+            str(root / "run"),
+            "--steps",
+            "2",
+            *extra,
+            "cluster.num_cpus=1",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("hpo-ray train: ") and "Traceback" not in err, err

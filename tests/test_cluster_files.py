@@ -93,9 +93,11 @@ def test_environment_defaults_outside_python_copy_hpo_ray_env():
     Python starts) may repeat some, but only with the same values."""
     from hpo_ray.env import DEFAULTS
 
-    copies = {"runtime_env.yaml": load("runtime_env.yaml")["env_vars"],
-              "kuberay-rayjob.yaml": yaml.safe_load(load("kuberay-rayjob.yaml")["spec"]["runtimeEnvYAML"])["env_vars"],
-              "Makefile": dict(re.findall(r"^export (\w+) \?= (\S+)$", (CLUSTER.parent / "Makefile").read_text(), re.M))}
+    copies = {
+        "runtime_env.yaml": load("runtime_env.yaml")["env_vars"],
+        "kuberay-rayjob.yaml": yaml.safe_load(load("kuberay-rayjob.yaml")["spec"]["runtimeEnvYAML"])["env_vars"],
+        "Makefile": dict(re.findall(r"^export (\w+) \?= (\S+)$", (CLUSTER.parent / "Makefile").read_text(), re.M)),
+    }
     assert len(copies["Makefile"]) >= 5
     for where, env in copies.items():
         differ = {k: (v, DEFAULTS.get(k)) for k, v in env.items() if str(v) != DEFAULTS.get(k, str(v))}
@@ -140,11 +142,22 @@ def run_slurm_script(tmp_path, job_id: int, nodes: int = 3, head_seconds: float 
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     log = tmp_path / f"steps{job_id}.jsonl"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log), "FAKE_NODES": str(nodes),
-           "FAKE_HEAD_SECONDS": str(head_seconds), "SLURM_JOB_ID": str(job_id), "SLURM_JOB_NODELIST": "n[0-9]",
-           "SLURM_CPUS_PER_TASK": "128", "SLURM_GPUS_PER_NODE": "8"}
-    proc = subprocess.Popen(["bash", str(CLUSTER / "slurm.sbatch"), "configs/paper/en-zh-hpo.yaml", "/shared/runs/x",
-                             "algorithm.steps=3"], env=env, start_new_session=True)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "FAKE_NODES": str(nodes),
+        "FAKE_HEAD_SECONDS": str(head_seconds),
+        "SLURM_JOB_ID": str(job_id),
+        "SLURM_JOB_NODELIST": "n[0-9]",
+        "SLURM_CPUS_PER_TASK": "128",
+        "SLURM_GPUS_PER_NODE": "8",
+    }
+    proc = subprocess.Popen(
+        ["bash", str(CLUSTER / "slurm.sbatch"), "configs/paper/en-zh-hpo.yaml", "/shared/runs/x", "algorithm.steps=3"],
+        env=env,
+        start_new_session=True,
+    )
     if not wait:
         return proc, log
     assert proc.wait(timeout=60) == 0
@@ -167,7 +180,7 @@ def ray_start_args(step: dict) -> tuple[list[str], list[str]]:
     options = curate_and_validate_ray_start_args(argv[2:sep])  # refuses --head / --port / --block
     address = argv[argv.index("--address") + 1]
     start.make_context("start", [*options, "--address", address])  # an unknown option raises here
-    return options, argv[sep + 1:]
+    return options, argv[sep + 1 :]
 
 
 def job_ports(options: list[str]) -> set[int]:
@@ -193,8 +206,16 @@ def test_slurm_script_starts_every_node_by_symmetric_run_with_its_resources_and_
         assert step["argv"][step["argv"].index("--min-nodes") + 1] == "3"  # the head waits for every node
         assert {"--num-cpus=128", "--num-gpus=8", "--temp-dir=/tmp/ray-1234"} <= set(options)
         assert {"--cpus-per-task=128", "--gpus-per-node=8"} <= set(step["srun"])  # a step does not inherit them
-        assert entrypoint == ["hpo-ray", "train", "--config", "configs/paper/en-zh-hpo.yaml", "--run-dir",
-                              "/shared/runs/x", "--resume-or-start", "algorithm.steps=3"]
+        assert entrypoint == [
+            "hpo-ray",
+            "train",
+            "--config",
+            "configs/paper/en-zh-hpo.yaml",
+            "--run-dir",
+            "/shared/runs/x",
+            "--resume-or-start",
+            "algorithm.steps=3",
+        ]
         assert parse(entrypoint[1:]).start == "resume_or_start"
         if resource.getrlimit(resource.RLIMIT_NOFILE)[1] >= 65536:
             assert step["nofile"] == "65536"
@@ -238,7 +259,11 @@ def test_slurm_script_asks_for_whole_nodes_requeue_and_a_warning_signal_and_name
         assert f"#SBATCH {line}" in text, line
     (config,) = set(re.findall(r"sbatch cluster/slurm.sbatch (\S+\.yaml)", text))
     assert (CLUSTER.parent / config).is_file(), config
-    assert not re.search(r"^\s*sleep ", text, flags=re.M) and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=" not in text and "RAY_AUTH_MODE=${" not in text
+    assert (
+        not re.search(r"^\s*sleep ", text, flags=re.M)
+        and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=" not in text
+        and "RAY_AUTH_MODE=${" not in text
+    )
 
 
 def test_slurm_script_is_shellcheck_clean():
@@ -246,6 +271,8 @@ def test_slurm_script_is_shellcheck_clean():
         pytest.skip("shellcheck is not installed (Debian package `shellcheck`; .ci/run installs it)")
     result = subprocess.run(["shellcheck", str(CLUSTER / "slurm.sbatch")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
 def test_launchers_fix_the_metrics_port_of_every_node(tmp_path):
     starts = [line for line in (CLUSTER / "ray-cluster.yaml").read_text().splitlines() if "ray start" in line]
     assert len(starts) == 2 and all("--metrics-export-port=8080" in line for line in starts), starts

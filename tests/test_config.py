@@ -23,15 +23,18 @@ def test_dotted_override_sets_nested_value_with_yaml_typing():
     assert cfg.reward.splitters == {"de": ".!?;"}
 
 
-@pytest.mark.parametrize("override, path", [
-    ("algorithm.kl_coefficient=0.1", "algorithm.kl_coefficient"),       # unknown key
-    ("algorithm.kl_coef=lots", "algorithm.kl_coef"),                    # wrong type
-    ("learner.zero_stage=5", "learner.zero_stage"),                     # not an allowed value
-    ("rollout.sampling.top_p=1.5", "rollout.sampling.top_p"),           # out of range
-    ("bogus.key=1", "bogus"),                                           # unknown section
-    ("data.chunk_seconds=2.0", "data.chunk_seconds"),                   # ≠ frames × frame seconds × m
-    ("reward.quality=comet", "reward.quality_model_path"),              # needs a local model path
-])
+@pytest.mark.parametrize(
+    "override, path",
+    [
+        ("algorithm.kl_coefficient=0.1", "algorithm.kl_coefficient"),  # unknown key
+        ("algorithm.kl_coef=lots", "algorithm.kl_coef"),  # wrong type
+        ("learner.zero_stage=5", "learner.zero_stage"),  # not an allowed value
+        ("rollout.sampling.top_p=1.5", "rollout.sampling.top_p"),  # out of range
+        ("bogus.key=1", "bogus"),  # unknown section
+        ("data.chunk_seconds=2.0", "data.chunk_seconds"),  # ≠ frames × frame seconds × m
+        ("reward.quality=comet", "reward.quality_model_path"),  # needs a local model path
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key_path(override, path):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
@@ -39,22 +42,25 @@ def test_bad_values_are_rejected_naming_the_key_path(override, path):
     assert path in str(err.value)
 
 
-@pytest.mark.parametrize("override, path", [
-    ("learner.optimizer.lr=inf", "learner.optimizer.lr"),                   # was accepted: every weight NaN after step 1
-    ("learner.optimizer.lr=.nan", "learner.optimizer.lr"),
-    ("algorithm.kl_coef=.inf", "algorithm.kl_coef"),
-    ("algorithm.clip_high=nan", "algorithm.clip_high"),
-    ("algorithm.truncated_reward=-inf", "algorithm.truncated_reward"),
-    ("reward.alpha=-1", "reward.alpha"),
-    ("reward.beta=inf", "reward.beta"),
-    ("reward.target_quality=nan", "reward.target_quality"),
-    ("learner.optimizer.betas=[0.9, 1.5]", "learner.optimizer.betas.1"),
-    ("cluster.learner_resources={node_a: inf}", "cluster.learner_resources.node_a"),
-    ("run.seed=-5", "run.seed"),                                            # was accepted: failed after actors started
-    ("data.seed=4294967296", "data.seed"),
-    ("model.tiny.seed=-1", "model.tiny.seed"),
-    ("learner.max_skipped_updates=0", "learner.max_skipped_updates"),
-])
+@pytest.mark.parametrize(
+    "override, path",
+    [
+        ("learner.optimizer.lr=inf", "learner.optimizer.lr"),  # was accepted: every weight NaN after step 1
+        ("learner.optimizer.lr=.nan", "learner.optimizer.lr"),
+        ("algorithm.kl_coef=.inf", "algorithm.kl_coef"),
+        ("algorithm.clip_high=nan", "algorithm.clip_high"),
+        ("algorithm.truncated_reward=-inf", "algorithm.truncated_reward"),
+        ("reward.alpha=-1", "reward.alpha"),
+        ("reward.beta=inf", "reward.beta"),
+        ("reward.target_quality=nan", "reward.target_quality"),
+        ("learner.optimizer.betas=[0.9, 1.5]", "learner.optimizer.betas.1"),
+        ("cluster.learner_resources={node_a: inf}", "cluster.learner_resources.node_a"),
+        ("run.seed=-5", "run.seed"),  # was accepted: failed after actors started
+        ("data.seed=4294967296", "data.seed"),
+        ("model.tiny.seed=-1", "model.tiny.seed"),
+        ("learner.max_skipped_updates=0", "learner.max_skipped_updates"),
+    ],
+)
 def test_non_finite_and_out_of_range_numbers_are_rejected_naming_the_key(override, path):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
@@ -129,26 +135,32 @@ def test_base_file_is_merged_under_the_child(tmp_path):
         load_config(tmp_path / "loop.yaml")
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ([], "object_store"),                                                          # CPU default
-    (["learner.device=cuda"], "broadcast"),                                        # separate GPU pools: NCCL group
-    (["cluster.gpus_per_learner=1"], "broadcast"),                                 # device auto with GPU bundles
-    (["learner.device=cuda", "cluster.colocate=true"], "cuda_ipc"),                # engines on the learner's GPU
-    (["learner.device=cuda", "sync.backend=nccl"], "broadcast"),
-    (["sync.backend=broadcast"], "broadcast"),                                     # gloo on CPU
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ([], "object_store"),  # CPU default
+        (["learner.device=cuda"], "broadcast"),  # separate GPU pools: NCCL group
+        (["cluster.gpus_per_learner=1"], "broadcast"),  # device auto with GPU bundles
+        (["learner.device=cuda", "cluster.colocate=true"], "cuda_ipc"),  # engines on the learner's GPU
+        (["learner.device=cuda", "sync.backend=nccl"], "broadcast"),
+        (["sync.backend=broadcast"], "broadcast"),  # gloo on CPU
+    ],
+)
 def test_auto_sync_backend_follows_devices_and_colocation(overrides, expected):
     from hpo_ray.sync.choice import choose_sync
 
     assert choose_sync(load_config(None, overrides)).transport == expected
 
 
-@pytest.mark.parametrize("overrides, group", [
-    (["sync.backend=broadcast"], "gloo"),                                          # CPU learner
-    (["learner.device=cuda"], "nccl"),
-    (["learner.device=cuda", "sync.backend=nccl"], "nccl"),                       # the alias: broadcast over NCCL
-    ([], None),                                                                    # object store: no group
-])
+@pytest.mark.parametrize(
+    "overrides, group",
+    [
+        (["sync.backend=broadcast"], "gloo"),  # CPU learner
+        (["learner.device=cuda"], "nccl"),
+        (["learner.device=cuda", "sync.backend=nccl"], "nccl"),  # the alias: broadcast over NCCL
+        ([], None),  # object store: no group
+    ],
+)
 def test_broadcast_group_backend_is_chosen_with_the_transport(overrides, group):
     from hpo_ray.sync.choice import choose_sync
 

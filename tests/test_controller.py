@@ -16,17 +16,32 @@ def test_three_hpo_steps_run_end_to_end(ray_cluster, small_run, tmp_path):
     from actors.controller import train
 
     _, _, overrides = small_run
-    cfg = load_config(None, overrides + CPU_SPLIT + ["validation.every=3", "checkpoint.every=3",
-                                                     "algorithm.updates_per_step=2", "learner.optimizer.lr=0.001"])
+    cfg = load_config(
+        None,
+        overrides + CPU_SPLIT + ["validation.every=3", "checkpoint.every=3", "algorithm.updates_per_step=2", "learner.optimizer.lr=0.001"],
+    )
     history = train(cfg, tmp_path / "run", steps=3)
     assert [h["step"] for h in history] == [1, 2, 3]
     logged = read_metrics(tmp_path / "run")
     assert [m["step"] for m in logged] == [0, 1, 2, 3]  # validation at start, then one line per step
     for m in logged[1:]:
         assert m["rollout/sequences"] == 4 and m["batch/sequences"] + m["rollout/truncated"] == 4
-        for key in ("reward/quality", "reward/stream_laal", "kl", "clip_fraction", "entropy", "grad_norm",
-                    "time/rollout", "time/logprob", "time/train", "time/sync", "sync/bytes_per_s", "bubble_share", "queue/reward_inflight_max",
-                    "actors/reward_restarts"):
+        for key in (
+            "reward/quality",
+            "reward/stream_laal",
+            "kl",
+            "clip_fraction",
+            "entropy",
+            "grad_norm",
+            "time/rollout",
+            "time/logprob",
+            "time/train",
+            "time/sync",
+            "sync/bytes_per_s",
+            "bubble_share",
+            "queue/reward_inflight_max",
+            "actors/reward_restarts",
+        ):
             assert key in m, key
         assert m["optimizer_steps"] == 2
     assert [m["weight_version"] for m in logged[1:]] == [1, 2, 3]
@@ -96,8 +111,7 @@ def prometheus_samples(metric: str, label: str, expected: float, timeout_s: floa
     deadline, found = time.time() + timeout_s, []
     while time.time() < deadline:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        found = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-                 if line.startswith(metric + "{") and label in line]
+        found = [float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(metric + "{") and label in line]
         if found and abs(found[-1] - expected) < 1e-6:
             return found
         time.sleep(2)
@@ -112,9 +126,17 @@ def test_killed_rollout_worker_mid_step_still_returns_all_trajectories(ray_clust
     from hpo_ray.data.manifest import Manifest
 
     _, _, overrides = small_run
-    cfg = load_config(None, overrides + ["cluster.num_rollout_workers=2", "cluster.cpus_per_rollout_worker=0.5",
-                                         "cluster.cpus_per_learner=0.25", "cluster.cpus_per_reward_actor=0.25",
-                                         "rollout.sampling.max_new_tokens=12"])
+    cfg = load_config(
+        None,
+        overrides
+        + [
+            "cluster.num_rollout_workers=2",
+            "cluster.cpus_per_rollout_worker=0.5",
+            "cluster.cpus_per_learner=0.25",
+            "cluster.cpus_per_reward_actor=0.25",
+            "rollout.sampling.max_new_tokens=12",
+        ],
+    )
     by_length = sorted(Manifest(cfg.data.train_manifest), key=lambda t: t.n_frames)
     # talks are dealt round-robin: worker 1 (the victim) gets the shortest and the longest talk, so when its
     # first trajectory (the short talk) arrives, it is still generating the long one
@@ -156,5 +178,4 @@ def test_colocated_rollout_workers_share_the_learner_bundles(ray_cluster, small_
         pools.remove()
     history = train(cfg, tmp_path / "run", steps=1)
     assert history[-1]["rollout/sequences"] == 4 and history[-1]["weight_version"] == 1
-    assert not ray.util.placement_group_table()  or all(
-        pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values())
+    assert not ray.util.placement_group_table() or all(pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values())

@@ -17,17 +17,20 @@ TOY = {
     "algorithm": {"steps": 1, "talks_per_step": 2, "group_size": 2},
     "validation": {"every": 1, "talks": 1},
     "checkpoint": {"every": 1},
-    "cluster": {"include_dashboard": False, "cpus_per_learner": 0.5, "cpus_per_rollout_worker": 0.5,
-                "cpus_per_reward_actor": 0.25},
+    "cluster": {"include_dashboard": False, "cpus_per_learner": 0.5, "cpus_per_rollout_worker": 0.5, "cpus_per_reward_actor": 0.25},
     "logging": {"progress": False, "tensorboard": False},
 }
 
 
 def toy_config(tmp_path: Path, base: str, root: Path) -> Path:
     tree = {"base": str(REPO / "configs" / base), "run": {"dir": str(root)}, **TOY}
-    tree["data"] = {**TOY["data"], "train_manifest": str(root / "data/train/manifest.parquet"),
-                    "dev_manifest": str(root / "data/dev/manifest.parquet"),
-                    "test_manifest": str(root / "data/test/manifest.parquet"), "sft_dir": str(root / "data/sft")}
+    tree["data"] = {
+        **TOY["data"],
+        "train_manifest": str(root / "data/train/manifest.parquet"),
+        "dev_manifest": str(root / "data/dev/manifest.parquet"),
+        "test_manifest": str(root / "data/test/manifest.parquet"),
+        "sft_dir": str(root / "data/sft"),
+    }
     tree["model"] = {"path": str(root / "sft")}
     path = tmp_path / f"{base.removesuffix('.yaml')}-toy.yaml"
     path.write_text(yaml.safe_dump(tree))
@@ -35,8 +38,7 @@ def toy_config(tmp_path: Path, base: str, root: Path) -> Path:
 
 
 def hpo_ray(*args: str, cwd: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "hpo_ray.cli.main", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run([sys.executable, "-m", "hpo_ray.cli.main", *args], cwd=cwd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -49,11 +51,18 @@ def test_demo_runs_every_stage_then_skips_them_on_rerun(tmp_path):
     out = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert "| SFT | 1 |" in out and "| HPO | 2 |" in out
     assert "scored by OmniSTEval longform" in out and "| 2 | instances.log |" in out  # features-only demo: ideal latency
-    for path in ("data/meta.json", "sft/config.json", "hpo/config.json", "hpo/model.safetensors",
-                 "eval/hpo/m2/instances.log", "chrf_vs_streamlaal.png", "report.md"):
+    for path in (
+        "data/meta.json",
+        "sft/config.json",
+        "hpo/config.json",
+        "hpo/model.safetensors",
+        "eval/hpo/m2/instances.log",
+        "chrf_vs_streamlaal.png",
+        "report.md",
+    ):
         assert (root / path).is_file(), path
     rerun = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
-    assert rerun.count("already done, skipped") == 8   # synth, model, SFT, HPO, two evaluations, two OmniSTEval runs
+    assert rerun.count("already done, skipped") == 8  # synth, model, SFT, HPO, two evaluations, two OmniSTEval runs
 
 
 @pytest.mark.ray
@@ -62,11 +71,25 @@ def test_study_writes_the_report_with_its_command_seeds_and_claims(tmp_path):
     root = tmp_path / "study"
     config = toy_config(tmp_path, "study.yaml", root)
     report = tmp_path / "results.md"
-    hpo_ray("study", "--config", str(config), "--seeds", "0", "--multipliers", "1,2", "--heldout-talks", "12",
-            "--per-multiplier-seeds", "0", "--out", str(report), cwd=tmp_path)
+    hpo_ray(
+        "study",
+        "--config",
+        str(config),
+        "--seeds",
+        "0",
+        "--multipliers",
+        "1,2",
+        "--heldout-talks",
+        "12",
+        "--per-multiplier-seeds",
+        "0",
+        "--out",
+        str(report),
+        cwd=tmp_path,
+    )
     text = report.read_text()
     assert f"hpo-ray study --config {config} --seeds 0 --omit-rate 0.2" in text and "--per-multiplier-seeds 0" in text
-    assert text.count("- **(") == 5                     # claims a, b, c, then a and c with one model per m
+    assert text.count("- **(") == 5  # claims a, b, c, then a and c with one model per m
     assert (tmp_path / "results_chrf_vs_streamlaal.png").is_file()
     results = json.loads((root / "results.json").read_text())
     assert set(results["curves"]) == {"sft", "sft-omit", "hpo", "no-hpo", "hpo-omit", "hpo-per-m", "hpo-omit-per-m"}

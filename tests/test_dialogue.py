@@ -42,8 +42,10 @@ def test_layout_matches_the_chat_template_text(layout, tiny_tokenizer):
     d = layout.build_text("en", "de", [(2, "ka"), (1, "")])
     msgs = [
         {"role": "system", "content": "Translate the following speech from English to German."},
-        {"role": "user", "content": "<|video_pad|>" * 2}, {"role": "assistant", "content": "ka"},
-        {"role": "user", "content": "<|video_pad|>"}, {"role": "assistant", "content": ""},
+        {"role": "user", "content": "<|video_pad|>" * 2},
+        {"role": "assistant", "content": "ka"},
+        {"role": "user", "content": "<|video_pad|>"},
+        {"role": "assistant", "content": ""},
     ]
     assert tiny_tokenizer.decode(d.input_ids) == tiny_tokenizer.apply_chat_template(msgs, tokenize=False)
 
@@ -81,7 +83,7 @@ def test_masks_and_positions_mark_exactly_generated_tokens_and_placeholders(layo
     assert generated == layout.assistant_ids("ka lomi") + layout.assistant_ids("")
     for span in d.turns:
         assert ids[span.assistant_end - 1] == layout.end_of_turn_id
-        assert all(d.assistant_mask[span.assistant_start:span.assistant_end])
+        assert all(d.assistant_mask[span.assistant_start : span.assistant_end])
     assert d.turns[-1].assistant_end == len(ids)  # no trailing unused user turn
 
 
@@ -101,7 +103,7 @@ def test_embed_places_frames_exactly_at_placeholders_and_nowhere_else(tiny_model
     out = embed(table, ids, frames, layout.placeholder_id)
     plain = table(ids)
     pos = torch.tensor(d.placeholder_positions)
-    assert torch.equal(out[0, pos], frames[: d.n_frames]) and torch.equal(out[1, pos], frames[d.n_frames:])
+    assert torch.equal(out[0, pos], frames[: d.n_frames]) and torch.equal(out[1, pos], frames[d.n_frames :])
     keep = torch.ones(len(d.input_ids), dtype=torch.bool)
     keep[pos] = False
     assert torch.equal(out[:, keep], plain[:, keep])

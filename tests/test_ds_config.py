@@ -96,8 +96,11 @@ def test_every_zero_stage_config_trains_like_plain_torch(single_rank, stage):
     learner = LearnerConfig(zero_stage=stage, **LEARNER)
     torch.manual_seed(0)
     model = TinyPolicy()
-    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(learner, 1, "cpu", torch.float32),
-                                      optimizer=make_optimizer(model.parameters(), learner.optimizer))
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        config=deepspeed_config(learner, 1, "cpu", torch.float32),
+        optimizer=make_optimizer(model.parameters(), learner.optimizer),
+    )
     # Three uneven micro-batches per optimiser step: DeepSpeed's own accumulation counter is off.
     train(engine, engine, tokens, mask, adv, [slice(0, 1), slice(1, 5), slice(5, 8)], int(mask.sum()))
     with deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=stage == 3):
@@ -158,13 +161,18 @@ def fresh_engine(stage, dtype, optimizer=None):
     learner = LearnerConfig(zero_stage=stage, **LEARNER)
     torch.manual_seed(0)
     model = TinyPolicy()
-    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(learner, 1, "cpu", dtype),
-                                      optimizer=(optimizer or make_optimizer)(model.parameters(), learner.optimizer))
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        config=deepspeed_config(learner, 1, "cpu", dtype),
+        optimizer=(optimizer or make_optimizer)(model.parameters(), learner.optimizer),
+    )
     return engine
 
 
-@pytest.mark.parametrize("stage, dtype", [(0, torch.float32), (1, torch.float32), (2, torch.float32), (3, torch.float32),
-                                          (0, torch.bfloat16), (2, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "stage, dtype",
+    [(0, torch.float32), (1, torch.float32), (2, torch.float32), (3, torch.float32), (0, torch.bfloat16), (2, torch.bfloat16)],
+)
 def test_every_zero_stage_drops_a_step_with_a_non_finite_loss_exactly(single_rank, stage, dtype):
     outcomes, skipped_between = guarded_train(fresh_engine(stage, dtype), [False, True, False], stage)
     _, straight = guarded_train(fresh_engine(stage, dtype), [False, False], stage)
@@ -210,8 +218,11 @@ def _rank_worker(rank, world, port, stage, out):
     learner = LearnerConfig(zero_stage=stage, **SCALE_SENSITIVE)
     torch.manual_seed(0)
     model = TinyPolicy()
-    engine, *_ = deepspeed.initialize(model=model, config=deepspeed_config(learner, world, "cpu", torch.float32),
-                                      optimizer=make_optimizer(model.parameters(), learner.optimizer))
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        config=deepspeed_config(learner, world, "cpu", torch.float32),
+        optimizer=make_optimizer(model.parameters(), learner.optimizer),
+    )
     half = tokens.shape[0] // world
     rows = slice(rank * half, (rank + 1) * half)
     # The normaliser counts both ranks' tokens; ×world undoes DeepSpeed's averaging of gradients over ranks.

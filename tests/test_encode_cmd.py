@@ -28,12 +28,14 @@ def test_encode_output_is_accepted_by_train_and_rollouts(speech_llm_dir, tmp_pat
 
     audio, signals = spoken_talks(tmp_path / "audio", seconds=(2.3, 3.1))
     out = tmp_path / "features"
-    assert main(["encode", "--model", str(speech_llm_dir), "--audio-manifest", str(audio), "--out", str(out),
-                 "logging.progress=false"]) == 0
+    assert (
+        main(["encode", "--model", str(speech_llm_dir), "--audio-manifest", str(audio), "--out", str(out), "logging.progress=false"]) == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["talks"] == 2 and summary["frames"] == 29 + 39 and summary["hidden_size"] == 64
-    cfg = load_config(None, [f"model.path={speech_llm_dir}", f"data.train_manifest={out / 'manifest.parquet'}",
-                           "algorithm.talks_per_step=2"])
+    cfg = load_config(
+        None, [f"model.path={speech_llm_dir}", f"data.train_manifest={out / 'manifest.parquet'}", "algorithm.talks_per_step=2"]
+    )
     preflight(cfg)  # what `hpo-ray train` checks before any actor starts
     manifest = Manifest(out / "manifest.parquet", width=64, frame_seconds=0.08)
     model = SpeechLLM.from_pretrained(speech_llm_dir)
@@ -51,8 +53,9 @@ def test_bad_row_fails_before_anything_is_written(speech_llm_dir, tmp_path, caps
     rows = [spoken_row("talk0", "wav/talk0.wav", 2.0), spoken_row("talk1", "wav/missing.wav", 2.0)]
     write_audio_manifest(tmp_path / "audio", rows)
     out = tmp_path / "features"
-    assert main(["encode", "--model", str(speech_llm_dir), "--audio-manifest", str(audio), "--out", str(out),
-                 "logging.progress=false"]) == 2
+    assert (
+        main(["encode", "--model", str(speech_llm_dir), "--audio-manifest", str(audio), "--out", str(out), "logging.progress=false"]) == 2
+    )
     assert "row 1 field 'audio_path'" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".features.*"))
 
@@ -70,9 +73,23 @@ def test_encoder_frame_rate_must_match_the_data_config(speech_llm_dir, tmp_path)
 def test_eval_accepts_an_audio_manifest_and_encodes_it_first(speech_llm_dir, tmp_path, capsys):
     audio, signals = spoken_talks(tmp_path / "audio", seconds=(2.3,))
     out = tmp_path / "eval"
-    assert main(["eval", "--checkpoint", str(speech_llm_dir), "--data", str(audio), "--output", str(out),
-                 "rollout.validation_sampling.max_new_tokens=4", "rollout.validation_sampling.greedy=true",
-                 "logging.progress=false"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(speech_llm_dir),
+                "--data",
+                str(audio),
+                "--output",
+                str(out),
+                "rollout.validation_sampling.max_new_tokens=4",
+                "rollout.validation_sampling.greedy=true",
+                "logging.progress=false",
+            ]
+        )
+        == 0
+    )
     scores = json.loads((out / "scores.json").read_text())
     assert scores["talks"] == 1
     encoded = Manifest(out / "encoded" / "manifest.parquet")

@@ -38,10 +38,23 @@ def cli(module, argv: list[str]) -> int:
 
 def omnisteval(out: Path, result: Path, char_level: bool, bleu_tokenizer: str = "13a") -> dict[str, float]:
     """Run OmniSTEval's long-form CLI (no COMET, no Moses tokenisation) on an eval folder; its scores by name."""
-    cmd = [sys.executable, "-m", "omnisteval.cli", "longform", "--speech_segmentation", str(out / "segments.yaml"),
-           "--ref_sentences_file", str(out / "references.txt"), "--hypothesis_file", str(out / "instances.log"),
-           "--char_level" if char_level else "--word_level", "--bleu_tokenizer", bleu_tokenizer,
-           "--output_folder", str(result)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "omnisteval.cli",
+        "longform",
+        "--speech_segmentation",
+        str(out / "segments.yaml"),
+        "--ref_sentences_file",
+        str(out / "references.txt"),
+        "--hypothesis_file",
+        str(out / "instances.log"),
+        "--char_level" if char_level else "--word_level",
+        "--bleu_tokenizer",
+        bleu_tokenizer,
+        "--output_folder",
+        str(result),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = (result / "scores.tsv").read_text().strip().splitlines()[1:]
@@ -53,8 +66,18 @@ def cli_eval(small_run, tmp_path_factory):
     """`hpo-ray eval` at m=1 on the small run's test talks with the tiny (untrained) policy."""
     data, policy, overrides = small_run
     out = tmp_path_factory.mktemp("eval") / "m1"
-    argv = ["--checkpoint", str(policy), "--data", str(data / "test" / "manifest.parquet"), "--multiplier", "1",
-            "--output", str(out), *overrides, *FAST]
+    argv = [
+        "--checkpoint",
+        str(policy),
+        "--data",
+        str(data / "test" / "manifest.parquet"),
+        "--multiplier",
+        "1",
+        "--output",
+        str(out),
+        *overrides,
+        *FAST,
+    ]
     assert cli(eval_cmd, argv) == 0
     return out, Manifest(data / "test" / "manifest.parquet")
 
@@ -108,8 +131,9 @@ def test_multiplier_two_runs_half_as_many_turns_with_one_engine(small_run, tmp_p
     one = evaluate(cfg, policy, manifest_path, 1, tmp_path / "m1", engine=engine)
     two = evaluate(cfg, policy, manifest_path, 2, tmp_path / "m2", engine=engine)
     assert one["turns"] == sum(len(turn_spans(t.n_frames, 14)) for t in talks)
-    per_talk = {m: [len(json.loads(line)["turns"]) for line in (tmp_path / f"m{m}" / "rollouts.jsonl").read_text().splitlines()]
-                for m in (1, 2)}
+    per_talk = {
+        m: [len(json.loads(line)["turns"]) for line in (tmp_path / f"m{m}" / "rollouts.jsonl").read_text().splitlines()] for m in (1, 2)
+    }
     assert per_talk[2] == [math.ceil(n / 2) for n in per_talk[1]]
     assert two["turn_seconds"] == pytest.approx(2 * one["turn_seconds"]) and two["multiplier"] == 2
     for line, talk in zip((tmp_path / "m2" / "instances.log").read_text().splitlines(), talks):
@@ -195,8 +219,15 @@ def test_ten_minute_talk_is_translated_to_its_end_with_a_bounded_kv_cache(tiny_p
     rng = np.random.default_rng(0)
     row = talk_row("lecture", "lecture.npy", n_sent=100, seconds_per_sent=6.0)
     manifest = write_manifest(tmp_path / "data", [row], {"lecture.npy": rng.standard_normal((frames, width)).astype(np.float32)})
-    cfg = load_config(None, ["rollout.max_total_tokens=512", "rollout.validation_sampling.greedy=false",
-                             "rollout.validation_sampling.max_new_tokens=1", "logging.progress=false"])
+    cfg = load_config(
+        None,
+        [
+            "rollout.max_total_tokens=512",
+            "rollout.validation_sampling.greedy=false",
+            "rollout.validation_sampling.max_new_tokens=1",
+            "logging.progress=false",
+        ],
+    )
     scores = evaluate(cfg, tiny_policy_dir, manifest, 2, tmp_path / "out")
     (rollout,) = [json.loads(line) for line in (tmp_path / "out" / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollout["turns"]) == len(turn_spans(frames, 28)) == scores["turns"]

@@ -16,9 +16,17 @@ from hpo_ray.rollout.vllm_version import SUPPORTED, UnsupportedVllm, check_vllm_
 ROOT = Path(__file__).parents[1]
 LOCK = ROOT / "cluster" / "requirements-gpu.txt"
 GPU_EXTRAS = ("gpu", "comet", "mlflow")  # what `make lock-gpu` resolves: the image's runtime, no dev tools
-TARGET = {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-          "python_version": "3.12", "python_full_version": "3.12.0", "os_name": "posix",
-          "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+TARGET = {
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "python_version": "3.12",
+    "python_full_version": "3.12.0",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "extra": "",
+}
 
 
 def pinned() -> dict[str, Version]:
@@ -62,8 +70,7 @@ def test_the_extras_of_pinned_dependencies_are_pinned_too():
         except importlib.metadata.PackageNotFoundError:
             continue
         for extra in req.extras:
-            wanted = [n for n in needs if n.marker and n.marker.evaluate(TARGET | {"extra": extra})
-                      and not n.marker.evaluate(TARGET)]
+            wanted = [n for n in needs if n.marker and n.marker.evaluate(TARGET | {"extra": extra}) and not n.marker.evaluate(TARGET)]
             assert wanted, f"{req.name}[{extra}] declares nothing: the metadata changed"
             missing = [str(n) for n in wanted if canonicalize_name(n.name) not in pins]
             assert not missing, f"{req.name}[{extra}] needs {missing}, absent from {LOCK.name}"
@@ -81,7 +88,7 @@ def test_cpu_tests_and_the_gpu_lock_are_on_the_one_supported_vllm_line():
 
 def test_the_image_is_rays_image_of_the_locked_ray_python_and_cuda_and_installs_the_lock():
     text = (ROOT / "cluster" / "Dockerfile").read_text()
-    (ray, py, cuda), = re.findall(r"^FROM rayproject/ray:(\S+)-py(\d+)-cu(\d+)\s*$", text, flags=re.M)
+    ((ray, py, cuda),) = re.findall(r"^FROM rayproject/ray:(\S+)-py(\d+)-cu(\d+)\s*$", text, flags=re.M)
     pins = pinned()
     assert Version(ray) == pins["ray"]
     runtime = pins["nvidia-cuda-runtime"]

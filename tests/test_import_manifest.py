@@ -10,11 +10,17 @@ from hpo_ray.data.import_hpo import import_original
 from hpo_ray.data.manifest import Manifest, ManifestError
 
 WIDTH = 8
-ORIGINAL_SCHEMA = pa.schema([
-    ("audio_npy_path", pa.string()), ("audio_npy_row", pa.int64()), ("audio_duration", pa.float64()),
-    ("chunk_frame_size", pa.int64()), ("src_segments", pa.list_(pa.string())), ("tgt_segments", pa.list_(pa.string())),
-    ("segment_info", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
-])
+ORIGINAL_SCHEMA = pa.schema(
+    [
+        ("audio_npy_path", pa.string()),
+        ("audio_npy_row", pa.int64()),
+        ("audio_duration", pa.float64()),
+        ("chunk_frame_size", pa.int64()),
+        ("src_segments", pa.list_(pa.string())),
+        ("tgt_segments", pa.list_(pa.string())),
+        ("segment_info", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
+    ]
+)
 
 
 def original_manifest(tmp_path, over=None):
@@ -24,9 +30,15 @@ def original_manifest(tmp_path, over=None):
     np.save(npy, np.random.default_rng(0).standard_normal((2, 84, WIDTH)).astype(np.float32))
     rows = []
     for r in range(2):
-        row = {"audio_npy_path": str(npy), "audio_npy_row": r, "audio_duration": 6.72, "chunk_frame_size": 14,
-               "src_segments": ["Hello there.", "How are you?"], "tgt_segments": ["你好。", "你好吗？"],
-               "segment_info": [{"start": 0.32, "end": 3.1}, {"start": 3.4, "end": 6.5}]}
+        row = {
+            "audio_npy_path": str(npy),
+            "audio_npy_row": r,
+            "audio_duration": 6.72,
+            "chunk_frame_size": 14,
+            "src_segments": ["Hello there.", "How are you?"],
+            "tgt_segments": ["你好。", "你好吗？"],
+            "segment_info": [{"start": 0.32, "end": 3.1}, {"start": 3.4, "end": 6.5}],
+        }
         row.update((over or {}).get(r, {}))
         rows.append(row)
     path = tmp_path / "orig.parquet"
@@ -59,12 +71,15 @@ def test_cli_writes_a_manifest_that_train_preflight_accepts(tmp_path, tiny_polic
     preflight(load_config(None, [f"model.path={tiny_policy_dir}", f"data.train_manifest={out}", "algorithm.talks_per_step=2"]))
 
 
-@pytest.mark.parametrize("over, column", [
-    ({1: {"tgt_segments": ["只有一句。"]}}, "tgt_segments"),
-    ({0: {"audio_npy_row": 5}}, "audio_npy_row"),
-    ({1: {"chunk_frame_size": 28}}, "chunk_frame_size"),
-    ({0: {"segment_info": [{"start": 0.3, "end": 3.1}, {"start": 2.0, "end": 6.5}]}}, "segment_info"),
-])
+@pytest.mark.parametrize(
+    "over, column",
+    [
+        ({1: {"tgt_segments": ["只有一句。"]}}, "tgt_segments"),
+        ({0: {"audio_npy_row": 5}}, "audio_npy_row"),
+        ({1: {"chunk_frame_size": 28}}, "chunk_frame_size"),
+        ({0: {"segment_info": [{"start": 0.3, "end": 3.1}, {"start": 2.0, "end": 6.5}]}}, "segment_info"),
+    ],
+)
 def test_a_bad_original_row_is_named_with_the_original_column(tmp_path, over, column):
     source, _ = original_manifest(tmp_path, over)
     out = tmp_path / "out.parquet"

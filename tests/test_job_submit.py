@@ -45,15 +45,26 @@ def cluster_environment(token_path: Path) -> dict[str, str]:
 
 def own_ports() -> list[str]:
     """Explicit free ports for a node's services, so that no default port is shared with another Ray here."""
-    names = ("node-manager-port", "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "runtime-env-agent-port")
+    names = (
+        "node-manager-port",
+        "object-manager-port",
+        "metrics-export-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+    )
     return [f"--{name}={free_port()}" for name in names]
 
 
 def start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen([str(RAY), "start", "--block", "--disable-usage-stats", "--num-cpus=1", *own_ports(), *args],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [str(RAY), "start", "--block", "--disable-usage-stats", "--num-cpus=1", *own_ports(), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def get_json(url: str, token: str | None):
@@ -106,16 +117,38 @@ def two_nodes():
     env = cluster_environment(root / "token")
     gcs, dash = free_port(HEAD_IP), free_port(HEAD_IP)
     dashboard = f"http://{HEAD_IP}:{dash}"
-    procs = [start_node(["--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs}", f"--temp-dir={root / 'ray'}",
-                         f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
-                         '--resources={"head_node": 1}'], env, root / "head.log")]
+    procs = [
+        start_node(
+            [
+                "--head",
+                f"--node-ip-address={HEAD_IP}",
+                f"--port={gcs}",
+                f"--temp-dir={root / 'ray'}",
+                f"--dashboard-host={HEAD_IP}",
+                f"--dashboard-port={dash}",
+                f"--ray-client-server-port={free_port()}",
+                '--resources={"head_node": 1}',
+            ],
+            env,
+            root / "head.log",
+        )
+    ]
     try:
         wait_for("the head's dashboard", lambda: get_json(f"{dashboard}/api/version", token), 180, procs)
         # its own temp dir, as on its own machine: two runtime-env agents unpacking the job's working
         # dir into one session folder race (a driver then saw half-unpacked packages)
-        procs.append(start_node([f"--address={HEAD_IP}:{gcs}", f"--node-ip-address={WORKER_IP}",
-                                 f"--temp-dir={root / 'ray-worker'}", '--resources={"worker_node": 1}'],
-                                env, root / "worker.log"))
+        procs.append(
+            start_node(
+                [
+                    f"--address={HEAD_IP}:{gcs}",
+                    f"--node-ip-address={WORKER_IP}",
+                    f"--temp-dir={root / 'ray-worker'}",
+                    '--resources={"worker_node": 1}',
+                ],
+                env,
+                root / "worker.log",
+            )
+        )
         wait_for("two alive nodes", lambda: alive_nodes(dashboard, token) == {HEAD_IP, WORKER_IP}, 180, procs)
         yield TwoNodes(env, dashboard, token)
     except Exception:
@@ -137,12 +170,35 @@ def test_job_api_refuses_a_client_without_the_token(two_nodes):
 def test_job_with_the_token_trains_a_step_with_pools_on_both_nodes(two_nodes, small_run, tmp_path):
     _, _, overrides = small_run
     run_dir = tmp_path / "run"
-    cmd = [str(RAY), "job", "submit", "--address", two_nodes.dashboard, "--working-dir", str(REPO),
-           "--runtime-env", str(REPO / "cluster" / "runtime_env.yaml"), "--",
-           sys.executable, "-m", "hpo_ray.cli.main", "train", "--config", str(REPO / "configs" / "demo.yaml"),
-           "--run-dir", str(run_dir), "--steps", "1", *overrides, "validation.at_start=false",
-           "cluster.learner_resources={head_node: 0.5}", "cluster.rollout_resources={worker_node: 0.5}",
-           "cluster.cpus_per_learner=0.5", "cluster.cpus_per_rollout_worker=0.5", "cluster.cpus_per_reward_actor=0.25"]
+    cmd = [
+        str(RAY),
+        "job",
+        "submit",
+        "--address",
+        two_nodes.dashboard,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env",
+        str(REPO / "cluster" / "runtime_env.yaml"),
+        "--",
+        sys.executable,
+        "-m",
+        "hpo_ray.cli.main",
+        "train",
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--run-dir",
+        str(run_dir),
+        "--steps",
+        "1",
+        *overrides,
+        "validation.at_start=false",
+        "cluster.learner_resources={head_node: 0.5}",
+        "cluster.rollout_resources={worker_node: 0.5}",
+        "cluster.cpus_per_learner=0.5",
+        "cluster.cpus_per_rollout_worker=0.5",
+        "cluster.cpus_per_reward_actor=0.25",
+    ]
     deadline = time.time() + 300  # the dashboard answers before its job agent is ready
     while True:
         done = subprocess.run(cmd, env=two_nodes.env, capture_output=True, text=True, timeout=600)

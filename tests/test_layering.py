@@ -50,29 +50,35 @@ def test_core_never_imports_ray_actors_or_the_cli():
     assert not violations, "the core must not import ray/actors/hpo_ray.cli:\n" + "\n".join(violations)
 
 
-@pytest.mark.parametrize("snippet", [
-    "import ray",
-    "import ray.util.metrics as m",
-    "from ray import remote",
-    "from ray.util.placement_group import placement_group",
-    "def f():\n    import ray\n    return ray",
-    "class A:\n    def m(self):\n        from actors.controller import Controller",
-    "import actors",
-    "from hpo_ray.cli import train_cmd",
-    "import importlib\nimportlib.import_module('ray')",
-    "__import__('actors.learner_group')",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "import ray",
+        "import ray.util.metrics as m",
+        "from ray import remote",
+        "from ray.util.placement_group import placement_group",
+        "def f():\n    import ray\n    return ray",
+        "class A:\n    def m(self):\n        from actors.controller import Controller",
+        "import actors",
+        "from hpo_ray.cli import train_cmd",
+        "import importlib\nimportlib.import_module('ray')",
+        "__import__('actors.learner_group')",
+    ],
+)
 def test_checker_flags_every_form_of_a_forbidden_import(snippet):
     assert layering_violations(snippet, "x.py")
 
 
-@pytest.mark.parametrize("snippet", [
-    '"""Never imports `ray`."""',
-    "import rayon\nfrom raylib import x\nimport actorsx",
-    "from . import actors",  # a sibling module inside the package, not the top-level `actors`
-    "from hpo_ray.config import RunConfig",
-    "x = {'ray': 1}",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        '"""Never imports `ray`."""',
+        "import rayon\nfrom raylib import x\nimport actorsx",
+        "from . import actors",  # a sibling module inside the package, not the top-level `actors`
+        "from hpo_ray.config import RunConfig",
+        "x = {'ray': 1}",
+    ],
+)
 def test_checker_accepts_names_that_only_look_alike(snippet):
     assert layering_violations(snippet, "x.py") == []
 
@@ -103,8 +109,9 @@ def _load_time_imports(tree: ast.Module) -> set[str]:
 def import_graph(paths: list[Path]) -> dict[str, set[str]]:
     """module → project modules it imports when loaded (names that are not modules are dropped)."""
     modules = {_module_name(p): p for p in paths}
-    return {name: {m for m in _load_time_imports(ast.parse(p.read_text(), str(p))) if m in modules and m != name}
-            for name, p in modules.items()}
+    return {
+        name: {m for m in _load_time_imports(ast.parse(p.read_text(), str(p))) if m in modules and m != name} for name, p in modules.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -117,7 +124,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()

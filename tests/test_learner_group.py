@@ -28,8 +28,18 @@ def make_items(layout, tmp_path, n=6, seed=0):
         path = tmp_path / f"f{i}.npy"
         np.save(path, rng.standard_normal((d.n_frames + 3, 64)).astype(np.float32))
         n_gen = sum(d.assistant_mask[1:])
-        items.append(SequenceItem(d.input_ids, d.assistant_mask, list(rng.normal(-3.0, 0.5, n_gen)),
-                                  float(rng.normal()), str(path), None, d.n_frames, f"g{i % 2}"))
+        items.append(
+            SequenceItem(
+                d.input_ids,
+                d.assistant_mask,
+                list(rng.normal(-3.0, 0.5, n_gen)),
+                float(rng.normal()),
+                str(path),
+                None,
+                d.n_frames,
+                f"g{i % 2}",
+            )
+        )
     return items
 
 
@@ -38,8 +48,13 @@ def plain_torch_reference(model, layout, items, cfg, steps):
     model = copy.deepcopy(model).train()
     reference = copy.deepcopy(model).eval()
     banned = policy_ban_mask(layout, model.config.vocab_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learner.optimizer.lr, betas=cfg.learner.optimizer.betas,
-                            eps=cfg.learner.optimizer.eps, weight_decay=cfg.learner.optimizer.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.learner.optimizer.lr,
+        betas=cfg.learner.optimizer.betas,
+        eps=cfg.learner.optimizer.eps,
+        weight_decay=cfg.learner.optimizer.weight_decay,
+    )
     mb = collate(items, list(range(len(items))), layout.tokenizer.pad_token_id)
     with torch.no_grad():
         old, _ = token_logprobs(model, mb, layout.placeholder_id, banned, 1.0)
@@ -61,9 +76,18 @@ def test_two_rank_zero_matches_plain_torch_after_three_steps(stage, ray_cluster,
 
     from actors.learner_group import LearnerGroup
 
-    cfg = load_config(None, [f"learner.zero_stage={stage}", "learner.num_ranks=2", "learner.micro_batch_tokens=200",
-                             "learner.optimizer.lr=0.001", "algorithm.updates_per_step=3", "cluster.cpus_per_learner=0.5",
-                             "learner.max_skipped_updates=4"])
+    cfg = load_config(
+        None,
+        [
+            f"learner.zero_stage={stage}",
+            "learner.num_ranks=2",
+            "learner.micro_batch_tokens=200",
+            "learner.optimizer.lr=0.001",
+            "algorithm.updates_per_step=3",
+            "cluster.cpus_per_learner=0.5",
+            "learner.max_skipped_updates=4",
+        ],
+    )
     items = make_items(layout, tmp_path)
     expected = plain_torch_reference(tiny_model, layout, items, cfg, steps=3)
     pool = ray.util.placement_group([{"CPU": 0.5}] * 2)
@@ -99,8 +123,10 @@ def test_checkpoint_kill_resume_equals_not_stopping(ray_cluster, layout, tiny_po
     from actors.learner_group import LearnerGroup
 
     cfg = load_config(None, ["learner.zero_stage=2", "learner.optimizer.lr=0.001", "cluster.cpus_per_learner=0.5"])
-    first, second = make_items(layout, tmp_path, n=4, seed=1), make_items(layout, tmp_path / "b", n=4, seed=2) \
-        if (tmp_path / "b").mkdir() is None else None
+    first, second = (
+        make_items(layout, tmp_path, n=4, seed=1),
+        make_items(layout, tmp_path / "b", n=4, seed=2) if (tmp_path / "b").mkdir() is None else None,
+    )
     pool = ray.util.placement_group([{"CPU": 0.5}])
     ray.get(pool.ready())
     try:

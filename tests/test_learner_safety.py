@@ -15,7 +15,6 @@ from hpo_ray.learner.checkpoint_manifest import write_manifest
 from hpo_ray.learner.distributed import free_port
 from hpo_ray.learner.finite import NonFiniteTrainingError, SkipGuard
 from hpo_ray.learner.safe_load import UnsafeCheckpointFileError, load_restricted
-
 from tests.test_learner_group import make_items
 
 STATE = "deepspeed/state"
@@ -108,16 +107,18 @@ def _truncate(path):
     path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
 
 
-@pytest.mark.parametrize("damaged, damage", [
-    (f"{STATE}/mp_rank_00_model_states.pt", _flip),
-    (f"{STATE}/zero_pp_rank_0_mp_rank_00_optim_states.pt", _flip),
-    (f"{STATE}/mp_rank_00_model_states.pt", _truncate),
-    (f"{STATE}/zero_pp_rank_0_mp_rank_00_optim_states.pt", _truncate),
-    ("trainer_state.json", _truncate),
-    ("checkpoint.json", _truncate),  # used to resume step 1 silently while `latest` named step 2
-])
-def test_damaged_newest_checkpoint_is_detected_and_resume_loads_the_previous(store, trainer, two_checkpoints, caplog,
-                                                                             damaged, damage):
+@pytest.mark.parametrize(
+    "damaged, damage",
+    [
+        (f"{STATE}/mp_rank_00_model_states.pt", _flip),
+        (f"{STATE}/zero_pp_rank_0_mp_rank_00_optim_states.pt", _flip),
+        (f"{STATE}/mp_rank_00_model_states.pt", _truncate),
+        (f"{STATE}/zero_pp_rank_0_mp_rank_00_optim_states.pt", _truncate),
+        ("trainer_state.json", _truncate),
+        ("checkpoint.json", _truncate),  # used to resume step 1 silently while `latest` named step 2
+    ],
+)
+def test_damaged_newest_checkpoint_is_detected_and_resume_loads_the_previous(store, trainer, two_checkpoints, caplog, damaged, damage):
     damage(store.root / "step_00000002" / damaged)
     assert_resumes_step_1(store, trainer, two_checkpoints[1], caplog, damaged)
     expected = "sha256" if damage is _flip else "bytes, expected"

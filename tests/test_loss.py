@@ -110,8 +110,16 @@ def test_features_are_active_in_the_reference_batch():
 
     base, m = loss()
     assert 0 < m["clip_fraction"] < 1
-    for kw in ({"clip_low": 0.1, "clip_high": 0.35}, {"dual_clip": 3.0}, {"is_truncate": 1.1}, {"is_correction": False},
-               {"kl_estimator": "k1"}, {"kl_estimator": "k2"}, {"on_policy_kl": False}, {"loss_agg": "sequence"}):
+    for kw in (
+        {"clip_low": 0.1, "clip_high": 0.35},
+        {"dual_clip": 3.0},
+        {"is_truncate": 1.1},
+        {"is_correction": False},
+        {"kl_estimator": "k1"},
+        {"kl_estimator": "k2"},
+        {"on_policy_kl": False},
+        {"loss_agg": "sequence"},
+    ):
         assert loss(**kw)[0].item() != pytest.approx(base.item(), rel=1e-9), kw
     assert loss(dual_clip=3.0)[1]["dual_clip_fraction"] > 0
     assert loss(is_truncate=1.1)[1]["is_truncated_fraction"] > 0
@@ -125,7 +133,9 @@ def test_asymmetric_clip_uses_low_bound_for_negative_and_high_bound_for_positive
 
     def per_token(clip_low, clip_high):
         algo = AlgorithmConfig(clip_low=clip_low, clip_high=clip_high, is_correction=False, kl_coef=0.0)
-        return [policy_loss(lp[i:i + 1], old[i:i + 1], None, None, adv[i:i + 1], mask[i:i + 1], 1, algo)[0].item() for i in range(2)]
+        return [
+            policy_loss(lp[i : i + 1], old[i : i + 1], None, None, adv[i : i + 1], mask[i : i + 1], 1, algo)[0].item() for i in range(2)
+        ]
 
     # A > 0, ρ = 1.25: capped at 1 + clip_high; A < 0, ρ = 0.85: held at 1 − clip_low.
     assert per_token(0.1, 0.2) == pytest.approx([-1.2, 0.9])
@@ -188,7 +198,9 @@ def test_gradient_matches_finite_differences_with_stop_gradient_weights(override
         plus, minus = lp.clone(), lp.clone()
         plus[i, t] += h
         minus[i, t] -= h
-        numeric = (reference_loss(plus.tolist(), *args, lp_frozen=frozen) - reference_loss(minus.tolist(), *args, lp_frozen=frozen)) / (2 * h)
+        numeric = (reference_loss(plus.tolist(), *args, lp_frozen=frozen) - reference_loss(minus.tolist(), *args, lp_frozen=frozen)) / (
+            2 * h
+        )
         assert x.grad[i, t].item() == pytest.approx(numeric, rel=1e-6, abs=1e-9), (i, t)
     assert x.grad[~mask].abs().max().item() == 0.0
 
@@ -213,13 +225,28 @@ def test_two_micro_batches_with_global_normaliser_equal_one_batch(agg):
     assert total == pytest.approx(loss_whole.item(), rel=1e-12)
     assert torch.allclose(parts.grad, whole.grad, rtol=1e-12, atol=1e-15)
     merged = merge_metrics(metrics)
-    for key in ("loss", "pg_loss", "kl_loss", "kl", "clip_fraction", "is_weight_mean", "is_weight_max", "is_weight_min",
-                "logprob_mismatch", "tokens", "sequences", "ratio_max"):
+    for key in (
+        "loss",
+        "pg_loss",
+        "kl_loss",
+        "kl",
+        "clip_fraction",
+        "is_weight_mean",
+        "is_weight_max",
+        "is_weight_min",
+        "logprob_mismatch",
+        "tokens",
+        "sequences",
+        "ratio_max",
+    ):
         assert merged[key] == pytest.approx(m_whole[key], rel=1e-12), key
     # Normalising each micro-batch by its own count instead would not give the one-batch loss.
-    local = sum(policy_loss(lp[r], old[r], roll[r], ref[r], adv[r], mask[r],
-                            int(mask[r].sum()) if agg == "token" else int(mask[r].any(-1).sum()), algo)[0].item()
-                for r in (slice(0, 2), slice(2, 6)))
+    local = sum(
+        policy_loss(
+            lp[r], old[r], roll[r], ref[r], adv[r], mask[r], int(mask[r].sum()) if agg == "token" else int(mask[r].any(-1).sum()), algo
+        )[0].item()
+        for r in (slice(0, 2), slice(2, 6))
+    )
     assert local != pytest.approx(loss_whole.item(), rel=1e-6)
 
 
@@ -330,8 +357,17 @@ def test_masked_logprobs_of_a_real_tiny_model_train_the_same_distribution_as_sam
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=12, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=1, head_dim=8)).eval()
+    model = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=12,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+        )
+    ).eval()
     ids = torch.tensor([[1, 5, 3]])
     with torch.no_grad():
         logits = model(input_ids=ids).logits[:, -1] * 20  # sharpen so the ban matters

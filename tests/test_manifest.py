@@ -15,8 +15,7 @@ def good_frames(n=90):
 
 def open_with(tmp_path, row, frames=None, **kw):
     frames = {"features/t0.npy": good_frames()} if frames is None else frames
-    path = write_manifest(tmp_path, [talk_row("t1", "features/t1.npy"), row],
-                          {"features/t1.npy": good_frames(), **frames})
+    path = write_manifest(tmp_path, [talk_row("t1", "features/t1.npy"), row], {"features/t1.npy": good_frames(), **frames})
     return Manifest(path, width=WIDTH, **kw)
 
 
@@ -35,19 +34,22 @@ def test_features_row_selects_from_a_3d_array(tmp_path):
     np.testing.assert_array_equal(m[1].frames(), arr[1])
 
 
-@pytest.mark.parametrize("case, field", [
-    ("missing_file", "features_path"),
-    ("too_few_frames", "segments"),
-    ("nan", "features_path"),
-    ("wrong_width", "features_path"),
-    ("unsorted", "segments"),
-    ("overlap", "segments"),
-    ("counts", "ref_sentences"),
-    ("segment_counts", "segments"),
-    ("row_out_of_range", "features_row"),
-    ("frame_seconds", "frame_seconds"),
-    ("empty_reference", "ref_sentences"),
-])
+@pytest.mark.parametrize(
+    "case, field",
+    [
+        ("missing_file", "features_path"),
+        ("too_few_frames", "segments"),
+        ("nan", "features_path"),
+        ("wrong_width", "features_path"),
+        ("unsorted", "segments"),
+        ("overlap", "segments"),
+        ("counts", "ref_sentences"),
+        ("segment_counts", "segments"),
+        ("row_out_of_range", "features_row"),
+        ("frame_seconds", "frame_seconds"),
+        ("empty_reference", "ref_sentences"),
+    ],
+)
 def test_bad_row_is_rejected_naming_file_row_and_field(tmp_path, case, field):
     frames = {"features/t0.npy": good_frames()}
     row = talk_row("t0", "features/t0.npy")
@@ -56,7 +58,8 @@ def test_bad_row_is_rejected_naming_file_row_and_field(tmp_path, case, field):
     elif case == "too_few_frames":
         frames["features/t0.npy"] = good_frames(40)  # 3.2 s of features for 6 s of segments
     elif case == "nan":
-        bad = good_frames(); bad[77, 3] = np.nan
+        bad = good_frames()
+        bad[77, 3] = np.nan
         frames["features/t0.npy"] = bad
     elif case == "wrong_width":
         frames["features/t0.npy"] = np.zeros((90, WIDTH + 1), np.float32)

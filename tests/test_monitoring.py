@@ -67,9 +67,16 @@ def start_prometheus(folder: Path, discovery_file: str) -> tuple[subprocess.Pope
     job["file_sd_configs"][0].update(files=[discovery_file], refresh_interval="2s")
     (folder / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([shutil.which("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={folder / 'tsdb'}", f"--web.listen-address={address}"],
-                            stdout=subprocess.DEVNULL, stderr=(folder / "prometheus.log").open("w"))
+    proc = subprocess.Popen(
+        [
+            shutil.which("prometheus"),
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'tsdb'}",
+            f"--web.listen-address={address}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(folder / "prometheus.log").open("w"),
+    )
     return proc, f"http://{address}"
 
 
@@ -87,18 +94,32 @@ def monitored_run(small_run, tmp_path_factory):
     if ray.is_initialized():
         ray.shutdown()
     tmp = tmp_path_factory.mktemp("monitoring")
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
-             _system_config={"metrics_report_interval_ms": 1000})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     prometheus = url = None
     try:
         if shutil.which("prometheus"):
             session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
             prometheus, url = start_prometheus(tmp, str(session / "prom_metrics_service_discovery.json"))
         _, _, overrides = small_run
-        mlflow = ["logging.mlflow.enabled=true", f"logging.mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-                  "logging.mlflow.experiment=hpo-test", f"logging.mlflow.artifact_location={tmp / 'artifacts'}"] \
-            if _has_mlflow() else []
+        mlflow = (
+            [
+                "logging.mlflow.enabled=true",
+                f"logging.mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+                "logging.mlflow.experiment=hpo-test",
+                f"logging.mlflow.artifact_location={tmp / 'artifacts'}",
+            ]
+            if _has_mlflow()
+            else []
+        )
         run = [f"run.name={RUN_NAME}", "validation.every=2", "validation.at_start=false"]
         cfg = load_config(None, overrides + CPU_SPLIT + mlflow + run)
         from actors.controller import Controller, train
@@ -197,14 +218,18 @@ def test_restart_and_retry_panels_count_from_the_pool_totals(monitored_run):
     for restarts, retries in ((0, 0), (1, 2), (1, 0), (3, 1)):  # running restart totals, per-step retries
         metrics.record({"actors/rollout_restarts": restarts, "rollout/retries": retries}, trained=True)
     dash = json.loads(DASHBOARD.read_text())
-    exprs = {p["title"]: p["targets"][0]["expr"].replace("$run", run) for p in panels(dash)
-             if p["title"] in ("Actor restarts", "Rollout retries")}
+    exprs = {
+        p["title"]: p["targets"][0]["expr"].replace("$run", run)
+        for p in panels(dash)
+        if p["title"] in ("Actor restarts", "Rollout retries")
+    }
     deadline, values = time.time() + 30, {}
     while time.time() < deadline and values != {"Actor restarts": [("rollout", 3.0)], "Rollout retries": [(None, 3.0)]}:
         time.sleep(1)
-        values = {title: [(r["metric"].get("pool"), float(r["value"][1]))
-                          for r in prom_get(url, "/api/v1/query", query=expr)["data"]["result"]]
-                  for title, expr in exprs.items()}
+        values = {
+            title: [(r["metric"].get("pool"), float(r["value"][1])) for r in prom_get(url, "/api/v1/query", query=expr)["data"]["result"]]
+            for title, expr in exprs.items()
+        }
     assert values == {"Actor restarts": [("rollout", 3.0)], "Rollout retries": [(None, 3.0)]}
 
 

@@ -31,16 +31,26 @@ def test_pools_are_placed_across_nodes_and_a_step_completes(three_nodes, small_r
     from actors.placement import make_pools
 
     _, _, overrides = small_run
-    cfg = load_config(None, overrides + [
-        "cluster.learner_resources={learner_node: 0.5}", "cluster.rollout_resources={rollout_node: 0.5}",
-        "cluster.reward_resources={driver_node: 0.5}", "cluster.cpus_per_learner=0.5",
-        "cluster.cpus_per_rollout_worker=0.5", "cluster.cpus_per_reward_actor=0.5", "validation.at_start=false",
-    ])
+    cfg = load_config(
+        None,
+        overrides
+        + [
+            "cluster.learner_resources={learner_node: 0.5}",
+            "cluster.rollout_resources={rollout_node: 0.5}",
+            "cluster.reward_resources={driver_node: 0.5}",
+            "cluster.cpus_per_learner=0.5",
+            "cluster.cpus_per_rollout_worker=0.5",
+            "cluster.cpus_per_reward_actor=0.5",
+            "validation.at_start=false",
+        ],
+    )
     nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes()}
     pools = make_pools(cfg)
     try:
-        where = {name: set(ray.util.placement_group_table(pg)["bundles_to_node_id"].values())
-                 for name, pg in (("learner", pools.learner), ("rollout", pools.rollout), ("reward", pools.reward))}
+        where = {
+            name: set(ray.util.placement_group_table(pg)["bundles_to_node_id"].values())
+            for name, pg in (("learner", pools.learner), ("rollout", pools.rollout), ("reward", pools.reward))
+        }
     finally:
         pools.remove()
     assert all(len(ids) == 1 for ids in where.values())

@@ -15,14 +15,24 @@ LAUNCHERS = ["cluster/kuberay-rayjob.yaml", "cluster/ray-cluster.yaml", "cluster
 
 
 def test_pools_are_the_placement_groups_the_run_reserves():
-    cfg = load_config(None, ["learner.num_ranks=2", "cluster.num_rollout_workers=3", "cluster.cpus_per_learner=1",
-                             "cluster.cpus_per_rollout_worker=2", "cluster.reward_resources={reward_node: 1}"])
+    cfg = load_config(
+        None,
+        [
+            "learner.num_ranks=2",
+            "cluster.num_rollout_workers=3",
+            "cluster.cpus_per_learner=1",
+            "cluster.cpus_per_rollout_worker=2",
+            "cluster.reward_resources={reward_node: 1}",
+        ],
+    )
     pools = {p.name: p for p in pool_specs(cfg)}
     assert len(pools["learner"].bundles) == 2 and pools["learner"].bundles[0] == {"CPU": 1.0}
     assert pools["rollout"].bundles == [{"CPU": 2.0}] * 3
     assert pools["reward"].bundles[0]["reward_node"] == 1.0
-    colocated = {p.name: p for p in pool_specs(load_config(None, ["cluster.colocate=true", "cluster.cpus_per_learner=1",
-                                                                   "cluster.cpus_per_rollout_worker=2"]))}
+    colocated = {
+        p.name: p
+        for p in pool_specs(load_config(None, ["cluster.colocate=true", "cluster.cpus_per_learner=1", "cluster.cpus_per_rollout_worker=2"]))
+    }
     assert "rollout" not in colocated and colocated["learner"].bundles[0] == {"CPU": 3.0}
 
 

@@ -11,8 +11,16 @@ from hpo_ray.plot import PlotError, load_runs, plot_curves
 
 
 def point(m: int, chrf: float, laal: float | None) -> dict:
-    return {"multiplier": m, "chrf": chrf, "bleu": chrf / 2, "quality_metric": "chrf", "quality": chrf,
-            "stream_laal": laal, "hpo_latency": 2 * m, "length_ratio": 1.0}
+    return {
+        "multiplier": m,
+        "chrf": chrf,
+        "bleu": chrf / 2,
+        "quality_metric": "chrf",
+        "quality": chrf,
+        "stream_laal": laal,
+        "hpo_latency": 2 * m,
+        "length_ratio": 1.0,
+    }
 
 
 def cli(argv: list[str]) -> int:
@@ -22,8 +30,10 @@ def cli(argv: list[str]) -> int:
 
 
 def test_one_curve_per_run_with_points_sorted_by_latency(tmp_path):
-    runs = {"SFT": [point(3, 40, 2.5), point(1, 30, 1.2), point(2, 35, 1.9)],
-            "HPO": [point(2, 45, 2.0), point(1, 41, 1.4), point(4, 50, None)]}
+    runs = {
+        "SFT": [point(3, 40, 2.5), point(1, 30, 1.2), point(2, 35, 1.9)],
+        "HPO": [point(2, 45, 2.0), point(1, 41, 1.4), point(4, 50, None)],
+    }
     out = tmp_path / "curves.png"
     lines = plot_curves(runs, "chrf", "stream_laal", out)
     assert [line.get_label() for line in lines] == ["SFT", "HPO"]
@@ -42,8 +52,10 @@ def test_plot_cli_reads_one_run_per_folder(tmp_path):
             folder.mkdir(parents=True)
             (folder / "scores.json").write_text(json.dumps(point(m, base + m, 0.6 * m)))
     out = tmp_path / "plot.png"
-    assert cli(["--runs", str(tmp_path / "sft"), str(tmp_path / "hpo"), "--output", str(out), "--metric", "bleu",
-                "--latency", "hpo_latency"]) == 0
+    assert (
+        cli(["--runs", str(tmp_path / "sft"), str(tmp_path / "hpo"), "--output", str(out), "--metric", "bleu", "--latency", "hpo_latency"])
+        == 0
+    )
     assert imread(out).ndim == 3
     runs = load_runs([tmp_path / "sft", tmp_path / "hpo"], ["SFT", "HPO"])
     assert {k: len(v) for k, v in runs.items()} == {"SFT": 3, "HPO": 3}

@@ -31,15 +31,18 @@ print(json.dumps({"cluster_mode": ray_constants.ENABLE_RAY_CLUSTER, "auth": os.e
 def ray_mode(overrides: list[str], **env: str) -> dict:
     """Ray's cluster mode and auth mode in a fresh process with no Ray variable but `env`."""
     clean = {k: v for k, v in os.environ.items() if k not in RAY_VARS} | env | {"PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", PROBE, *overrides], env=clean, capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", PROBE, *overrides], env=clean, capture_output=True, text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("overrides, env", [
-    ([], {"RAY_ADDRESS": "127.0.0.2:6390"}),
-    (["cluster.address=127.0.0.2:6390"], {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t0k"}),
-], ids=["RAY_ADDRESS", "cluster.address+token"])
+@pytest.mark.parametrize(
+    "overrides, env",
+    [
+        ([], {"RAY_ADDRESS": "127.0.0.2:6390"}),
+        (["cluster.address=127.0.0.2:6390"], {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "t0k"}),
+    ],
+    ids=["RAY_ADDRESS", "cluster.address+token"],
+)
 def test_joining_a_cluster_leaves_ray_cluster_mode_and_auth_alone(overrides, env):
     assert ray_mode(overrides, **env) == {"cluster_mode": True, "auth": env.get("RAY_AUTH_MODE")}
 

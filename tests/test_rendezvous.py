@@ -19,8 +19,14 @@ print(json.dumps([c.laddr.ip for c in psutil.Process().net_connections("tcp") if
 
 def test_a_learner_rank_listens_on_loopback_only_when_given_loopback():
     repo = Path(__file__).parents[1]
-    out = subprocess.run([sys.executable, "-c", RANK], cwd=repo, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "PYTHONPATH": str(repo), "DS_ACCELERATOR": "cpu"})
+    out = subprocess.run(
+        [sys.executable, "-c", RANK],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(repo), "DS_ACCELERATOR": "cpu"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     listening = json.loads(out.stdout.strip().splitlines()[-1])
     assert listening, "the rank should at least serve the rendezvous store"

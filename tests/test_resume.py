@@ -17,10 +17,27 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def train_cmd(run_dir, overrides, start=None):
-    cmd = [sys.executable, "-m", "hpo_ray.cli.main", "train", "--config", "configs/demo.yaml", "--run-dir", str(run_dir),
-           "--steps", "4", *overrides, "checkpoint.every=2", "validation.every=1", "validation.at_start=false",
-           "logging.tensorboard=true", "cluster.num_cpus=2", "cluster.cpus_per_learner=0.5",
-           "cluster.cpus_per_rollout_worker=0.5", "cluster.cpus_per_reward_actor=0.25"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpo_ray.cli.main",
+        "train",
+        "--config",
+        "configs/demo.yaml",
+        "--run-dir",
+        str(run_dir),
+        "--steps",
+        "4",
+        *overrides,
+        "checkpoint.every=2",
+        "validation.every=1",
+        "validation.at_start=false",
+        "logging.tensorboard=true",
+        "cluster.num_cpus=2",
+        "cluster.cpus_per_learner=0.5",
+        "cluster.cpus_per_rollout_worker=0.5",
+        "cluster.cpus_per_reward_actor=0.25",
+    ]
     return cmd + ([start] if start else [])
 
 
@@ -36,8 +53,9 @@ def test_sigkilled_driver_resumes_with_the_same_data_order_and_no_step_logged_tw
     _, _, overrides = small_run
     run_dir = tmp_path / "run"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    first = subprocess.Popen(train_cmd(run_dir, overrides), cwd=repo, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        train_cmd(run_dir, overrides), cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     # wait until step 3 is logged: the checkpoint is step 2's, so step 3 is in the logs twice unless they are cut back
     metrics, deadline = run_dir / "metrics.jsonl", time.time() + 400
     while first.poll() is None and time.time() < deadline and not (metrics.is_file() and 3 in logged_steps(metrics)):

@@ -8,16 +8,25 @@ from hpo_ray.cli.main import main
 
 
 def record(rid: str, turns: list[str], group: str = "talk1") -> dict:
-    return {"id": rid, "group": group, "src_lang": "en", "tgt_lang": "de", "chunk_seconds": 1.12, "turns": turns,
-            "src_sentences": ["I bought a book.", "He left."],
-            "ref_sentences": ["Ich habe ein Buch gekauft.", "Er ging."],
-            "segments": [{"start": 0.2, "end": 2.0}, {"start": 2.3, "end": 3.1}]}
+    return {
+        "id": rid,
+        "group": group,
+        "src_lang": "en",
+        "tgt_lang": "de",
+        "chunk_seconds": 1.12,
+        "turns": turns,
+        "src_sentences": ["I bought a book.", "He left."],
+        "ref_sentences": ["Ich habe ein Buch gekauft.", "Er ging."],
+        "segments": [{"start": 0.2, "end": 2.0}, {"start": 2.3, "end": 3.1}],
+    }
 
 
-RECORDS = [record("early", ["", "Ich habe", "ein Buch gekauft.", "Er ging."]),
-           record("late", ["", "", "", "Ich habe ein Buch gekauft. Er ging."]),
-           record("bad", ["", "", "", "Ich kaufte."]),
-           record("other", ["Er ging."], group="talk2")]
+RECORDS = [
+    record("early", ["", "Ich habe", "ein Buch gekauft.", "Er ging."]),
+    record("late", ["", "", "", "Ich habe ein Buch gekauft. Er ging."]),
+    record("bad", ["", "", "", "Ich kaufte."]),
+    record("other", ["Er ging."], group="talk2"),
+]
 
 
 def write_jsonl(path, rows) -> None:
@@ -44,8 +53,22 @@ def test_score_round_trip_writes_one_record_per_rollout(tmp_path, capsys):
 def test_score_overrides_change_the_reward_definition(tmp_path):
     src = tmp_path / "r.jsonl"
     write_jsonl(src, RECORDS[:2])
-    assert main(["score", "--input", str(src), "--output", str(tmp_path / "a.jsonl"), "reward.hinge=none",
-                 "reward.quality=bleu", "reward.normalize=false", "reward.beta=1.0"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--input",
+                str(src),
+                "--output",
+                str(tmp_path / "a.jsonl"),
+                "reward.hinge=none",
+                "reward.quality=bleu",
+                "reward.normalize=false",
+                "reward.beta=1.0",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
     for r in rows:
         assert r["hinged_latency"] == pytest.approx(r["latency"])
@@ -77,8 +100,7 @@ def test_score_bad_config_value_is_a_config_error(tmp_path, capsys):
 def test_bench_reward_reports_speedup_and_equal_laal_on_agreeing_segments(capsys):
     pytest.importorskip("mweralign")
     pytest.importorskip("omnisteval")
-    assert main(["bench", "reward", "--talks", "2", "--words", "300", "--zh-talks", "1", "--zh-chars", "400",
-                 "--repeats", "1"]) == 0
+    assert main(["bench", "reward", "--talks", "2", "--words", "300", "--zh-talks", "1", "--zh-chars", "400", "--repeats", "1"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["speedup"] > 0 and figures["max_abs_diff_s"] <= 1e-6
     assert figures["edit_distance_ours"] <= figures["edit_distance_mweralign"]

@@ -50,8 +50,13 @@ def test_laal_equals_omnisteval_scorer_on_random_cases():
             delays = sorted(round(d / 1.12) * 1.12 for d in delays)
         unit = "char" if case % 2 else "word"
         reference = "字" * R if unit == "char" else " ".join(["w"] * R)
-        ins = Instance(prediction="", reference=reference, latency_unit=unit, source_length=end - start,
-                       emission_cu=[max(0.0, d - start) for d in delays])
+        ins = Instance(
+            prediction="",
+            reference=reference,
+            latency_unit=unit,
+            source_length=end - start,
+            emission_cu=[max(0.0, d - start) for d in delays],
+        )
         assert laal(delays, start, end, R) == pytest.approx(scorer.compute(ins), abs=1e-9), case
 
 

@@ -31,11 +31,11 @@ def models(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["comet", "xcomet"])
 def test_comet_scores_match_comets_own_predict(models, name):
-    scorer = make_scorer(RewardConfig(quality="comet", quality_model_path=models[name], device="cpu",
-                                      quality_batch_size=2))
+    scorer = make_scorer(RewardConfig(quality="comet", quality_model_path=models[name], device="cpu", quality_batch_size=2))
     ours = scorer.score(SRC, HYP, REF, "de")
-    official = scorer.model.predict([{"src": s, "mt": h, "ref": r} for s, h, r in zip(SRC, HYP, REF)],
-                                    batch_size=3, gpus=0, progress_bar=False).scores
+    official = scorer.model.predict(
+        [{"src": s, "mt": h, "ref": r} for s, h, r in zip(SRC, HYP, REF)], batch_size=3, gpus=0, progress_bar=False
+    ).scores
     assert ours == pytest.approx(list(official), abs=1e-5)
     assert scorer.worst == 0.0
 
@@ -56,8 +56,7 @@ def test_comet_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_metricx_scores_are_the_negated_clipped_regression_logit(models):
     from transformers import AutoTokenizer, MT5ForConditionalGeneration
 
-    scorer = make_scorer(RewardConfig(quality="metricx", quality_model_path=models["metricx"], device="cpu",
-                                      quality_batch_size=2))
+    scorer = make_scorer(RewardConfig(quality="metricx", quality_model_path=models["metricx"], device="cpu", quality_batch_size=2))
     ours = scorer.score(SRC, HYP, REF, "de")
     # Independent path: the full seq2seq forward, one unpadded input at a time.
     tok = AutoTokenizer.from_pretrained(str(models["metricx"]))
@@ -75,11 +74,20 @@ def test_metricx_scores_are_the_negated_clipped_regression_logit(models):
 
 
 def test_metricx_reward_config_default_threshold_and_end_to_end(models):
-    cfg = load_config(None, ["reward.quality=metricx", f"reward.quality_model_path={models['metricx']}",
-                             "reward.device=cpu", "reward.target_quality=-30"]).reward
-    r = RolloutText(id="a", group="g", src_lang="en", tgt_lang="de", chunk_seconds=1.0,
-                    turns=["Ich kaufte ein Buch.", ""], src_sentences=SRC[:2], ref_sentences=REF[:2],
-                    segments=[(0.0, 1.0), (1.5, 2.0)])
+    cfg = load_config(
+        None, ["reward.quality=metricx", f"reward.quality_model_path={models['metricx']}", "reward.device=cpu", "reward.target_quality=-30"]
+    ).reward
+    r = RolloutText(
+        id="a",
+        group="g",
+        src_lang="en",
+        tgt_lang="de",
+        chunk_seconds=1.0,
+        turns=["Ich kaufte ein Buch.", ""],
+        src_sentences=SRC[:2],
+        ref_sentences=REF[:2],
+        segments=[(0.0, 1.0), (1.5, 2.0)],
+    )
     (score,) = RewardFunction(cfg).score([r])
     assert score.sentences[1].quality == -25.0 and score.sentences[1].latency == cfg.max_latency
     assert -25.0 <= score.sentences[0].quality <= 0.0
@@ -108,9 +116,17 @@ def test_embedding_segmenter_aligns_identical_text_one_to_one_and_keeps_delays(m
 def test_embedding_segmenter_leaves_a_missing_sentence_unaligned_and_loses_no_unit(models):
     cfg = RewardConfig(segmenter="embedding", embedding_model_path=models["encoder"], device="cpu")
     fn = RewardFunction(cfg)
-    r = RolloutText(id="a", group="g", src_lang="en", tgt_lang="zh", chunk_seconds=1.0,
-                    turns=["我今天买了书。", "", "你好！"], src_sentences=["a", "b", "c"],
-                    ref_sentences=["我今天买了一本书。", "他走了。", "你好！"], segments=[(0, 1), (1, 2), (2, 3)])
+    r = RolloutText(
+        id="a",
+        group="g",
+        src_lang="en",
+        tgt_lang="zh",
+        chunk_seconds=1.0,
+        turns=["我今天买了书。", "", "你好！"],
+        src_sentences=["a", "b", "c"],
+        ref_sentences=["我今天买了一本书。", "他走了。", "你好！"],
+        segments=[(0, 1), (1, 2), (2, 3)],
+    )
     (score,) = fn.score([r])
     assert [s.hyp for s in score.sentences] == ["我今天买了书。", "", "你好！"]
     assert score.sentences[1].latency == cfg.max_latency

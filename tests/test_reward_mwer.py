@@ -23,13 +23,12 @@ def plain_edit_distance(a, b) -> int:
 
 
 def segmentation_cost(hyp, refs, bounds) -> int:
-    return sum(plain_edit_distance(hyp[bounds[k]:bounds[k + 1]], refs[k]) for k in range(len(refs)))
+    return sum(plain_edit_distance(hyp[bounds[k] : bounds[k + 1]], refs[k]) for k in range(len(refs)))
 
 
 def brute_force_optimum(hyp, refs) -> int:
     J = len(hyp)
-    return min(segmentation_cost(hyp, refs, (0, *cuts, J))
-               for cuts in itertools.combinations_with_replacement(range(J + 1), len(refs) - 1))
+    return min(segmentation_cost(hyp, refs, (0, *cuts, J)) for cuts in itertools.combinations_with_replacement(range(J + 1), len(refs) - 1))
 
 
 def test_bit_parallel_edit_distance_equals_plain_dynamic_programming():
@@ -51,8 +50,10 @@ def test_mwer_total_edit_distance_equals_brute_force_optimum():
 
 
 @settings(max_examples=150, deadline=None)
-@given(hyp=st.lists(st.sampled_from("abcde"), max_size=150),
-       refs=st.lists(st.lists(st.sampled_from("abcde"), max_size=40), min_size=1, max_size=8))
+@given(
+    hyp=st.lists(st.sampled_from("abcde"), max_size=150),
+    refs=st.lists(st.lists(st.sampled_from("abcde"), max_size=40), min_size=1, max_size=8),
+)
 def test_mwer_optimum_equals_edit_distance_to_concatenated_references(hyp, refs):
     bounds, cost = mwer_segment(hyp, refs)
     assert cost == plain_edit_distance(hyp, [u for r in refs for u in r])
@@ -85,5 +86,5 @@ def test_one_hour_talk_resegments_exactly():
     words = [w for r in refs for w in r]
     hyp = [w if rng.random() < 0.75 else rng.choice(vocab) for w in words if rng.random() < 0.9]
     bounds, cost = mwer_segment(hyp, refs)
-    assert sum(edit_distance(hyp[bounds[k]:bounds[k + 1]], refs[k]) for k in range(len(refs))) == cost
+    assert sum(edit_distance(hyp[bounds[k] : bounds[k + 1]], refs[k]) for k in range(len(refs))) == cost
     assert cost == edit_distance(hyp, words)

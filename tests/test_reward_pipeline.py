@@ -15,9 +15,17 @@ from hpo_ray.reward.units import Units, units_from_turns
 
 def rollout(turns, refs, tgt_lang="de", group="talk", rid="r", segments=None, chunk=1.0) -> RolloutText:
     segments = segments or [(2.0 * i, 2.0 * i + 1.5) for i in range(len(refs))]
-    return RolloutText(id=rid, group=group, src_lang="en", tgt_lang=tgt_lang, chunk_seconds=chunk, turns=list(turns),
-                       src_sentences=[f"src {i}" for i in range(len(refs))], ref_sentences=list(refs),
-                       segments=segments)
+    return RolloutText(
+        id=rid,
+        group=group,
+        src_lang="en",
+        tgt_lang=tgt_lang,
+        chunk_seconds=chunk,
+        turns=list(turns),
+        src_sentences=[f"src {i}" for i in range(len(refs))],
+        ref_sentences=list(refs),
+        segments=segments,
+    )
 
 
 REFS = ["Ich habe ein Buch gekauft.", "Er ging nach Hause.", "Das war gut."]
@@ -68,6 +76,7 @@ def test_bleu_for_japanese_without_mecab_is_a_clear_error():
     pytest.importorskip("sacrebleu")
     try:
         import MeCab  # noqa: F401
+
         pytest.skip("MeCab installed")
     except ImportError:
         pass
@@ -76,8 +85,9 @@ def test_bleu_for_japanese_without_mecab_is_a_clear_error():
 
 
 def make_score(group, Q, H, chunk=1.0) -> RolloutScore:
-    return RolloutScore(id=f"{group}{Q}{H}", group=group, chunk_seconds=chunk, quality=Q, latency=H,
-                        hinged_latency=H, stream_laal=None, sentences=[])
+    return RolloutScore(
+        id=f"{group}{Q}{H}", group=group, chunk_seconds=chunk, quality=Q, latency=H, hinged_latency=H, stream_laal=None, sentences=[]
+    )
 
 
 def test_group_rewards_use_population_std_and_alpha_beta():
@@ -122,12 +132,25 @@ def test_seqpo_with_a_quality_hinge_is_a_config_error():
 
 
 def test_malformed_record_names_line_and_field():
-    good = {"id": "a", "group": "g", "src_lang": "en", "tgt_lang": "de", "chunk_seconds": 1.0, "turns": ["x"],
-            "src_sentences": ["s"], "ref_sentences": ["r"], "segments": [{"start": 0, "end": 1}]}
+    good = {
+        "id": "a",
+        "group": "g",
+        "src_lang": "en",
+        "tgt_lang": "de",
+        "chunk_seconds": 1.0,
+        "turns": ["x"],
+        "src_sentences": ["s"],
+        "ref_sentences": ["r"],
+        "segments": [{"start": 0, "end": 1}],
+    }
     assert RolloutText.from_json(good).segments == [(0.0, 1.0)]
-    for change, field in [({"segments": [{"start": 2, "end": 1}]}, "segments[0]"),
-                          ({"src_sentences": []}, "src_sentences"), ({"chunk_seconds": "1"}, "chunk_seconds"),
-                          ({"turns": "x"}, "turns"), ({"segments": [{"start": 0}]}, "segments[0].end")]:
+    for change, field in [
+        ({"segments": [{"start": 2, "end": 1}]}, "segments[0]"),
+        ({"src_sentences": []}, "src_sentences"),
+        ({"chunk_seconds": "1"}, "chunk_seconds"),
+        ({"turns": "x"}, "turns"),
+        ({"segments": [{"start": 0}]}, "segments[0].end"),
+    ]:
         with pytest.raises(RolloutFormatError, match=re.escape(f"line 7: field '{field}'")) as exc:
             RolloutText.from_json({**good, **change}, line=7)
         assert exc.value.line == 7
@@ -147,8 +170,9 @@ def rollouts(draw):
     starts = sorted(draw(st.lists(st.floats(0, 100), min_size=n_refs, max_size=n_refs)))
     spans = draw(st.lists(st.floats(0, 10), min_size=n_refs, max_size=n_refs))
     chunk = draw(st.floats(0.05, 3.0))
-    return rollout(turns, refs, tgt_lang=tgt, segments=[(s, s + d) for s, d in zip(starts, spans)], chunk=chunk,
-                   group=draw(st.sampled_from("ab")))
+    return rollout(
+        turns, refs, tgt_lang=tgt, segments=[(s, s + d) for s, d in zip(starts, spans)], chunk=chunk, group=draw(st.sampled_from("ab"))
+    )
 
 
 def all_finite(score: RolloutScore) -> bool:
@@ -158,8 +182,12 @@ def all_finite(score: RolloutScore) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
-CONFIGS = [RewardConfig(), RewardConfig(latency="hpo", hinge="document"), RewardConfig(hinge="none", seqpo=True),
-           RewardConfig(splitting="clause", target_latency=1.0, normalize=False)]
+CONFIGS = [
+    RewardConfig(),
+    RewardConfig(latency="hpo", hinge="document"),
+    RewardConfig(hinge="none", seqpo=True),
+    RewardConfig(splitting="clause", target_latency=1.0, normalize=False),
+]
 FUNCTIONS = [RewardFunction(cfg) for cfg in CONFIGS]
 
 
@@ -180,8 +208,12 @@ def test_any_rollouts_score_without_error_and_with_finite_numbers(batch, which):
 
 def test_edge_cases_all_empty_long_output_and_single_reference():
     fn = RewardFunction(RewardConfig())
-    cases = [rollout(["", "", ""], REFS), rollout(["Ich habe ein Buch gekauft. " * 300], REFS[:1]),
-             rollout([], REFS[:1]), rollout(["，。！？"], ["。"], tgt_lang="zh")]
+    cases = [
+        rollout(["", "", ""], REFS),
+        rollout(["Ich habe ein Buch gekauft. " * 300], REFS[:1]),
+        rollout([], REFS[:1]),
+        rollout(["，。！？"], ["。"], tgt_lang="zh"),
+    ]
     scores = fn.score(cases)
     assert scores[0].stream_laal is None and scores[0].quality == 0.0 and scores[0].latency == 10.0
     assert len(scores[1].sentences[0].delays) == 1500

@@ -10,8 +10,20 @@ from hpo_ray.sft import SftDataError, load_sft_examples
 
 def test_sft_lowers_the_dev_loss_and_writes_an_hf_policy(small_run, tmp_path, capsys):
     data, policy, overrides = small_run
-    code = main(["sft", "--init", str(policy), "--out", str(tmp_path / "sft"), *overrides,
-                 "sft.epochs=3", "sft.lr=0.01", "sft.batch_size=2", "sft.warmup_steps=2"])
+    code = main(
+        [
+            "sft",
+            "--init",
+            str(policy),
+            "--out",
+            str(tmp_path / "sft"),
+            *overrides,
+            "sft.epochs=3",
+            "sft.lr=0.01",
+            "sft.batch_size=2",
+            "sft.warmup_steps=2",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["train_dialogues"] > 0 and summary["dev_dialogues"] > 0

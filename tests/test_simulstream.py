@@ -33,8 +33,16 @@ from hpo_ray.synth.espeak import missing_reason
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
 
 FAST = ["rollout.validation_sampling.max_new_tokens=6", "rollout.validation_sampling.greedy=true", "logging.progress=false"]
-SPOKEN = ["data.synth.talks=2", "data.synth.dev_fraction=0", "data.synth.test_fraction=0", "data.synth.min_talk_seconds=5",
-          "data.synth.seed=5", "data.synth.speech.enabled=true", "data.synth.speech.workers=1", "logging.progress=false"]
+SPOKEN = [
+    "data.synth.talks=2",
+    "data.synth.dev_fraction=0",
+    "data.synth.test_fraction=0",
+    "data.synth.min_talk_seconds=5",
+    "data.synth.seed=5",
+    "data.synth.speech.enabled=true",
+    "data.synth.speech.workers=1",
+    "logging.progress=false",
+]
 
 
 def cli(module, argv: list[str]) -> int:
@@ -64,8 +72,7 @@ def field_run(spoken):
     """`hpo-ray eval --via simulstream` on the audio manifest at m=1, greedy (eval encodes it into encoded/)."""
     root, speech_llm, audio = spoken
     out = root / "hpo_simulstream" / "m1"  # where `hpo-ray demo` puts it for a speech policy
-    argv = ["--checkpoint", str(speech_llm), "--data", str(audio), "--multiplier", "1", "--output", str(out),
-            "--via", "simulstream", *FAST]
+    argv = ["--checkpoint", str(speech_llm), "--data", str(audio), "--multiplier", "1", "--output", str(out), "--via", "simulstream", *FAST]
     assert cli(eval_cmd, argv) == 0
     return out, Manifest(out / "encoded" / "manifest.parquet")
 
@@ -131,8 +138,7 @@ def test_omnisteval_scores_the_simulstream_log_as_our_instances(field_run, tmp_p
         inst["elapsed"] = list(inst["delays"])
         lines.append(json.dumps(inst))
     (tmp_path / "instances.log").write_text("\n".join(lines) + "\n")
-    fixed = run_omnisteval(out / "segments.yaml", out / "references.txt", tmp_path / "instances.log", tmp_path / "o",
-                           False, "13a")
+    fixed = run_omnisteval(out / "segments.yaml", out / "references.txt", tmp_path / "instances.log", tmp_path / "o", False, "13a")
     assert theirs["LongLAAL (CU)"] == pytest.approx(fixed["LongLAAL (CU)"], abs=1e-6)
     # Computation-aware: every unit's CA delay is at least its ideal one (first test), but LAAL's cutoff makes
     # the score itself non-monotone; our instances.log records no compute (elapsed = delays).
@@ -203,8 +209,17 @@ def test_via_simulstream_without_audio_is_refused_before_anything_runs(spoken, f
     bare.mkdir()
     (bare / "manifest.parquet").write_bytes(features.read_bytes())
     (bare / "features").symlink_to(features.parent / "features")
-    argv = ["--checkpoint", str(speech_llm), "--data", str(bare / "manifest.parquet"), "--output", str(tmp_path / "out"),
-            "--via", "simulstream", *FAST]
+    argv = [
+        "--checkpoint",
+        str(speech_llm),
+        "--data",
+        str(bare / "manifest.parquet"),
+        "--output",
+        str(tmp_path / "out"),
+        "--via",
+        "simulstream",
+        *FAST,
+    ]
     assert cli(eval_cmd, argv) == 2
     assert "no encode.json beside it names the talks' audio; pass --audio" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -235,14 +250,34 @@ def test_simulstream_server_streams_a_talk_back_as_text(field_run, tmp_path, cap
     talk = manifest.talks[0]
     port = _free_port()
     server_yaml = tmp_path / "server.yaml"
-    server_yaml.write_text(yaml.safe_dump({"hostname": "127.0.0.1", "port": port, "pool_size": 1, "acquire_timeout": 60,
-                                           "metrics": {"enabled": True, "filename": str(tmp_path / "server_metrics.jsonl")}}))
+    server_yaml.write_text(
+        yaml.safe_dump(
+            {
+                "hostname": "127.0.0.1",
+                "port": port,
+                "pool_size": 1,
+                "acquire_timeout": 60,
+                "metrics": {"enabled": True, "filename": str(tmp_path / "server_metrics.jsonl")},
+            }
+        )
+    )
     processor = yaml.safe_load((out / "simulstream" / "processor.yaml").read_text())
     processor.pop("turn_log")
     (tmp_path / "processor.yaml").write_text(yaml.safe_dump(processor))
-    proc = subprocess.Popen([sys.executable, "-m", "simulstream.server.websocket_server", "--server-config", str(server_yaml),
-                             "--speech-processor-config", str(tmp_path / "processor.yaml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulstream.server.websocket_server",
+            "--server-config",
+            str(server_yaml),
+            "--speech-processor-config",
+            str(tmp_path / "processor.yaml"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for_port(port, proc, timeout=180)
         wav = str(out / "simulstream" / "wavs" / f"{talk.talk_id}.wav")
@@ -251,8 +286,9 @@ def test_simulstream_server_streams_a_talk_back_as_text(field_run, tmp_path, cap
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    replies = [json.loads(r.getMessage()) for r in caplog.records if r.name == "simulstream.wav_reader_client"
-               and r.getMessage().startswith("{")]
+    replies = [
+        json.loads(r.getMessage()) for r in caplog.records if r.name == "simulstream.wav_reader_client" and r.getMessage().startswith("{")
+    ]
     assert replies[-1] == {"end_of_processing": True}
     received = " ".join(r["new"] for r in replies[:-1] if r.get("new"))
     assert received and all(r.get("deleted") == "" for r in replies[:-1])
@@ -274,9 +310,9 @@ def _translate_in_process(processor_yaml: Path, wav: str, message_samples: int) 
     processor = HpoRaySpeechProcessor(config)
     _, data = read_wav_file(wav)
     last = (len(data) - 1) // message_samples * message_samples
-    samples = np.concatenate([data, data[last:]]).astype(np.float32) / 2 ** 15
+    samples = np.concatenate([data, data[last:]]).astype(np.float32) / 2**15
     chunk = round(processor.speech_chunk_size * 16000)
     words = []
     for start in range(0, len(samples), chunk):
-        words += processor.process_chunk(samples[start:start + chunk]).new_tokens
+        words += processor.process_chunk(samples[start : start + chunk]).new_tokens
     return " ".join(words + processor.end_of_stream().new_tokens)

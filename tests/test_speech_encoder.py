@@ -57,7 +57,7 @@ def test_streaming_in_arbitrary_pieces_equals_one_shot(encoder):
     stream, parts, start = EncoderStream(encoder), [], 0
     while start < len(audio):
         n = int(rng.integers(1, c.chunk_samples * 2))
-        got = stream.push(audio[start:start + n])
+        got = stream.push(audio[start : start + n])
         start += n
         assert len(got) == min(start, len(audio)) // c.chunk_samples * c.chunk_frames - sum(len(p) for p in parts)
         parts.append(got)

@@ -23,18 +23,40 @@ def _spoken_data(root):
             rows.append(spoken_row(f"t{seed}", f"audio/t{seed}.wav", 3.0))
         write_audio_manifest(root / split, rows).rename(root / split / "audio_manifest.parquet")
         (root / "sft").mkdir(exist_ok=True)
-        (root / "sft" / f"{split}.jsonl").write_text("".join(
-            json.dumps({"talk_id": f"t{seed}", "split": split, "manifest": f"../{split}/audio_manifest.parquet",
-                        "src_lang": "en", "tgt_lang": "de",
-                        "turns": [{"frames": 14, "text": ""}, {"frames": 23, "text": "ziel 0 . ziel 1 ."}]}) + "\n"
-            for seed in seeds))
+        (root / "sft" / f"{split}.jsonl").write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "talk_id": f"t{seed}",
+                        "split": split,
+                        "manifest": f"../{split}/audio_manifest.parquet",
+                        "src_lang": "en",
+                        "tgt_lang": "de",
+                        "turns": [{"frames": 14, "text": ""}, {"frames": 23, "text": "ziel 0 . ziel 1 ."}],
+                    }
+                )
+                + "\n"
+                for seed in seeds
+            )
+        )
 
 
 @pytest.mark.slow
 def test_two_stage_speech_sft_hears_encodes_and_translates(tiny_policy_dir, tmp_path):
     _spoken_data(tmp_path / "data")
-    cfg = load_config(None, ["logging.progress=false", "sft.hear.epochs=3", "sft.hear.batch_size=2", "sft.hear.warmup_steps=1",
-                             "sft.epochs=2", "sft.batch_size=2", "sft.warmup_steps=1", "model.speech.left_chunks=2"])
+    cfg = load_config(
+        None,
+        [
+            "logging.progress=false",
+            "sft.hear.epochs=3",
+            "sft.hear.batch_size=2",
+            "sft.hear.warmup_steps=1",
+            "sft.epochs=2",
+            "sft.batch_size=2",
+            "sft.warmup_steps=1",
+            "model.speech.left_chunks=2",
+        ],
+    )
     summary = speech_finetune(cfg, tiny_policy_dir, tmp_path / "data", tmp_path / "sft", tmp_path / "features")
     hear = summary["hear"]
     assert hear["words"] == 4 and hear["train_sentences"] == 4 and hear["dev_sentences"] == 2

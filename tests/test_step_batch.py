@@ -21,8 +21,22 @@ def talk(talk_id: str) -> Talk:
 
 def rollout(talk_id: str, k: int, quality: float, latency: float, truncated: bool = False) -> tuple[Trajectory, RolloutScore]:
     n = 6 + k
-    traj = Trajectory(talk_id, talk_id, k, "en", "zh", list(range(n)), [False, False] + [True] * (n - 2), [], [], [], [],
-                      [-0.5] * (n - 2), weight_version=3, truncated=truncated)
+    traj = Trajectory(
+        talk_id,
+        talk_id,
+        k,
+        "en",
+        "zh",
+        list(range(n)),
+        [False, False] + [True] * (n - 2),
+        [],
+        [],
+        [],
+        [],
+        [-0.5] * (n - 2),
+        weight_version=3,
+        truncated=truncated,
+    )
     return traj, RolloutScore(f"{talk_id}-{k}", talk_id, 1.12, quality, latency, latency, None)
 
 

@@ -19,13 +19,14 @@ def stream(engine, talk: TalkInput, sampling: SamplingConfig, seed: int) -> Stre
     translator = StreamingTranslator(engine, talk.src_lang, talk.tgt_lang, sampling, seed, talk.talk_id)
     start = 0
     for size in talk.turn_sizes():
-        translator.turn(talk.frames[start:start + size])
+        translator.turn(talk.frames[start : start + size])
         start += size
     return translator
 
 
-@pytest.mark.parametrize("sampling", [SamplingConfig(greedy=True, max_new_tokens=6), SamplingConfig(max_new_tokens=6)],
-                         ids=["greedy", "sampled"])
+@pytest.mark.parametrize(
+    "sampling", [SamplingConfig(greedy=True, max_new_tokens=6), SamplingConfig(max_new_tokens=6)], ids=["greedy", "sampled"]
+)
 def test_streamed_talk_gets_the_engine_output(tiny_model, layout, sampling):
     for n_frames, seed in ((50, 0), (87, 1)):
         talk = make_talk(n_frames, seed=seed)
@@ -69,7 +70,7 @@ def test_dialogue_at_the_token_cap_stops_like_the_engine(tiny_model, layout):
     assert traj.truncated and translator.truncated
     live = [t for t in translator.turns if not t.truncated]
     assert [t.text for t in live] == traj.turn_texts and len(live) < len(talk.turn_sizes())
-    assert all(t.truncated and t.prefilled == 0 and t.text == "" for t in translator.turns[len(live):])
+    assert all(t.truncated and t.prefilled == 0 and t.text == "" for t in translator.turns[len(live) :])
 
 
 def test_bounded_context_slides_like_the_engine_and_reprefills_only_the_kept_window(tiny_model, layout):

@@ -3,8 +3,19 @@
 import pytest
 
 from hpo_ray.config import load_config
-from hpo_ray.study import (Spread, baseline_quality_at, claim_beats_start, claim_not_below, claim_robust, faster_than_baseline, gain_spread,
-                           matched_gains, mean_curve, metric_spread, paired_deltas)
+from hpo_ray.study import (
+    Spread,
+    baseline_quality_at,
+    claim_beats_start,
+    claim_not_below,
+    claim_robust,
+    faster_than_baseline,
+    gain_spread,
+    matched_gains,
+    mean_curve,
+    metric_spread,
+    paired_deltas,
+)
 
 
 def point(m, chrf, laal, length=1.0):
@@ -15,14 +26,14 @@ SFT = [point(1, 20.0, 4.8, 0.5), point(2, 31.8, 2.35), point(3, 31.0, 3.3), poin
 
 
 def test_baseline_is_read_at_its_best_point_that_is_no_slower():
-    assert baseline_quality_at(SFT, 3.2) == 32.5       # m4 (3.16 s) is within 3.2 s and best
-    assert baseline_quality_at(SFT, 3.0) == 31.8       # only m2 is within 3.0 s
-    assert baseline_quality_at(SFT, 10.0) == 32.5      # the non-monotone m1 point (20.0 at 4.8 s) never wins
+    assert baseline_quality_at(SFT, 3.2) == 32.5  # m4 (3.16 s) is within 3.2 s and best
+    assert baseline_quality_at(SFT, 3.0) == 31.8  # only m2 is within 3.0 s
+    assert baseline_quality_at(SFT, 10.0) == 32.5  # the non-monotone m1 point (20.0 at 4.8 s) never wins
 
 
 def test_a_point_faster_than_every_baseline_point_meets_the_baseline_at_its_multiplier_or_strictly_its_fastest():
-    assert baseline_quality_at(SFT, 1.0, multiplier=1) == 20.0   # the operating point it replaces (4.8 s)
-    assert baseline_quality_at(SFT, 1.0) == 31.8                 # strict: the fastest point (2.35 s), favours the baseline
+    assert baseline_quality_at(SFT, 1.0, multiplier=1) == 20.0  # the operating point it replaces (4.8 s)
+    assert baseline_quality_at(SFT, 1.0) == 31.8  # strict: the fastest point (2.35 s), favours the baseline
     hpo = [point(1, 33.4, 2.0), point(2, 34.0, 3.0)]
     assert matched_gains(hpo, SFT) == pytest.approx({1: 13.4, 2: 34.0 - 31.8})
     assert matched_gains(hpo, SFT, strict=True) == pytest.approx({1: 33.4 - 31.8, 2: 34.0 - 31.8})
@@ -41,7 +52,7 @@ def test_matched_gains_per_multiplier_and_skip_points_without_latency():
 
 
 def test_both_curves_are_read_at_their_best_point_within_the_latency():
-    hpo = [point(2, 35.0, 2.4), point(3, 31.0, 3.2)]   # m3 is dominated by HPO's own m2 point
+    hpo = [point(2, 35.0, 2.4), point(3, 31.0, 3.2)]  # m3 is dominated by HPO's own m2 point
     assert matched_gains(hpo, SFT) == pytest.approx({2: 35.0 - 31.8, 3: 35.0 - 32.5})
 
 
@@ -55,9 +66,9 @@ def test_spread_is_mean_sample_std_and_range():
 def test_metric_and_gain_spread_over_seeds():
     runs = {0: [point(1, 30.0, 2.0)], 1: [point(1, 34.0, 2.2)]}
     assert metric_spread(runs, "chrf")[1].mean == 32.0
-    gains = gain_spread(runs, SFT)                      # both faster than every SFT point -> SFT at m1 (20.0)
+    gains = gain_spread(runs, SFT)  # both faster than every SFT point -> SFT at m1 (20.0)
     assert gains[1].low == pytest.approx(10.0) and gains[1].high == pytest.approx(14.0)
-    strict = gain_spread(runs, SFT, strict=True)        # -> SFT's fastest point (31.8)
+    strict = gain_spread(runs, SFT, strict=True)  # -> SFT's fastest point (31.8)
     assert strict[1].low == pytest.approx(30.0 - 31.8) and strict[1].high == pytest.approx(34.0 - 31.8)
     per_seed = gain_spread(runs, {0: [point(1, 29.0, 2.0)], 1: [point(1, 35.0, 2.2)]})
     assert per_seed[1].mean == pytest.approx(0.0)
@@ -81,7 +92,7 @@ def test_paired_deltas_compare_the_same_multiplier():
 def test_claim_a_needs_a_gain_everywhere_and_the_margin_at_the_lowest_multiplier():
     strong = {s: [point(1, 40.0, 2.0), point(2, 35.0, 2.3)] for s in range(3)}
     assert claim_beats_start(strong, SFT).held
-    weak_low = {s: [point(1, 33.0, 2.4), point(2, 35.0, 2.3)] for s in range(3)}   # +1.2 at m1 < 5
+    weak_low = {s: [point(1, 33.0, 2.4), point(2, 35.0, 2.3)] for s in range(3)}  # +1.2 at m1 < 5
     verdict = claim_beats_start(weak_low, SFT)
     assert not verdict.held and "m = 1" in verdict.detail
     loses_high = {s: [point(1, 30.0, 2.0), point(2, 31.0, 3.2)] for s in range(3)}  # best within 3.2 s: 31.0 < 32.5
@@ -92,7 +103,7 @@ def test_claim_a_needs_a_gain_everywhere_and_the_margin_at_the_lowest_multiplier
 def test_claim_b_compares_each_seed_with_the_same_seed_of_the_other_policy():
     hpo = {0: [point(1, 33.0, 2.0)], 1: [point(1, 31.0, 2.0)]}
     flat = {0: [point(1, 32.0, 2.0)], 1: [point(1, 31.5, 2.0)]}
-    assert claim_not_below(hpo, flat, "No-HPO").held          # mean gain (+1.0 − 0.5) / 2 ≥ 0
+    assert claim_not_below(hpo, flat, "No-HPO").held  # mean gain (+1.0 − 0.5) / 2 ≥ 0
     verdict = claim_not_below(flat, hpo, "HPO")
     assert not verdict.held and "m = 1" in verdict.detail
 
@@ -118,13 +129,23 @@ def test_study_report_states_command_seeds_and_claims():
     from hpo_ray.cli.study_cmd import render
 
     cfg = load_config("configs/study.yaml")
-    curves = {"sft": SFT, "sft-omit": [point(m, 25.0, 3.0, 0.8) for m in (1, 2, 3, 4)],
-              "hpo": {str(s): [point(m, 38.0 + s, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
-              "no-hpo": {str(s): [point(m, 36.0, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
-              "hpo-omit": {str(s): [point(m, 30.0, 3.1, 0.95) for m in (1, 2, 3, 4)] for s in (0, 1)}}
-    report = {"command": "hpo-ray study --seeds 0,1", "seeds": [0, 1], "multipliers": [1, 2, 3, 4], "omit_rate": 0.2,
-              "heldout": "runs/study/heldout/test/manifest.parquet", "curves": curves, "minutes": 1.0,
-              "hpo_runs": {"runs": 6, "minutes": 3.0}}
+    curves = {
+        "sft": SFT,
+        "sft-omit": [point(m, 25.0, 3.0, 0.8) for m in (1, 2, 3, 4)],
+        "hpo": {str(s): [point(m, 38.0 + s, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
+        "no-hpo": {str(s): [point(m, 36.0, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
+        "hpo-omit": {str(s): [point(m, 30.0, 3.1, 0.95) for m in (1, 2, 3, 4)] for s in (0, 1)},
+    }
+    report = {
+        "command": "hpo-ray study --seeds 0,1",
+        "seeds": [0, 1],
+        "multipliers": [1, 2, 3, 4],
+        "omit_rate": 0.2,
+        "heldout": "runs/study/heldout/test/manifest.parquet",
+        "curves": curves,
+        "minutes": 1.0,
+        "hpo_runs": {"runs": 6, "minutes": 3.0},
+    }
     text = render(cfg, report)
     assert "hpo-ray study --seeds 0,1" in text
     assert text.count("held**") == 3 and "did not hold" not in text

@@ -12,7 +12,14 @@ from hpo_ray.cli.main import main as cli_main
 from hpo_ray.config import SynthConfig, load_config
 from hpo_ray.data.manifest import Manifest
 from hpo_ray.synth import (
-    SILENCE, Language, build_dialogue, dialogue_rng, later_source_fraction, render_talk, talk_id, talk_rng,
+    SILENCE,
+    Language,
+    build_dialogue,
+    dialogue_rng,
+    later_source_fraction,
+    render_talk,
+    talk_id,
+    talk_rng,
     word_deadlines,
 )
 
@@ -46,8 +53,15 @@ def test_synth_twice_gives_identical_files_and_another_seed_differs(data_dir, tm
     first, second = files(data_dir), files(again)
     assert sorted(first) == sorted(second)
     assert [k for k in first if first[k] != second[k]] == []
-    assert {"train/manifest.parquet", "dev/manifest.parquet", "test/manifest.parquet", "sft/train.jsonl",
-            "sft/dev.jsonl", "meta.json", "language.json"} <= set(first)
+    assert {
+        "train/manifest.parquet",
+        "dev/manifest.parquet",
+        "test/manifest.parquet",
+        "sft/train.jsonl",
+        "sft/dev.jsonl",
+        "meta.json",
+        "language.json",
+    } <= set(first)
     other = tmp_path / "other"
     synth(other, "--talks", "8", "--seed", "1")
     assert (other / "train/manifest.parquet").read_bytes() != first["train/manifest.parquet"]
@@ -64,8 +78,19 @@ def test_synth_refuses_a_foreign_non_empty_directory(tmp_path, capsys):
 
 
 def test_cli_options_override_config_and_bad_values_name_the_key(tmp_path, capsys):
-    meta = synth(tmp_path / "a", "--talks", "3", "--seed", "5", "--omit-rate", "0.5", "--language-seed", "7",
-                 "data.synth.talks=10", "data.synth.sft_dialogues_per_talk=1")
+    meta = synth(
+        tmp_path / "a",
+        "--talks",
+        "3",
+        "--seed",
+        "5",
+        "--omit-rate",
+        "0.5",
+        "--language-seed",
+        "7",
+        "data.synth.talks=10",
+        "data.synth.sft_dialogues_per_talk=1",
+    )
     assert meta["talks"] == {"train": 1, "dev": 1, "test": 1}
     assert (meta["seed"], meta["language_seed"], meta["synth"]["omit_rate"]) == (5, 7, 0.5)
     assert meta["sft"]["train"]["dialogues"] == 1

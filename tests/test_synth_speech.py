@@ -22,8 +22,13 @@ pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=f"{missing_
 
 FS, CHUNK, RATE = 0.08, 14, 16000
 # Voices with breath noise: their audio depends on the engine's random seed too.
-SMALL = ["--talks", "3", "data.synth.min_talk_seconds=8", "data.synth.sft_dialogues_per_talk=2",
-         "data.synth.speech.voices=[en-us+f2,en-gb-x-rp+f3]"]
+SMALL = [
+    "--talks",
+    "3",
+    "data.synth.min_talk_seconds=8",
+    "data.synth.sft_dialogues_per_talk=2",
+    "data.synth.speech.voices=[en-us+f2,en-gb-x-rp+f3]",
+]
 
 
 def synth(out: Path, *args: str) -> dict:
@@ -63,8 +68,14 @@ def test_spoken_synth_is_byte_identical_for_a_seed_whatever_the_worker_count(spo
     again = tmp_path / "again"
     synth(again, "data.synth.speech.workers=1")  # another process layout, after other talks were spoken here
     first, second = files(spoken), files(again)
-    assert {"train/audio_manifest.parquet", "dev/audio_manifest.parquet", "test/audio_manifest.parquet",
-            "sft/train.jsonl", "sft/dev.jsonl", "meta.json"} <= set(first)
+    assert {
+        "train/audio_manifest.parquet",
+        "dev/audio_manifest.parquet",
+        "test/audio_manifest.parquet",
+        "sft/train.jsonl",
+        "sft/dev.jsonl",
+        "meta.json",
+    } <= set(first)
     assert sum(k.endswith(".wav") for k in first) == 3 and not any(k.endswith(".npy") for k in first)
     assert sorted(first) == sorted(second) and [k for k in first if first[k] != second[k]] == ["meta.json"]
     metas = [json.loads(m["meta.json"]) for m in (first, second)]
@@ -80,8 +91,9 @@ def test_audio_manifest_has_the_agreed_schema_and_wavs_match_it(spoken):
     for split in ("train", "dev", "test"):
         table = pq.read_table(spoken / split / "audio_manifest.parquet")
         assert table.schema.equals(AUDIO_MANIFEST_SCHEMA)
-        assert table.schema.field("words").type == pa.list_(pa.list_(pa.struct(
-            [("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])))
+        assert table.schema.field("words").type == pa.list_(
+            pa.list_(pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())]))
+        )
         for row in table.to_pylist():
             audio = read_wav(spoken / split / row["audio_path"])
             assert row["sample_rate"] == RATE and (row["src_lang"], row["tgt_lang"]) == ("en", "de")
@@ -96,13 +108,13 @@ def test_audio_manifest_has_the_agreed_schema_and_wavs_match_it(spoken):
                 assert segment["start"] - previous_end >= 0.45 - 1e-9  # a sentence pause before every sentence
                 previous_end = segment["end"]
                 for w, nxt in zip(words, words[1:] + [None]):
-                    inside = audio[math.ceil(w["start"] * RATE):math.floor(w["end"] * RATE)]
+                    inside = audio[math.ceil(w["start"] * RATE) : math.floor(w["end"] * RATE)]
                     assert w["end"] > w["start"] and np.sqrt(np.mean(inside**2)) > 100  # a word is audible
                     gap_end = nxt["start"] if nxt else segment["end"]
                     assert gap_end == w["end"] or 0.03 - 1e-9 <= gap_end - w["end"] <= 0.15 + 1e-9
                     # An inserted pause is silence (clean audio); 1 ms at each side is left to the resampler.
-                    assert not audio[math.ceil((w["end"] + 0.001) * RATE):math.floor((gap_end - 0.001) * RATE)].any()
-            assert not audio[math.ceil((previous_end + 0.001) * RATE):].any()
+                    assert not audio[math.ceil((w["end"] + 0.001) * RATE) : math.floor((gap_end - 0.001) * RATE)].any()
+            assert not audio[math.ceil((previous_end + 0.001) * RATE) :].any()
 
 
 def test_word_timings_equal_the_engine_word_events(spoken):
@@ -116,8 +128,7 @@ def test_word_timings_equal_the_engine_word_events(spoken):
     audio = read_wav(spoken / "train" / row["audio_path"])
     sp = meta["speech"]["speakers"][row["talk_id"]]
     with fresh_processes(1, 1) as pool:
-        utterances = pool.submit(replay, sp["voice"], sp["rate_wpm"], sp["pitch"], sp["engine_seed"],
-                                 row["src_sentences"]).result()
+        utterances = pool.submit(replay, sp["voice"], sp["rate_wpm"], sp["pitch"], sp["engine_seed"], row["src_sentences"]).result()
     checked = 0
     for utterance, words in zip(utterances, row["words"]):
         rate = utterance.sample_rate
@@ -134,9 +145,9 @@ def test_word_timings_equal_the_engine_word_events(spoken):
             # 441 engine samples are 320 wav samples: resample the word from the last common grid point.
             at = round(w["start"] * rate)
             lead = at % 441
-            pcm = np.concatenate([np.zeros(lead), utterance.pcm[bounds[k]:bounds[k + 1]].astype(np.float64)])
+            pcm = np.concatenate([np.zeros(lead), utterance.pcm[bounds[k] : bounds[k + 1]].astype(np.float64)])
             engine = resample_poly(pcm, 320, 441)
-            heard = audio[(at - lead) * 320 // 441:][:len(engine)]
+            heard = audio[(at - lead) * 320 // 441 :][: len(engine)]
             core = slice(lead * 320 // 441 + 160, len(engine) - 160)  # 10 ms off each end: fades, resampler edges
             if len(engine) > 1600:
                 assert np.corrcoef(engine[core], heard[core])[0, 1] > 0.9999, (w, k)
@@ -161,8 +172,7 @@ def test_spoken_sft_dialogues_follow_the_engine_timings_on_the_frame_grid(spoken
             if row["talk_id"] not in again:
                 again[row["talk_id"]] = _spoken_again(row)
                 assert again[row["talk_id"]].audio.tobytes() == (spoken / split / row["audio_path"]).read_bytes()[44:]
-            spans = tuple(tuple((math.floor(w["start"] / FS + 1e-9), math.ceil(w["end"] / FS - 1e-9)) for w in ws)
-                          for ws in row["words"])
+            spans = tuple(tuple((math.floor(w["start"] / FS + 1e-9), math.ceil(w["end"] / FS - 1e-9)) for w in ws) for ws in row["words"])
             alignment = TalkAlignment(row["talk_id"], again[row["talk_id"]].sentences, spans, n_frames, margin)
             deadlines = word_deadlines(alignment)
             end = written = 0
@@ -177,12 +187,12 @@ def _spoken_again(row: dict):
     from hpo_ray.synth import Language, talk_rng
     from hpo_ray.synth.spoken import speak_talk
 
-    cfg = load_config(None, ["data.synth.speech.enabled=true", "data.synth.min_talk_seconds=8",
-                             "data.synth.speech.voices=[en-us+f2,en-gb-x-rp+f3]"]).data.synth
+    cfg = load_config(
+        None, ["data.synth.speech.enabled=true", "data.synth.min_talk_seconds=8", "data.synth.speech.voices=[en-us+f2,en-gb-x-rp+f3]"]
+    ).data.synth
     index = int(row["talk_id"].rsplit("-", 1)[1])
     with fresh_processes(1, 1) as pool:
-        return pool.submit(speak_talk, row["talk_id"], Language(cfg.language_seed, cfg), cfg, FS, CHUNK,
-                           talk_rng(0, index)).result()
+        return pool.submit(speak_talk, row["talk_id"], Language(cfg.language_seed, cfg), cfg, FS, CHUNK, talk_rng(0, index)).result()
 
 
 def test_noise_is_added_at_the_drawn_snr_and_changes_nothing_else(spoken, tmp_path):
@@ -192,8 +202,7 @@ def test_noise_is_added_at_the_drawn_snr_and_changes_nothing_else(spoken, tmp_pa
     assert clean_row == noisy_row  # same sentences, words and timings
     clean = read_wav(spoken / "test" / clean_row["audio_path"])
     noise = read_wav(noisy / "test" / noisy_row["audio_path"]) - clean
-    speech = np.concatenate([clean[round(w["start"] * RATE):round(w["end"] * RATE)]
-                             for ws in clean_row["words"] for w in ws])
+    speech = np.concatenate([clean[round(w["start"] * RATE) : round(w["end"] * RATE)] for ws in clean_row["words"] for w in ws])
     snr = 10 * np.log10(np.mean(speech**2) / np.mean(noise**2))
     assert abs(snr - 20) < 0.3
     assert json.loads((noisy / "meta.json").read_text())["speech"]["speakers"][clean_row["talk_id"]]["noise_snr_db"] == 20

@@ -13,8 +13,7 @@ from hpo_ray.rollout.torch_engine import TorchEngine
 
 def make_talks(lengths=(50, 80), width=64, seed=0):
     rng = np.random.default_rng(seed)
-    return [TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((n, width)).astype(np.float32), 14)
-            for i, n in enumerate(lengths)]
+    return [TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((n, width)).astype(np.float32), 14) for i, n in enumerate(lengths)]
 
 
 def full_forward_logits(model, layout, traj: Trajectory, talk: TalkInput) -> torch.Tensor:
@@ -111,14 +110,14 @@ def test_weights_load_in_place_and_bump_the_version(tiny_model, layout):
 def window_forward_logits(model, layout, traj: Trajectory, talk: TalkInput, k: int) -> torch.Tensor:
     """From scratch, positions 0..: the logits of turn k's reply over its kept window (system prompt + kept turns)."""
     n_sys, start, span = len(layout.system_ids("en", "de")), traj.stats["window_starts"][k], traj.turns[k]
-    ids = traj.input_ids[:n_sys] + traj.input_ids[start:span.assistant_end]
+    ids = traj.input_ids[:n_sys] + traj.input_ids[start : span.assistant_end]
     first = sum(1 for p in traj.placeholder_positions if p < start)
     n_ph = ids.count(layout.placeholder_id)
-    frames = torch.from_numpy(np.asarray(talk.frames[first:first + n_ph]))
+    frames = torch.from_numpy(np.asarray(talk.frames[first : first + n_ph]))
     with torch.no_grad():
         logits = model(inputs_embeds=embed(model.get_input_embeddings(), torch.tensor([ids]), frames, layout.placeholder_id)).logits[0]
     reply = n_sys + span.assistant_start - start
-    return logits[reply - 1:reply - 1 + len(traj.turn_token_ids[k])]
+    return logits[reply - 1 : reply - 1 + len(traj.turn_token_ids[k])]
 
 
 def test_bounded_context_keeps_recent_turns_and_matches_a_fresh_forward_of_the_window(tiny_model, layout):
@@ -132,8 +131,7 @@ def test_bounded_context_keeps_recent_turns_and_matches_a_fresh_forward_of_the_w
         assert traj.stats["context_slides"] >= 3 and len(traj.input_ids) > 2.5 * 200
         if traj.sample_index:
             continue
-        logits = torch.cat([window_forward_logits(tiny_model, layout, traj, by_id[traj.talk_id], k)
-                            for k in range(len(traj.turns))])
+        logits = torch.cat([window_forward_logits(tiny_model, layout, traj, by_id[traj.talk_id], k) for k in range(len(traj.turns))])
         torch.testing.assert_close(traj.stats["logits"], logits, atol=1e-4, rtol=0)
     assert engine.stats["peak_kv_tokens"] <= 200 and engine.stats["peak_kv_width"] <= 2 * 200
 

@@ -28,8 +28,7 @@ PADDING = 32
 
 def make_talks(lengths=(140, 130), width=64, seed=0):
     rng = np.random.default_rng(seed)
-    return [TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((n, width)).astype(np.float32), 14)
-            for i, n in enumerate(lengths)]
+    return [TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((n, width)).astype(np.float32), 14) for i, n in enumerate(lengths)]
 
 
 def steer_row(model, layout, token_id: int, scale: float) -> None:
@@ -153,7 +152,9 @@ def test_weights_load_in_place_and_match_a_torch_engine_with_the_same_weights(en
         name = "model.layers.0.self_attn.q_proj.weight"
         engine.load_weights([(name, old[name])], version=4)
         live = dict(engine.named_weights())
-        assert torch.equal(live[name], old[name]) and torch.equal(live["model.layers.0.self_attn.k_proj.weight"], new["model.layers.0.self_attn.k_proj.weight"])
+        assert torch.equal(live[name], old[name]) and torch.equal(
+            live["model.layers.0.self_attn.k_proj.weight"], new["model.layers.0.self_attn.k_proj.weight"]
+        )
         with pytest.raises(KeyError, match="no weight"):
             engine.load_weights([("nope.weight", torch.zeros(1))], version=5)
     finally:

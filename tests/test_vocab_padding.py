@@ -18,8 +18,7 @@ PADDING = 24
 
 def make_talks(lengths=(45, 30), width=64, seed=0):
     rng = np.random.default_rng(seed)
-    return [TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((n, width)).astype(np.float32), 14)
-            for i, n in enumerate(lengths)]
+    return [TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((n, width)).astype(np.float32), 14) for i, n in enumerate(lengths)]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +27,7 @@ def padded_model(tiny_tokenizer, layout):
     of a dialogue, so that unbanned they would win most steps."""
     from transformers import AutoModelForCausalLM
 
-    hf = tiny_model_config(TinyModelConfig(), len(tiny_tokenizer) + PADDING, tiny_tokenizer.eos_token_id,
-                           tiny_tokenizer.pad_token_id)
+    hf = tiny_model_config(TinyModelConfig(), len(tiny_tokenizer) + PADDING, tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(hf, dtype=torch.float32).eval()
     talk = make_talks((42,))[0]
@@ -37,7 +35,7 @@ def padded_model(tiny_tokenizer, layout):
     with torch.no_grad():
         inputs = embed(model.get_input_embeddings(), torch.tensor([d.input_ids]), torch.from_numpy(talk.frames), layout.placeholder_id)
         mu = model.model(inputs_embeds=inputs).last_hidden_state[0].mean(0)
-        model.model.embed_tokens.weight[len(tiny_tokenizer):] = 6.0 * mu / mu.norm()
+        model.model.embed_tokens.weight[len(tiny_tokenizer) :] = 6.0 * mu / mu.norm()
     return model
 
 
@@ -55,8 +53,12 @@ def test_torch_engine_never_samples_a_vocabulary_padding_id(padded_model, layout
     talks = make_talks()
     probe = list(TorchEngine(padded_model, layout).generate(talks[:1], 1, SamplingConfig(greedy=True, max_new_tokens=6), seed=0))[0]
     with torch.no_grad():
-        inputs = embed(padded_model.get_input_embeddings(), torch.tensor([probe.input_ids]),
-                       torch.from_numpy(talks[0].frames[: probe.n_frames]), layout.placeholder_id)
+        inputs = embed(
+            padded_model.get_input_embeddings(),
+            torch.tensor([probe.input_ids]),
+            torch.from_numpy(talks[0].frames[: probe.n_frames]),
+            layout.placeholder_id,
+        )
         logits = padded_model(inputs_embeds=inputs).logits[0]
     pos = [p - 1 for p, m in enumerate(probe.assistant_mask) if m]
     tokenizer_bans_only = logits[pos].masked_fill(ban_mask(n + PADDING, layout.banned_token_ids(n)), float("-inf"))
@@ -70,11 +72,9 @@ def test_learner_distribution_gives_padding_ids_no_mass(padded_model, layout, ti
     n = len(tiny_tokenizer)
     d = layout.build_text("en", "de", [(5, "ka lomi"), (4, ""), (6, "teru sa .")])
     np.save(tmp_path / "f.npy", np.random.default_rng(0).standard_normal((d.n_frames, 64)).astype(np.float32))
-    item = SequenceItem(d.input_ids, d.assistant_mask, [0.0] * sum(d.assistant_mask[1:]), 1.0,
-                        str(tmp_path / "f.npy"), None, d.n_frames)
+    item = SequenceItem(d.input_ids, d.assistant_mask, [0.0] * sum(d.assistant_mask[1:]), 1.0, str(tmp_path / "f.npy"), None, d.n_frames)
     mb = collate([item], [0], tiny_tokenizer.pad_token_id)
-    lp, entropy = token_logprobs(padded_model, mb, layout.placeholder_id, policy_ban_mask(layout, n + PADDING), 0.7,
-                                 with_entropy=True)
+    lp, entropy = token_logprobs(padded_model, mb, layout.placeholder_id, policy_ban_mask(layout, n + PADDING), 0.7, with_entropy=True)
     with torch.no_grad():  # the same distribution computed over the tokenizer's ids alone
         inputs = embed(padded_model.get_input_embeddings(), mb.input_ids, mb.frames, layout.placeholder_id)
         logits = padded_model(inputs_embeds=inputs).logits[:, :-1, :n] / 0.7

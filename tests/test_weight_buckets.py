@@ -32,8 +32,16 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def tiny_model(seed: int, tie: bool = False) -> Qwen3ForCausalLM:
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=8, tie_word_embeddings=tie)
+    cfg = Qwen3Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        tie_word_embeddings=tie,
+    )
     return Qwen3ForCausalLM(cfg).eval()
 
 
@@ -137,7 +145,9 @@ def test_bucket_layout_respects_size_order_and_alignment():
 
 def test_manifest_carries_version_position_and_survives_json():
     buckets = list(pack_buckets(mixed_state(), bucket_mb=256 / 2**20, version=3))
-    assert [(b.manifest.version, b.manifest.index, b.manifest.count) for b in buckets] == [(3, i, len(buckets)) for i in range(len(buckets))]
+    assert [(b.manifest.version, b.manifest.index, b.manifest.count) for b in buckets] == [
+        (3, i, len(buckets)) for i in range(len(buckets))
+    ]
     m = buckets[0].manifest
     assert BucketManifest.from_json(m.to_json()) == m
     with pytest.raises(BucketCorruptError, match="manifest"):
@@ -169,7 +179,7 @@ def test_checksum_equals_a_pure_python_reference_including_wraparound_and_tail()
     raw = bytes(rnd.getrandbits(8) for _ in range(8 * 1500 + 5))  # 1500 words (2 full blocks + partial) + 5 tail bytes
     t = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
     padded = raw + bytes(3)
-    words = [int.from_bytes(padded[i:i + 8], "little", signed=True) for i in range(0, len(padded), 8)]
+    words = [int.from_bytes(padded[i : i + 8], "little", signed=True) for i in range(0, len(padded), 8)]
     block, m = 512, (1 << 64) - 1
     s1 = sum(words) & m
     s2 = sum(w * (2 * (i // block) + 1) for i, w in enumerate(words)) & m

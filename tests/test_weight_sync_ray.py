@@ -31,8 +31,12 @@ def test_after_a_sync_the_engine_greedy_output_equals_the_learners(backend, ray_
     from hpo_ray.rollout.torch_engine import TorchEngine
 
     _, policy, overrides = small_run
-    cfg = load_config(None, overrides + SPLIT + [f"sync.backend={backend}", "sync.verify=true", "learner.optimizer.lr=0.02",
-                                                 "rollout.validation_sampling.max_new_tokens=8"])
+    cfg = load_config(
+        None,
+        overrides
+        + SPLIT
+        + [f"sync.backend={backend}", "sync.verify=true", "learner.optimizer.lr=0.02", "rollout.validation_sampling.max_new_tokens=8"],
+    )
     talk = Manifest(cfg.data.train_manifest)[0]
     pools = make_pools(cfg)
     learner = LearnerGroup(cfg, str(policy), pools.learner)
@@ -47,8 +51,7 @@ def test_after_a_sync_the_engine_greedy_output_equals_the_learners(backend, ray_
             stats = BroadcastSync(cfg, learner, pool.workers).sync(1, lambda: state)  # verify=true checks checksums
         else:
             # the controller's path: rank 0 streams buckets, workers apply each as it arrives; verify=true
-            stats = object_store_sync(learner.stream_weights(1, 0.05, cfg.sync.checksum), pool.workers, 1, cfg.sync,
-                                      lambda: state)
+            stats = object_store_sync(learner.stream_weights(1, 0.05, cfg.sync.checksum), pool.workers, 1, cfg.sync, lambda: state)
             assert stats["sync/buckets"] > 1
         assert stats["sync/bytes"] > 0 and stats["weight_version"] == 1
         after = greedy_ids(pool, talk, cfg)

@@ -32,7 +32,7 @@ def test_long_talk_becomes_windows_of_whole_sentences_that_tile_it(tmp_path):
     np.testing.assert_array_equal(np.concatenate([w.frames() for w in windows]), talk.frames())
     for w in windows:
         start = w.frame_start * talk.frame_seconds
-        originals = talk.segments[talk.src_sentences.index(w.src_sentences[0]):][:len(w.segments)]
+        originals = talk.segments[talk.src_sentences.index(w.src_sentences[0]) :][: len(w.segments)]
         np.testing.assert_allclose(w.segments, [(s - start, e - start) for s, e in originals])
         assert 0.0 <= w.segments[0][0] and w.segments[-1][1] <= w.seconds + talk.frame_seconds
         assert w.frames()[0, 0] == w.frame_start  # frames sliced from the talk at the window start
@@ -58,8 +58,17 @@ def test_talk_that_fits_and_overlong_sentence(tmp_path):
 
 
 def preflight_config(tmp_path, policy, manifest, *over):
-    return load_config(None, [f"model.path={policy}", f"data.train_manifest={manifest}",
-                              "rollout.max_total_tokens=1024", "rollout.sampling.max_new_tokens=8", "algorithm.talks_per_step=1", *over])
+    return load_config(
+        None,
+        [
+            f"model.path={policy}",
+            f"data.train_manifest={manifest}",
+            "rollout.max_total_tokens=1024",
+            "rollout.sampling.max_new_tokens=8",
+            "algorithm.talks_per_step=1",
+            *over,
+        ],
+    )
 
 
 def test_preflight_refuses_a_talk_that_cannot_fit_and_accepts_its_windows(tmp_path, tiny_policy_dir):
@@ -77,8 +86,9 @@ def test_step_with_every_rollout_truncated_is_an_error():
     from hpo_ray.learner.step_batch import make_batch
 
     cfg = load_config(None, ["rollout.max_total_tokens=300"])
-    truncated = [SimpleNamespace(truncated=True, talk_id="t", group_id="g", num_generated=3, input_ids=[1] * 300,
-                                 weight_version=0) for _ in range(4)]
+    truncated = [
+        SimpleNamespace(truncated=True, talk_id="t", group_id="g", num_generated=3, input_ids=[1] * 300, weight_version=0) for _ in range(4)
+    ]
     scores = [SimpleNamespace(quality=0.0, latency=0.0, hinged_latency=0.0, stream_laal=None, group="g")] * 4
     with pytest.raises(RuntimeError, match="all 4 rollouts hit rollout.max_total_tokens=300"):  # was: an empty batch, no update
         make_batch(truncated, scores, [SimpleNamespace(talk_id="t")], cfg)

@@ -16,7 +16,9 @@ from hpo_ray.dialogue import DialogueLayout
 from hpo_ray.learner.batch import SequenceItem
 
 TOKENIZER_TEXTS = [
-    "ka lomi teru sa .", "mi tora pelu ka lomi .", "sa nuvi ka tora peli mi .",
+    "ka lomi teru sa .",
+    "mi tora pelu ka lomi .",
+    "sa nuvi ka tora peli mi .",
     "Translate the following speech from English to German.",
 ] * 8
 WORDS = ["ka", "lomi", "teru", "sa", "mi", "tora", "pelu", "nuvi", "peli", "."]
@@ -33,8 +35,9 @@ def build_policy(cfg: RunConfig, out_dir: Path) -> Path:
     return save_policy(build_tiny_model(cfg.model.tiny, tok), tok, out_dir)
 
 
-def dialogue_items(layout: DialogueLayout, hidden: int, folder: Path, n: int, turns: int, turn_frames: int,
-                   words_per_turn: int, seed: int) -> list[SequenceItem]:
+def dialogue_items(
+    layout: DialogueLayout, hidden: int, folder: Path, n: int, turns: int, turn_frames: int, words_per_turn: int, seed: int
+) -> list[SequenceItem]:
     """`n` rollout-like dialogues of `turns` turns (user frames, then a few assistant words), with
     random frames, rollout logprobs and advantages; frames go to one .npy file per dialogue."""
     rng = np.random.default_rng(seed)
@@ -46,8 +49,18 @@ def dialogue_items(layout: DialogueLayout, hidden: int, folder: Path, n: int, tu
         path = folder / f"frames_{i}.npy"
         np.save(path, rng.standard_normal((d.n_frames, hidden)).astype(np.float32))
         n_gen = sum(d.assistant_mask[1:])
-        items.append(SequenceItem(d.input_ids, d.assistant_mask, list(rng.normal(-3.0, 0.5, n_gen)),
-                                  float(rng.normal()), str(path), None, d.n_frames, f"g{i // 2}"))
+        items.append(
+            SequenceItem(
+                d.input_ids,
+                d.assistant_mask,
+                list(rng.normal(-3.0, 0.5, n_gen)),
+                float(rng.normal()),
+                str(path),
+                None,
+                d.n_frames,
+                f"g{i // 2}",
+            )
+        )
     return items
 
 

@@ -43,15 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequences", type=int, default=16, help="dialogues in the batch (one optimiser step)")
     parser.add_argument("--turns", type=int, default=8, help="turns per dialogue (data.turn_frames frames each)")
     parser.add_argument("--words-per-turn", type=int, default=4, help="most assistant words per turn")
-    parser.add_argument("--ranks", type=int, choices=(1, 2), default=1,
-                        help="ZeRO world size: 1 in this process, 2 spawned processes over gloo")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per ZeRO rank (1 on a small shared machine: thread sync dwarfs tiny ops)")
+    parser.add_argument(
+        "--ranks", type=int, choices=(1, 2), default=1, help="ZeRO world size: 1 in this process, 2 spawned processes over gloo"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per ZeRO rank (1 on a small shared machine: thread sync dwarfs tiny ops)"
+    )
     parser.add_argument("--torch-threads", type=int, default=None, help="torch threads of the plain side (default --threads)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", default=None, help="YAML config (defaults when omitted)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="e.g. model.tiny.hidden_size=256 model.tiny.num_layers=4 model.tiny.intermediate_size=768")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="e.g. model.tiny.hidden_size=256 model.tiny.num_layers=4 model.tiny.intermediate_size=768",
+    )
 
 
 class TorchStep:
@@ -87,10 +93,18 @@ class TorchStep:
         self.model.train()
         for group in micro_batches(items, self.cfg.learner.micro_batch_tokens):
             mb = collate(items, group, self.pad_id).to(self.device)
-            lp, ent = token_logprobs(self.model, mb, self.layout.placeholder_id, self.banned, self.temperature,
-                                     with_entropy=True)
-            loss, _ = policy_loss(lp, _stack(old, mb), mb.rollout_logprobs, _stack(ref, mb) if ref is not None else None,
-                                  mb.advantages, mb.loss_mask, normaliser, algo, entropy=ent)
+            lp, ent = token_logprobs(self.model, mb, self.layout.placeholder_id, self.banned, self.temperature, with_entropy=True)
+            loss, _ = policy_loss(
+                lp,
+                _stack(old, mb),
+                mb.rollout_logprobs,
+                _stack(ref, mb) if ref is not None else None,
+                mb.advantages,
+                mb.loss_mask,
+                normaliser,
+                algo,
+                entropy=ent,
+            )
             loss.backward()
         clip = self.cfg.learner.optimizer.grad_clip
         if clip is not None:
@@ -112,8 +126,9 @@ def _normaliser(items: list[SequenceItem], cfg: RunConfig) -> float:
     return float(len(items))
 
 
-def _zero_rank(rank: int, world: int, port: int, cfg_json: dict, policy: str, items: list[SequenceItem],
-               rounds: int, threads: int, results) -> None:
+def _zero_rank(
+    rank: int, world: int, port: int, cfg_json: dict, policy: str, items: list[SequenceItem], rounds: int, threads: int, results
+) -> None:
     """One spawned ZeRO rank: `rounds` optimiser steps on its share of the batch, timed per step."""
     torch.set_num_threads(threads)
     quiet_transformers()
@@ -141,8 +156,10 @@ def _zero_two_ranks(cfg: RunConfig, policy: Path, items: list[SequenceItem], rou
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_zero_rank, args=(r, 2, port, cfg.model_dump(mode="json"), str(policy), items, rounds,
-                                                  threads, results)) for r in range(2)]
+    procs = [
+        ctx.Process(target=_zero_rank, args=(r, 2, port, cfg.model_dump(mode="json"), str(policy), items, rounds, threads, results))
+        for r in range(2)
+    ]
     for p in procs:
         p.start()
     got = {}
@@ -159,8 +176,7 @@ def _zero_two_ranks(cfg: RunConfig, policy: Path, items: list[SequenceItem], rou
     return times, {k: torch.from_numpy(v) for k, v in got[0][1].items()}
 
 
-def _measure_one_rank(cfg: RunConfig, policy: Path, items: list[SequenceItem], rounds: int, threads: int,
-                      torch_threads: int):
+def _measure_one_rank(cfg: RunConfig, policy: Path, items: list[SequenceItem], rounds: int, threads: int, torch_threads: int):
     """World size 1 in this process: ZeRO and plain steps interleaved, so drifting load hits both alike."""
     from hpo_ray.learner.distributed import free_port
     from hpo_ray.learner.trainer import PolicyTrainer
@@ -194,14 +210,21 @@ def run(args) -> int:
         policy = build_policy(cfg, Path(tmp) / "policy")
         _, tokenizer = load_policy(policy, dtype="float32", device="cpu")
         hidden = int(json.loads((policy / "config.json").read_text())["hidden_size"])
-        items = dialogue_items(make_layout(cfg, tokenizer), hidden, Path(tmp) / "frames", args.sequences, args.turns,
-                               cfg.data.turn_frames, args.words_per_turn, args.seed)
+        items = dialogue_items(
+            make_layout(cfg, tokenizer),
+            hidden,
+            Path(tmp) / "frames",
+            args.sequences,
+            args.turns,
+            cfg.data.turn_frames,
+            args.words_per_turn,
+            args.seed,
+        )
         normaliser = _normaliser(items, cfg)
         note = load_note()
         torch.manual_seed(args.seed)
         if args.ranks == 1:
-            zero_times, torch_times, zero_state, plain = _measure_one_rank(cfg, policy, items, rounds, args.threads,
-                                                                           torch_threads)
+            zero_times, torch_times, zero_state, plain = _measure_one_rank(cfg, policy, items, rounds, args.threads, torch_threads)
         else:
             zero_times, zero_state = _zero_two_ranks(cfg, policy, items, rounds, args.threads)
             torch.set_num_threads(torch_threads)
@@ -215,27 +238,43 @@ def run(args) -> int:
         start, _ = load_policy(policy, dtype="float32", device="cpu")
         moved = max((torch_state[k].float().cpu() - v.float()).abs().max().item() for k, v in start.state_dict().items())
 
-    zero_s = statistics.median(zero_times[args.warmup:])
-    torch_s = statistics.median(torch_times[args.warmup:])
+    zero_s = statistics.median(zero_times[args.warmup :])
+    torch_s = statistics.median(torch_times[args.warmup :])
     ratio = zero_s / torch_s
-    ratio_min = min(zero_times[args.warmup:]) / min(torch_times[args.warmup:])
+    ratio_min = min(zero_times[args.warmup :]) / min(torch_times[args.warmup :])
     tokens = sum(len(it.input_ids) for it in items)
     mc = model.config
-    print(f"learner bench: {args.sequences} dialogues x {args.turns} turns = {tokens} tokens ({int(normaliser)} assistant), "
-          f"micro_batch_tokens={cfg.learner.micro_batch_tokens}; model {mc.model_type} hidden={mc.hidden_size} "
-          f"layers={mc.num_hidden_layers} ({n_params / 1e6:.2f} M params) fp32 on {device}; "
-          f"ZeRO-{cfg.learner.zero_stage} over gloo, world size {args.ranks}, {args.threads} thread(s)/rank; "
-          f"plain torch {torch.get_num_threads()} thread(s); {note}")
+    print(
+        f"learner bench: {args.sequences} dialogues x {args.turns} turns = {tokens} tokens ({int(normaliser)} assistant), "
+        f"micro_batch_tokens={cfg.learner.micro_batch_tokens}; model {mc.model_type} hidden={mc.hidden_size} "
+        f"layers={mc.num_hidden_layers} ({n_params / 1e6:.2f} M params) fp32 on {device}; "
+        f"ZeRO-{cfg.learner.zero_stage} over gloo, world size {args.ranks}, {args.threads} thread(s)/rank; "
+        f"plain torch {torch.get_num_threads()} thread(s); {note}"
+    )
     print(f"{'side':<28}{'median s':>10}{'min s':>9}{'max s':>9}   ({args.warmup} warm-up + {args.steps} timed steps)")
     for name, times in ((f"DeepSpeed ZeRO-{cfg.learner.zero_stage}", zero_times), ("plain torch AdamW", torch_times)):
-        t = times[args.warmup:]
+        t = times[args.warmup :]
         print(f"{name:<28}{statistics.median(t):>10.4f}{min(t):>9.4f}{max(t):>9.4f}")
     verdict = "meets" if ratio <= TARGET else "misses"
-    print(f"zero_vs_torch = {zero_s:.4f} / {torch_s:.4f} = {ratio:.3f} ({verdict} the <= {TARGET} target); "
-          f"after {rounds} steps the two sides' parameters differ by at most {drift:.2e} "
-          f"(each moved by up to {moved:.2e}); ratio of the fastest steps {ratio_min:.3f}")
-    print(finite_json({"zero_vs_torch": ratio, "zero_step_s": zero_s, "torch_step_s": torch_s,
-                       "zero_vs_torch_fastest": ratio_min,
-                       "zero_stage": cfg.learner.zero_stage, "ranks": args.ranks, "params_m": n_params / 1e6,
-                       "tokens": tokens, "max_param_diff": drift, "max_param_change": moved}))
+    print(
+        f"zero_vs_torch = {zero_s:.4f} / {torch_s:.4f} = {ratio:.3f} ({verdict} the <= {TARGET} target); "
+        f"after {rounds} steps the two sides' parameters differ by at most {drift:.2e} "
+        f"(each moved by up to {moved:.2e}); ratio of the fastest steps {ratio_min:.3f}"
+    )
+    print(
+        finite_json(
+            {
+                "zero_vs_torch": ratio,
+                "zero_step_s": zero_s,
+                "torch_step_s": torch_s,
+                "zero_vs_torch_fastest": ratio_min,
+                "zero_stage": cfg.learner.zero_stage,
+                "ranks": args.ranks,
+                "params_m": n_params / 1e6,
+                "tokens": tokens,
+                "max_param_diff": drift,
+                "max_param_change": moved,
+            }
+        )
+    )
     return 0

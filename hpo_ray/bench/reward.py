@@ -91,9 +91,17 @@ def make_talk(rng: random.Random, index: int, size: int, char_level: bool, chunk
     for unit, turn in hyp_units:
         turns[turn].append(unit)
     joiner = "" if char_level else " "
-    rollout = RolloutText(id=f"talk{index}", group=f"talk{index}", src_lang="en", tgt_lang="zh" if char_level else "en",
-                          chunk_seconds=chunk, turns=[joiner.join(t) for t in turns], src_sentences=[""] * len(refs),
-                          ref_sentences=refs, segments=[(s["start"], s["end"]) for s in segments])
+    rollout = RolloutText(
+        id=f"talk{index}",
+        group=f"talk{index}",
+        src_lang="en",
+        tgt_lang="zh" if char_level else "en",
+        chunk_seconds=chunk,
+        turns=[joiner.join(t) for t in turns],
+        src_sentences=[""] * len(refs),
+        ref_sentences=refs,
+        segments=[(s["start"], s["end"]) for s in segments],
+    )
     return Talk(rollout, char_level)
 
 
@@ -126,15 +134,20 @@ def established(talk: Talk) -> tuple[list[list[str]], list[float | None], float 
     segments, values, used = [], [], 0
     for k, line in enumerate(lines):
         tokens = line.split()
-        delays = hyp.delays[used:used + len(tokens)]
+        delays = hyp.delays[used : used + len(tokens)]
         used += len(tokens)
         segments.append(tokens)
         if not tokens:
             values.append(None)
             continue
         start, end = r.segments[k]
-        ins = Instance(prediction=line, reference=r.ref_sentences[k], latency_unit=unit, source_length=end - start,
-                       emission_cu=[max(0.0, d - start) for d in delays])
+        ins = Instance(
+            prediction=line,
+            reference=r.ref_sentences[k],
+            latency_unit=unit,
+            source_length=end - start,
+            emission_cu=[max(0.0, d - start) for d in delays],
+        )
         values.append(scorer.compute(ins))
     return segments, values, stream_laal(values)
 
@@ -203,15 +216,29 @@ def run(args: argparse.Namespace) -> int:
         units = sum(len(units_from_turns(t.rollout.turns, 1.0, t.char_level)) for t in talks)
         rows.append((lang, len(talks), units, t_ours, t_theirs, lang_agree / max(1, lang_n)))
         figures[f"speedup_{lang}"] = round(t_theirs / t_ours, 2)
-    print(f"{'lang':<5}{'talks':>6}{'hyp units':>11}{'ours s':>9}{'theirs s':>10}{'ours talks/s':>14}"
-          f"{'theirs talks/s':>16}{'speedup':>9}{'same segment':>14}")
+    print(
+        f"{'lang':<5}{'talks':>6}{'hyp units':>11}{'ours s':>9}{'theirs s':>10}{'ours talks/s':>14}"
+        f"{'theirs talks/s':>16}{'speedup':>9}{'same segment':>14}"
+    )
     for lang, n, units, a, b, ag in rows:
         print(f"{lang:<5}{n:>6}{units:>11}{a:>9.3f}{b:>10.3f}{n / a:>14.1f}{n / b:>16.1f}{b / a:>8.1f}x{ag:>13.1%}")
     speedup = total_theirs / total_ours
     print(f"total edit distance of the segmentations: ours {ed_ours}, mweralign {ed_theirs} (ours is the exact minimum)")
     print(f"speedup {speedup:.1f}x; max |LAAL difference| where segments agree: {max_diff:.3g} s")
-    print(json.dumps({"benchmark": "reward", "speedup": round(speedup, 2), "max_abs_diff_s": max_diff,
-                      "segment_agreement": round(agree / max(1, sentences), 4), "sentences": sentences,
-                      "edit_distance_ours": ed_ours, "edit_distance_mweralign": ed_theirs,
-                      "seconds_ours": round(total_ours, 4), "seconds_established": round(total_theirs, 4), **figures}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "reward",
+                "speedup": round(speedup, 2),
+                "max_abs_diff_s": max_diff,
+                "segment_agreement": round(agree / max(1, sentences), 4),
+                "sentences": sentences,
+                "edit_distance_ours": ed_ours,
+                "edit_distance_mweralign": ed_theirs,
+                "seconds_ours": round(total_ours, 4),
+                "seconds_established": round(total_theirs, 4),
+                **figures,
+            }
+        )
+    )
     return 0

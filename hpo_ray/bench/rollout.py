@@ -22,7 +22,9 @@ from hpo_ray.rollout.protocol import TalkInput, Trajectory
 from hpo_ray.rollout.torch_engine import TorchEngine
 
 TOKENIZER_TEXTS = [
-    "ka lomi teru sa .", "mi tora pelu ka lomi .", "sa nuvi ka tora peli mi .",
+    "ka lomi teru sa .",
+    "mi tora pelu ka lomi .",
+    "sa nuvi ka tora peli mi .",
     "Translate the following speech from English to German.",
 ] * 8
 
@@ -30,12 +32,17 @@ TOKENIZER_TEXTS = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--turns", type=int, default=60, help="chunks (= assistant turns) in the talk")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (both torch runs use it)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 on a small shared machine: thread sync dwarfs tiny ops)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 on a small shared machine: thread sync dwarfs tiny ops)"
+    )
     parser.add_argument("--skip-vllm", action="store_true", help="leave out part (b)")
     parser.add_argument("--config", default=None, help="YAML config (defaults when omitted)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="e.g. algorithm.group_size=8 rollout.sampling.max_new_tokens=40 model.tiny.hidden_size=128")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="e.g. algorithm.group_size=8 rollout.sampling.max_new_tokens=40 model.tiny.hidden_size=128",
+    )
 
 
 def _policy(cfg: RunConfig, turns: int, workdir: Path):
@@ -96,8 +103,12 @@ def _vllm_part(cfg: RunConfig, model_dir: Path, talk: TalkInput, group: int, see
     wall, trajs = _timed(engine, talk, group, cfg, seed)
     last = engine.stats["last_generate"]
     return {
-        "vllm_vs_torch": torch_wall / wall, "vllm_wall_s": wall, "vllm_init_s": init_s, "vllm_warmup_s": warm_s,
-        "vllm_prefix_cache_hit_rate": last["prefix_cache_hit_rate"], "vllm_generated_tokens": sum(t.num_generated for t in trajs),
+        "vllm_vs_torch": torch_wall / wall,
+        "vllm_wall_s": wall,
+        "vllm_init_s": init_s,
+        "vllm_warmup_s": warm_s,
+        "vllm_prefix_cache_hit_rate": last["prefix_cache_hit_rate"],
+        "vllm_generated_tokens": sum(t.num_generated for t in trajs),
         "vllm_turn_hit_rates": last["turn_hit_rates"],
     }
 
@@ -117,10 +128,12 @@ def run(args) -> int:
         frames = np.random.default_rng(args.seed).standard_normal((args.turns * width, hidden)).astype(np.float32)
         talk = TalkInput("bench", "bench", "en", "de", frames, width)
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"rollout bench: 1 talk x {args.turns} turns x G={group}; max_new_tokens={s.max_new_tokens} T={s.temperature} "
-              f"top_p={s.top_p} top_k={s.top_k} greedy={s.greedy}; model {model.config.model_type} hidden={hidden} "
-              f"layers={model.config.num_hidden_layers} ({n_params / 1e6:.2f} M params) fp32 on CPU, {args.threads} thread(s), "
-              f"length cap {cap}")
+        print(
+            f"rollout bench: 1 talk x {args.turns} turns x G={group}; max_new_tokens={s.max_new_tokens} T={s.temperature} "
+            f"top_p={s.top_p} top_k={s.top_k} greedy={s.greedy}; model {model.config.model_type} hidden={hidden} "
+            f"layers={model.config.num_hidden_layers} ({n_params / 1e6:.2f} M params) fp32 on CPU, {args.threads} thread(s), "
+            f"length cap {cap}"
+        )
 
         kv = TorchEngine(model, layout, cap)
         kv_wall, kv_trajs = _timed(kv, talk, group, cfg, args.seed)
@@ -133,17 +146,26 @@ def run(args) -> int:
         for name, wall, e in (("torch, persistent KV", kv_wall, kv), ("torch, re-prefill each turn", rp_wall, rp)):
             print(f"{name:<28}{wall:>9.2f}{e.stats['prefill_tokens']:>13}{e.stats['decode_tokens']:>12}{e.stats['forward_calls']:>10}")
         print(f"(a) speedup of persistent KV over re-prefill: {rp_wall / kv_wall:.2f}x")
-        print(f"    tokens through the KV engine / tokens of the finished dialogues: {through}/{total} = {through / total:.3f} "
-              f"(prefilled {kv.stats['prefill_tokens']}, decoded {kv.stats['decode_tokens']})")
-        print(f"    prefilled tokens, re-prefill / KV: {rp.stats['prefill_tokens']}/{kv.stats['prefill_tokens']} "
-              f"= {rp.stats['prefill_tokens'] / kv.stats['prefill_tokens']:.1f}x")
-        print(f"    sampled tokens agreeing between the two runs: {same}/{sampled} ({identical}/{len(kv_trajs)} dialogues identical); "
-              f"truncated dialogues: {sum(t.truncated for t in kv_trajs)}")
+        print(
+            f"    tokens through the KV engine / tokens of the finished dialogues: {through}/{total} = {through / total:.3f} "
+            f"(prefilled {kv.stats['prefill_tokens']}, decoded {kv.stats['decode_tokens']})"
+        )
+        print(
+            f"    prefilled tokens, re-prefill / KV: {rp.stats['prefill_tokens']}/{kv.stats['prefill_tokens']} "
+            f"= {rp.stats['prefill_tokens'] / kv.stats['prefill_tokens']:.1f}x"
+        )
+        print(
+            f"    sampled tokens agreeing between the two runs: {same}/{sampled} ({identical}/{len(kv_trajs)} dialogues identical); "
+            f"truncated dialogues: {sum(t.truncated for t in kv_trajs)}"
+        )
         result = {
-            "speedup_vs_reprefill": rp_wall / kv_wall, "prefill_token_ratio": through / total,
+            "speedup_vs_reprefill": rp_wall / kv_wall,
+            "prefill_token_ratio": through / total,
             "reprefill_token_ratio": rp.stats["prefill_tokens"] / kv.stats["prefill_tokens"],
-            "torch_kv_wall_s": kv_wall, "torch_reprefill_wall_s": rp_wall,
-            "sampled_tokens_agreeing": same, "sampled_tokens": sampled,
+            "torch_kv_wall_s": kv_wall,
+            "torch_reprefill_wall_s": rp_wall,
+            "sampled_tokens_agreeing": same,
+            "sampled_tokens": sampled,
         }
         if args.skip_vllm:
             vllm_result = {"vllm_vs_torch": None, "reason": "--skip-vllm"}
@@ -153,11 +175,15 @@ def run(args) -> int:
             print(f"(b) vLLM vs torch: not measured ({vllm_result['reason']})")
         else:
             v = vllm_result
-            print(f"(b) vLLM CPU build: {v['vllm_wall_s']:.2f} s (init {v['vllm_init_s']:.1f} s, warm-up {v['vllm_warmup_s']:.1f} s, "
-                  f"not counted); torch persistent KV {kv_wall:.2f} s -> vllm_vs_torch = torch / vLLM = {v['vllm_vs_torch']:.2f}")
+            print(
+                f"(b) vLLM CPU build: {v['vllm_wall_s']:.2f} s (init {v['vllm_init_s']:.1f} s, warm-up {v['vllm_warmup_s']:.1f} s, "
+                f"not counted); torch persistent KV {kv_wall:.2f} s -> vllm_vs_torch = torch / vLLM = {v['vllm_vs_torch']:.2f}"
+            )
             rates = v.pop("vllm_turn_hit_rates")
-            print(f"    prefix-cache hit rate {v['vllm_prefix_cache_hit_rate']:.3f} over the talk; per turn: first {rates[0]:.2f}, "
-                  f"turn 2 {rates[1]:.2f}, last {rates[-1]:.2f}")
+            print(
+                f"    prefix-cache hit rate {v['vllm_prefix_cache_hit_rate']:.3f} over the talk; per turn: first {rates[0]:.2f}, "
+                f"turn 2 {rates[1]:.2f}, last {rates[-1]:.2f}"
+            )
         result.update(vllm_result)
     print(json.dumps(result))
     return 0

@@ -20,28 +20,46 @@ from hpo_ray.config import RunConfig, load_config
 from hpo_ray.env import apply_local_ray, check_token_auth
 
 TARGET = 0.10  # issue 6: streaming bubble ≤ 10 % of the step
-PHASES = (("rollout", "time/rollout"), ("reward tail", "time/reward_tail"), ("train", "time/train"),
-          ("sync", "time/sync"), ("other", "time/other"))
+PHASES = (
+    ("rollout", "time/rollout"),
+    ("reward tail", "time/reward_tail"),
+    ("train", "time/train"),
+    ("sync", "time/sync"),
+    ("other", "time/other"),
+)
 MODES = (("streaming", True), ("after-all", False))
 # Quiet, local, no validation: only the step's phases run. The caller's overrides come after these.
 BENCH_OVERRIDES = [
-    "logging.progress=false", "logging.tensorboard=false", "logging.ray_metrics=false",
-    "cluster.include_dashboard=false", "validation.at_start=false", "data.synth.sft_dialogues_per_talk=1",
-    "algorithm.talks_per_step=4", "algorithm.group_size=4", "rollout.sampling.max_new_tokens=12",
+    "logging.progress=false",
+    "logging.tensorboard=false",
+    "logging.ray_metrics=false",
+    "cluster.include_dashboard=false",
+    "validation.at_start=false",
+    "data.synth.sft_dialogues_per_talk=1",
+    "algorithm.talks_per_step=4",
+    "algorithm.group_size=4",
+    "rollout.sampling.max_new_tokens=12",
 ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per mode")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per mode first")
-    parser.add_argument("--talk-seconds", default="20,40,60,80,100,120",
-                        help="synthetic talks of these lengths, mixed (rollouts of a step then finish at different times)")
+    parser.add_argument(
+        "--talk-seconds",
+        default="20,40,60,80,100,120",
+        help="synthetic talks of these lengths, mixed (rollouts of a step then finish at different times)",
+    )
     parser.add_argument("--talks-per-length", type=int, default=3, help="synthetic train talks of each length")
     parser.add_argument("--address", default=None, help="Ray address (default: start a private local Ray)")
     parser.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of the local Ray (default: cores)")
     parser.add_argument("--config", default=None, help="YAML config (defaults when omitted)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="e.g. algorithm.talks_per_step=8 data.synth.min_talk_seconds=90 cluster.num_reward_actors=2")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="e.g. algorithm.talks_per_step=8 data.synth.min_talk_seconds=90 cluster.num_reward_actors=2",
+    )
 
 
 def _prepare(args, workdir: Path) -> RunConfig:
@@ -75,9 +93,18 @@ def mixed_length_talks(args, workdir: Path) -> Path:
         raise SystemExit("hpo-ray bench step: --talk-seconds needs positive lengths and --talks-per-length ≥ 1")
     tables = []
     for j, seconds in enumerate(lengths):
-        sub = load_config(args.config, BENCH_OVERRIDES + list(args.overrides) + [
-            f"data.synth.talks={args.talks_per_length}", "data.synth.dev_fraction=0", "data.synth.test_fraction=0",
-            f"data.synth.min_talk_seconds={seconds}", f"data.synth.seed={j}"])
+        sub = load_config(
+            args.config,
+            BENCH_OVERRIDES
+            + list(args.overrides)
+            + [
+                f"data.synth.talks={args.talks_per_length}",
+                "data.synth.dev_fraction=0",
+                "data.synth.test_fraction=0",
+                f"data.synth.min_talk_seconds={seconds}",
+                f"data.synth.seed={j}",
+            ],
+        )
         folder = workdir / f"talks_{j}"
         synthesize(sub, folder)
         table = pq.read_table(folder / "train" / "manifest.parquet")
@@ -124,8 +151,12 @@ def _connect(args, cfg: RunConfig) -> bool:
     if args.address:
         ray.init(address=args.address)
     else:
-        ray.init(address="local", num_cpus=args.num_cpus or cfg.cluster.num_cpus, include_dashboard=False,
-                 log_to_driver=cfg.logging.level == "DEBUG")
+        ray.init(
+            address="local",
+            num_cpus=args.num_cpus or cfg.cluster.num_cpus,
+            include_dashboard=False,
+            log_to_driver=cfg.logging.level == "DEBUG",
+        )
     return True
 
 
@@ -162,20 +193,23 @@ def run(args) -> int:
 
     stream_s, batch_s = _summary(records["streaming"]), _summary(records["after-all"])
     a, c = cfg.algorithm, cfg.cluster
-    print(f"step bench: {a.talks_per_step} talks x G={a.group_size} = {stream_s['rollouts']:.0f} rollouts/step "
-          f"(~{stream_s['tokens']:.0f} tokens), {c.num_rollout_workers} rollout worker(s), {c.num_reward_actors} reward "
-          f"actor(s) ({cfg.reward.quality}), {cfg.learner.num_ranks} learner rank(s) ZeRO-{cfg.learner.zero_stage}, "
-          f"{cfg.rollout.engine} engine; {args.warmup} warm-up + {args.steps} timed steps per mode, same talks and seeds; "
-          f"actor start-up {setup_s:.1f} s (not counted); {note}")
+    print(
+        f"step bench: {a.talks_per_step} talks x G={a.group_size} = {stream_s['rollouts']:.0f} rollouts/step "
+        f"(~{stream_s['tokens']:.0f} tokens), {c.num_rollout_workers} rollout worker(s), {c.num_reward_actors} reward "
+        f"actor(s) ({cfg.reward.quality}), {cfg.learner.num_ranks} learner rank(s) ZeRO-{cfg.learner.zero_stage}, "
+        f"{cfg.rollout.engine} engine; {args.warmup} warm-up + {args.steps} timed steps per mode, same talks and seeds; "
+        f"actor start-up {setup_s:.1f} s (not counted); {note}"
+    )
     print(f"{'mode':<12}{'step s':>8}" + "".join(f"{label:>13}" for label, _ in PHASES) + f"{'bubble':>9}")
     for name, s in (("streaming", stream_s), ("after-all", batch_s)):
-        print(f"{name:<12}{s['time/step']:>8.2f}" + "".join(f"{s[key]:>13.2f}" for _, key in PHASES)
-              + f"{100 * s['bubble_share']:>8.1f}%")
+        print(f"{name:<12}{s['time/step']:>8.2f}" + "".join(f"{s[key]:>13.2f}" for _, key in PHASES) + f"{100 * s['bubble_share']:>8.1f}%")
     verdict = "meets" if stream_s["bubble_share"] <= TARGET else "misses"
-    print(f"bubble share (reward tail / step): streaming {100 * stream_s['bubble_share']:.1f} % ({verdict} the "
-          f"<= {100 * TARGET:.0f} % goal), after-all {100 * batch_s['bubble_share']:.1f} %; the after-all reward tail "
-          f"({batch_s['time/reward_tail']:.2f} s) is the whole reward work of a step; most rewards in flight at once: "
-          f"{stream_s['reward_inflight_max']:.0f}")
+    print(
+        f"bubble share (reward tail / step): streaming {100 * stream_s['bubble_share']:.1f} % ({verdict} the "
+        f"<= {100 * TARGET:.0f} % goal), after-all {100 * batch_s['bubble_share']:.1f} %; the after-all reward tail "
+        f"({batch_s['time/reward_tail']:.2f} s) is the whole reward work of a step; most rewards in flight at once: "
+        f"{stream_s['reward_inflight_max']:.0f}"
+    )
     result = {"bubble_share": stream_s["bubble_share"], "bubble_share_batch": batch_s["bubble_share"]}
     for suffix, s in (("", stream_s), ("_batch", batch_s)):
         result[f"step_s{suffix}"] = s["time/step"]

@@ -41,18 +41,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-mb", type=float, default=256.0, help="size of the synced state dict")
     parser.add_argument("--hidden", type=int, default=1024, help="hidden size of the model-shaped state")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where the state, the buckets and the memcpy baseline live (cuda: inprocess and ipc)")
-    parser.add_argument("--backend", default=None,
-                        help=f"comma list of {', '.join(BACKENDS)} (default: every backend of --device)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where the state, the buckets and the memcpy baseline live (cuda: inprocess and ipc)",
+    )
+    parser.add_argument("--backend", default=None, help=f"comma list of {', '.join(BACKENDS)} (default: every backend of --device)")
     parser.add_argument("--bucket-mb", default="64", help="comma list of bucket sizes in MB")
     parser.add_argument("--checksum", default="on,off", help="comma list of on/off: per-bucket checksums packed and checked")
     parser.add_argument("--buffer", default="on,off", help="comma list of on/off: pack into one reused BucketBuffer")
     parser.add_argument("--repeats", type=int, default=5, help="timed syncs per configuration (median counts)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed syncs per configuration first")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on every side (memcpy included)")
-    parser.add_argument("--ray-zero-copy", action="store_true",
-                        help="set RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 (already the default unless the environment sets it to 0)")
+    parser.add_argument(
+        "--ray-zero-copy",
+        action="store_true",
+        help="set RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1 (already the default unless the environment sets it to 0)",
+    )
 
 
 @dataclass(frozen=True)
@@ -79,13 +85,19 @@ def model_like_state(size_mb: float, hidden: int, dtype: torch.dtype, seed: int 
     shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
     for i in range(layers):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (hidden, hidden),
-            p + "self_attn.v_proj.weight": (hidden, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
-            p + "mlp.gate_proj.weight": (ffn, hidden), p + "mlp.up_proj.weight": (ffn, hidden),
-            p + "mlp.down_proj.weight": (hidden, ffn),
-            p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
-        })
+        shapes.update(
+            {
+                p + "self_attn.q_proj.weight": (hidden, hidden),
+                p + "self_attn.k_proj.weight": (hidden, hidden),
+                p + "self_attn.v_proj.weight": (hidden, hidden),
+                p + "self_attn.o_proj.weight": (hidden, hidden),
+                p + "mlp.gate_proj.weight": (ffn, hidden),
+                p + "mlp.up_proj.weight": (ffn, hidden),
+                p + "mlp.down_proj.weight": (hidden, ffn),
+                p + "input_layernorm.weight": (hidden,),
+                p + "post_attention_layernorm.weight": (hidden,),
+            }
+        )
     return {name: torch.rand(shape, generator=gen).to(dtype) for name, shape in shapes.items()}
 
 
@@ -338,14 +350,16 @@ class SyncBench:
 
                 def once(v, mb=mb, ck=ck, buf=buf):
                     # put serialises at once, so reusing the buffer for the next bucket is safe
-                    ray.get([receiver.receive_bucket.remote(ray.put(b), v, ck)
-                             for b in pack_buckets(self.state, mb, v, ck, buffer=buf)])
+                    ray.get([receiver.receive_bucket.remote(ray.put(b), v, ck) for b in pack_buckets(self.state, mb, v, ck, buffer=buf)])
 
                 self.measure(Setting("ray", mb, ck, bf), once, remote_sum)
             for mb, ck in sorted({(mb, ck) for mb, ck, _ in grid}):  # the controller's own function (no buffer: unpacked)
                 cfg = SyncConfig(bucket_mb=mb, checksum=ck, verify=False)
-                self.measure(Setting("ray/object_store_sync", mb, ck, False),
-                             lambda v, cfg=cfg: object_store_sync(put_buckets(self.state, v, cfg), [receiver], v, cfg), remote_sum)
+                self.measure(
+                    Setting("ray/object_store_sync", mb, ck, False),
+                    lambda v, cfg=cfg: object_store_sync(put_buckets(self.state, v, cfg), [receiver], v, cfg),
+                    remote_sum,
+                )
         finally:
             ray.kill(receiver)
             if started:
@@ -355,8 +369,7 @@ class SyncBench:
         sender = IpcSender(_specs(self.state))
         try:
             for mb, ck in sorted({(mb, ck) for mb, ck, _ in grid}):  # IPC buckets stay allocated: no reused buffer
-                self.measure(Setting("ipc", mb, ck, False),
-                             lambda v, mb=mb, ck=ck: sender.sync(self.state, mb, v, ck), sender.checksum)
+                self.measure(Setting("ipc", mb, ck, False), lambda v, mb=mb, ck=ck: sender.sync(self.state, mb, v, ck), sender.checksum)
         finally:
             sender.close()
 
@@ -365,8 +378,9 @@ class SyncBench:
         try:
             for mb, ck, bf in grid:
                 buf = BucketBuffer() if bf else None
-                self.measure(Setting("gloo", mb, ck, bf),
-                             lambda v, mb=mb, ck=ck, buf=buf: sender.sync(self.state, mb, v, ck, buf), sender.checksum)
+                self.measure(
+                    Setting("gloo", mb, ck, bf), lambda v, mb=mb, ck=ck, buf=buf: sender.sync(self.state, mb, v, ck, buf), sender.checksum
+                )
         finally:
             sender.close()
 
@@ -377,15 +391,18 @@ def run(args) -> int:
     backends = _parse_list(args.backend, str, "--backend") if args.backend else list(allowed)
     unknown = sorted(set(backends) - set(allowed))
     if unknown or not backends:
-        raise SystemExit(f"hpo-ray bench sync: --backend {unknown or args.backend} not available on --device {args.device} "
-                         f"(choose from {', '.join(allowed)})")
+        raise SystemExit(
+            f"hpo-ray bench sync: --backend {unknown or args.backend} not available on --device {args.device} "
+            f"(choose from {', '.join(allowed)})"
+        )
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("hpo-ray bench sync: --device cuda but no CUDA device is visible")
     if args.repeats < 1 or args.warmup < 0:
         raise SystemExit("hpo-ray bench sync: need --repeats ≥ 1 and --warmup ≥ 0")
     buckets = _parse_list(args.bucket_mb, float, "--bucket-mb")
-    grid = list(itertools.product(buckets, _parse_list(args.checksum, _on_off, "--checksum"),
-                                  _parse_list(args.buffer, _on_off, "--buffer")))
+    grid = list(
+        itertools.product(buckets, _parse_list(args.checksum, _on_off, "--checksum"), _parse_list(args.buffer, _on_off, "--buffer"))
+    )
     if not grid:
         raise SystemExit("hpo-ray bench sync: --bucket-mb, --checksum and --buffer each need at least one value")
     note = load_note()
@@ -408,29 +425,58 @@ def run(args) -> int:
         bench.over_ipc(grid)
 
     nbytes = bench.nbytes
-    print(f"sync bench: {len(bench.state)} tensors, {nbytes / 2**20:.1f} MiB {args.dtype} (hidden {args.hidden}); "
-          f"{args.warmup} warm-up + {args.repeats} timed syncs per row, median, each sync followed by one memcpy; "
-          f"device {args.device}; {args.threads} torch thread(s); ray zero-copy tensors {'on' if os.environ.get('RAY_ENABLE_ZERO_COPY_TORCH_TENSORS') == '1' else 'off'}; {note}")
-    print(f"baseline: memcpy = one copy_ of the same bytes into a preallocated, touched buffer (measured per row); "
-          f"a per-tensor copy of the state into the target runs at {nbytes / copy_s / 1e9:.2f} GB/s")
-    print(f"{'backend':<24}{'bucket MB':>10}{'checksum':>10}{'buffer':>8}{'median s':>10}{'GB/s':>8}{'memcpy GB/s':>13}"
-          f"{'vs memcpy':>11}")
+    print(
+        f"sync bench: {len(bench.state)} tensors, {nbytes / 2**20:.1f} MiB {args.dtype} (hidden {args.hidden}); "
+        f"{args.warmup} warm-up + {args.repeats} timed syncs per row, median, each sync followed by one memcpy; "
+        f"device {args.device}; {args.threads} torch thread(s); "
+        f"ray zero-copy tensors {'on' if os.environ.get('RAY_ENABLE_ZERO_COPY_TORCH_TENSORS') == '1' else 'off'}; {note}"
+    )
+    print(
+        f"baseline: memcpy = one copy_ of the same bytes into a preallocated, touched buffer (measured per row); "
+        f"a per-tensor copy of the state into the target runs at {nbytes / copy_s / 1e9:.2f} GB/s"
+    )
+    print(f"{'backend':<24}{'bucket MB':>10}{'checksum':>10}{'buffer':>8}{'median s':>10}{'GB/s':>8}{'memcpy GB/s':>13}{'vs memcpy':>11}")
     table = []
     for st, sec, copy_sec in bench.rows:
         gbs, memcpy_gbs = nbytes / sec / 1e9, nbytes / copy_sec / 1e9
         ratio = gbs / memcpy_gbs
         mark = "  meets" if ratio >= TARGET else ""
-        print(f"{st.backend:<24}{st.bucket_mb:>10g}{'on' if st.checksum else 'off':>10}{'on' if st.buffer else 'off':>8}"
-              f"{sec:>10.4f}{gbs:>8.2f}{memcpy_gbs:>13.2f}{ratio:>11.3f}{mark}")
-        table.append({"backend": st.backend, "bucket_mb": st.bucket_mb, "checksum": st.checksum, "buffer": st.buffer,
-                      "seconds": sec, "gbytes_per_s": gbs, "memcpy_gbytes_per_s": memcpy_gbs, "vs_memcpy": ratio})
+        print(
+            f"{st.backend:<24}{st.bucket_mb:>10g}{'on' if st.checksum else 'off':>10}{'on' if st.buffer else 'off':>8}"
+            f"{sec:>10.4f}{gbs:>8.2f}{memcpy_gbs:>13.2f}{ratio:>11.3f}{mark}"
+        )
+        table.append(
+            {
+                "backend": st.backend,
+                "bucket_mb": st.bucket_mb,
+                "checksum": st.checksum,
+                "buffer": st.buffer,
+                "seconds": sec,
+                "gbytes_per_s": gbs,
+                "memcpy_gbytes_per_s": memcpy_gbs,
+                "vs_memcpy": ratio,
+            }
+        )
     best = max(table, key=lambda r: r["vs_memcpy"])
-    print(f"best: {best['backend']} bucket {best['bucket_mb']:g} MB, checksum {'on' if best['checksum'] else 'off'}, "
-          f"buffer {'on' if best['buffer'] else 'off'}: sync_vs_memcpy = {best['vs_memcpy']:.3f} "
-          f"({'meets' if best['vs_memcpy'] >= TARGET else 'misses'} the >= {TARGET} target); "
-          f"{sum(r['vs_memcpy'] >= TARGET for r in table)}/{len(table)} configurations meet it")
-    print(finite_json({"sync_vs_memcpy": best["vs_memcpy"], "sync_gbytes_per_s": best["gbytes_per_s"],
-                       "memcpy_gbytes_per_s": best["memcpy_gbytes_per_s"], "backend": best["backend"],
-                       "bucket_mb": best["bucket_mb"], "checksum": best["checksum"], "buffer": best["buffer"],
-                       "state_mb": nbytes / 2**20, "configurations": table}))
+    print(
+        f"best: {best['backend']} bucket {best['bucket_mb']:g} MB, checksum {'on' if best['checksum'] else 'off'}, "
+        f"buffer {'on' if best['buffer'] else 'off'}: sync_vs_memcpy = {best['vs_memcpy']:.3f} "
+        f"({'meets' if best['vs_memcpy'] >= TARGET else 'misses'} the >= {TARGET} target); "
+        f"{sum(r['vs_memcpy'] >= TARGET for r in table)}/{len(table)} configurations meet it"
+    )
+    print(
+        finite_json(
+            {
+                "sync_vs_memcpy": best["vs_memcpy"],
+                "sync_gbytes_per_s": best["gbytes_per_s"],
+                "memcpy_gbytes_per_s": best["memcpy_gbytes_per_s"],
+                "backend": best["backend"],
+                "bucket_mb": best["bucket_mb"],
+                "checksum": best["checksum"],
+                "buffer": best["buffer"],
+                "state_mb": nbytes / 2**20,
+                "configurations": table,
+            }
+        )
+    )
     return 0

@@ -71,16 +71,18 @@ def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
     preflight(cfg)
     if not ray.is_initialized():
         connect(cfg)
-    from hpo_ray.run_dir import prepare_run_dir
-
     from actors.controller import train
+    from hpo_ray.run_dir import prepare_run_dir
 
     train(cfg, run_dir, cfg.algorithm.steps, resume=prepare_run_dir(run_dir, "resume_or_start"))
     ray.shutdown()
     from hpo_ray.learner.checkpoint import CheckpointStore
 
-    latest = CheckpointStore(run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best,
-                             keep_last=cfg.checkpoint.keep_last).latest_verified().info
+    latest = (
+        CheckpointStore(run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best, keep_last=cfg.checkpoint.keep_last)
+        .latest_verified()
+        .info
+    )
     if latest is None:
         raise RuntimeError(f"HPO wrote no checkpoint under {run_dir}")
     if out.exists():
@@ -116,8 +118,7 @@ def field_scores(cfg: RunConfig, policy: Path, multipliers: list[int], out: Path
         if stage(f"stream HPO through simulstream + OmniSTEval at m={m}", (folder / FIELD_DIR / SCORES).is_file()):
             evaluate_via_simulstream(cfg, policy, manifest, m, folder)
         field = json.loads((folder / FIELD_DIR / SCORES).read_text())
-        return [{"multiplier": m, "source": "simulstream log", **field["omnisteval"], "rtf": field["rtf"],
-                 "hardware": field["hardware"]}]
+        return [{"multiplier": m, "source": "simulstream log", **field["omnisteval"], "rtf": field["rtf"], "hardware": field["hardware"]}]
     rows = []
     for m in multipliers:
         folder = out / "hpo" / f"m{m}"
@@ -129,48 +130,71 @@ def field_scores(cfg: RunConfig, policy: Path, multipliers: list[int], out: Path
 
 def field_table(field: list[dict]) -> list[str]:
     """The report's OmniSTEval section."""
+
     def ms(row: dict, key: str) -> str:
         return "n/a" if key not in row else f"{row[key] / 1000:.3f}"
 
-    lines = ["## The HPO policy scored by OmniSTEval longform (docs/evaluation.md)", "",
-             "| m | hypothesis | BLEU | chrF | StreamLAAL ideal (s) | StreamLAAL comp.-aware (s) | LongYAAL ideal (s) | RTF |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## The HPO policy scored by OmniSTEval longform (docs/evaluation.md)",
+        "",
+        "| m | hypothesis | BLEU | chrF | StreamLAAL ideal (s) | StreamLAAL comp.-aware (s) | LongYAAL ideal (s) | RTF |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in field:
         ca = ms(row, "LongLAAL (CA)") if "rtf" in row else "n/a (no compute in instances.log)"
         rtf = f"{row['rtf']:.3f}" if "rtf" in row else "n/a"
-        lines.append(f"| {row['multiplier']} | {row['source']} | {row['BLEU']:.2f} | {row['chrF']:.2f} | "
-                     f"{ms(row, 'LongLAAL (CU)')} | {ca} | {ms(row, 'LongYAAL (CU)')} | {rtf} |")
+        lines.append(
+            f"| {row['multiplier']} | {row['source']} | {row['BLEU']:.2f} | {row['chrF']:.2f} | "
+            f"{ms(row, 'LongLAAL (CU)')} | {ca} | {ms(row, 'LongYAAL (CU)')} | {rtf} |"
+        )
     hardware = [row["hardware"] for row in field if "hardware" in row]
     if hardware:
         hw = hardware[0]
-        lines += ["", f"Computation-aware latency and RTF measured on {hw['cpu']}, {hw['usable_cores']} usable cores, "
-                  f"device {hw['device']}" + (f" ({hw['gpu']})" if "gpu" in hw else "") + "."]
+        lines += [
+            "",
+            f"Computation-aware latency and RTF measured on {hw['cpu']}, {hw['usable_cores']} usable cores, "
+            f"device {hw['device']}" + (f" ({hw['gpu']})" if "gpu" in hw else "") + ".",
+        ]
     else:
-        lines += ["", "The demo policy reads pre-encoded features, so the talks were not streamed as audio; for "
-                  "computation-aware latency and the real-time factor run `hpo-ray eval --via simulstream` on a "
-                  "speech LLM (docs/evaluation.md)."]
+        lines += [
+            "",
+            "The demo policy reads pre-encoded features, so the talks were not streamed as audio; for "
+            "computation-aware latency and the real-time factor run `hpo-ray eval --via simulstream` on a "
+            "speech LLM (docs/evaluation.md).",
+        ]
     return lines
 
 
-def write_report(cfg: RunConfig, results: dict[str, list[dict]], root: Path, seconds: float,
-                 field: list[dict] | None = None) -> None:
+def write_report(cfg: RunConfig, results: dict[str, list[dict]], root: Path, seconds: float, field: list[dict] | None = None) -> None:
     from hpo_ray.plot import plot_curves
 
     plot_curves(results, "chrf", "stream_laal", root / "chrf_vs_streamlaal.png")
     plot_curves(results, "bleu", "stream_laal", root / "bleu_vs_streamlaal.png")
     rows = ["| system | m | chrF | BLEU | StreamLAAL (s) | HPO latency (s) | length ratio |", "|---|---|---|---|---|---|---|"]
+
     def fmt(value, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     for name, points in results.items():
         for p in points:
-            rows.append(f"| {name} | {p['multiplier']} | {fmt(p['chrf'], 2)} | {fmt(p['bleu'], 2)} | {fmt(p['stream_laal'], 3)} | "
-                        f"{fmt(p['hpo_latency'], 3)} | {fmt(p['length_ratio'], 3)} |")
-    text = "\n".join([
-        "# hpo-ray demo report", "",
-        f"Synthetic talks (seed {cfg.data.synth.seed}, language seed {cfg.data.synth.language_seed}), test split; "
-        f"tiny Qwen3 policy; SFT → {cfg.algorithm.steps} HPO steps. Wall time {seconds / 60:.1f} min on this machine.", "",
-        *rows, "", "![chrF vs StreamLAAL](chrf_vs_streamlaal.png)", "", "![BLEU vs StreamLAAL](bleu_vs_streamlaal.png)", "",
-        *(field_table(field) + [""] if field else []),
-    ])
+            rows.append(
+                f"| {name} | {p['multiplier']} | {fmt(p['chrf'], 2)} | {fmt(p['bleu'], 2)} | {fmt(p['stream_laal'], 3)} | "
+                f"{fmt(p['hpo_latency'], 3)} | {fmt(p['length_ratio'], 3)} |"
+            )
+    text = "\n".join(
+        [
+            "# hpo-ray demo report",
+            "",
+            f"Synthetic talks (seed {cfg.data.synth.seed}, language seed {cfg.data.synth.language_seed}), test split; "
+            f"tiny Qwen3 policy; SFT → {cfg.algorithm.steps} HPO steps. Wall time {seconds / 60:.1f} min on this machine.",
+            "",
+            *rows,
+            "",
+            "![chrF vs StreamLAAL](chrf_vs_streamlaal.png)",
+            "",
+            "![BLEU vs StreamLAAL](bleu_vs_streamlaal.png)",
+            "",
+            *(field_table(field) + [""] if field else []),
+        ]
+    )
     (root / "report.md").write_text(text)

@@ -13,8 +13,12 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-TEXTS = ["ka lomi teru sa .", "mi tora pelu ka lomi .", "sa nuvi ka tora peli mi .",
-         "Translate the following speech from English to German."] * 8
+TEXTS = [
+    "ka lomi teru sa .",
+    "mi tora pelu ka lomi .",
+    "sa nuvi ka tora peli mi .",
+    "Translate the following speech from English to German.",
+] * 8
 
 
 class _Skip(Exception):
@@ -24,11 +28,12 @@ class _Skip(Exception):
 def add_arguments(parser) -> None:
     parser.add_argument("--gpu", action="store_true", help="run the checks on CUDA in bf16 (fails without a GPU)")
     parser.add_argument("--turns", type=int, default=10, help="turns of the check talk")
-    parser.add_argument("--benches", action="store_true",
-                        help="also run `hpo-ray bench learner` and `hpo-ray bench sync` on the same device (own processes) "
-                             "and report their ratios")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="auto: bf16 with --gpu, fp32 without")
+    parser.add_argument(
+        "--benches",
+        action="store_true",
+        help="also run `hpo-ray bench learner` and `hpo-ray bench sync` on the same device (own processes) and report their ratios",
+    )
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="auto: bf16 with --gpu, fp32 without")
 
 
 class _Doctor:
@@ -61,8 +66,9 @@ class _Doctor:
         self.model_dir = save_policy(base.to(self.dtype), self.tokenizer, workdir / "policy")
         self.model = base.to(self.device).eval()
         rng = np.random.default_rng(0)
-        self.talks = [TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((turns * 14 - 3 * i, 64)).astype(np.float32), 14)
-                      for i in range(2)]
+        self.talks = [
+            TalkInput(f"t{i}", f"g{i}", "en", "de", rng.standard_normal((turns * 14 - 3 * i, 64)).astype(np.float32), 14) for i in range(2)
+        ]
         self.vllm = None
 
     def full_logits(self, model, traj, talk):
@@ -96,7 +102,9 @@ class _Doctor:
         from hpo_ray.rollout.torch_engine import TorchEngine
 
         banned = set(self.layout.banned_token_ids(self.model.config.vocab_size))
-        trajs = list(TorchEngine(self.model, self.layout).generate(self.talks, 4, SamplingConfig(temperature=1.5, max_new_tokens=8), seed=1))
+        trajs = list(
+            TorchEngine(self.model, self.layout).generate(self.talks, 4, SamplingConfig(temperature=1.5, max_new_tokens=8), seed=1)
+        )
         hit = [t for traj in trajs for turn in traj.turn_token_ids for t in turn if t in banned]
         if hit:
             raise AssertionError(f"banned ids sampled: {sorted(set(hit))[:10]}")
@@ -124,9 +132,16 @@ class _Doctor:
             from hpo_ray.config import load_config
             from hpo_ray.rollout.vllm_engine import VllmEngine
 
-            cfg = load_config(None, ["rollout.engine=vllm", f"rollout.device={self.device.type}",
-                                     "model.dtype=" + str(self.dtype).removeprefix("torch."),
-                                     "rollout.vllm.gpu_memory_utilization=0.3", "rollout.vllm.sleep_between_phases=true"])
+            cfg = load_config(
+                None,
+                [
+                    "rollout.engine=vllm",
+                    f"rollout.device={self.device.type}",
+                    "model.dtype=" + str(self.dtype).removeprefix("torch."),
+                    "rollout.vllm.gpu_memory_utilization=0.3",
+                    "rollout.vllm.sleep_between_phases=true",
+                ],
+            )
             self.vllm = VllmEngine.from_config(cfg, self.model_dir, self.device.type)
         return self.vllm
 
@@ -160,7 +175,8 @@ class _Doctor:
             raise _Skip("no vLLM generate ran")
         if min(rate[1:]) <= 0:
             raise AssertionError(f"a turn after the first had no prefix-cache hit: {rate}")
-        return f"prefix-cache hit rate {self.vllm.stats['last_generate']['prefix_cache_hit_rate']:.2f} (per turn {rate[0]:.2f} .. {rate[-1]:.2f})"
+        overall = self.vllm.stats["last_generate"]["prefix_cache_hit_rate"]
+        return f"prefix-cache hit rate {overall:.2f} (per turn {rate[0]:.2f} .. {rate[-1]:.2f})"
 
     def vllm_weights(self) -> str:
         from hpo_ray.config import SamplingConfig
@@ -216,8 +232,10 @@ def run(args) -> int:
     except Exception as exc:
         print(f"FAIL  import torch: {exc}")
         return 1
-    print(f"torch {torch.__version__}; CUDA available: {torch.cuda.is_available()}"
-          + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""))
+    print(
+        f"torch {torch.__version__}; CUDA available: {torch.cuda.is_available()}"
+        + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "")
+    )
     if args.gpu and not torch.cuda.is_available():
         print("FAIL  --gpu: no CUDA device visible")
         return 1
@@ -240,8 +258,7 @@ def run(args) -> int:
             check(f"bench learner (ZeRO-2 vs torch AdamW) [{where}]", lambda: _bench_learner(args.gpu))
             check(f"bench sync (bucketed sync vs memcpy) [{doc.device.type}]", lambda: _bench_sync(args.gpu))
     failed = sum(s == "FAIL" for s, _, _ in results)
-    print(f"doctor: {sum(s == 'PASS' for s, _, _ in results)} passed, {failed} failed, "
-          f"{sum(s == 'SKIP' for s, _, _ in results)} skipped")
+    print(f"doctor: {sum(s == 'PASS' for s, _, _ in results)} passed, {failed} failed, {sum(s == 'SKIP' for s, _, _ in results)} skipped")
     return 1 if failed else 0
 
 
@@ -259,12 +276,17 @@ def _bench_json(args: list[str]) -> dict:
 
 def _bench_sync(gpu: bool) -> str:
     """`hpo-ray bench sync` on the device: GPU = in-process and CUDA-IPC buckets vs a device memcpy."""
-    device = ["--device", "cuda", "--size-mb", "1024", "--bucket-mb", "64,256"] if gpu else \
-        ["--device", "cpu", "--size-mb", "256", "--bucket-mb", "64,256", "--backend", "inprocess,ray"]
+    device = (
+        ["--device", "cuda", "--size-mb", "1024", "--bucket-mb", "64,256"]
+        if gpu
+        else ["--device", "cpu", "--size-mb", "256", "--bucket-mb", "64,256", "--backend", "inprocess,ray"]
+    )
     result = _bench_json(["sync", *device, "--repeats", "3"])
     rows = {(r["backend"], r["checksum"]) for r in result["configurations"] if r["vs_memcpy"] >= 0.5}
-    detail = (f"sync_vs_memcpy {result['sync_vs_memcpy']:.2f} ({result['backend']}, bucket {result['bucket_mb']:g} MB, "
-              f"checksum {'on' if result['checksum'] else 'off'}); meeting 0.5: {sorted(rows) or 'none'}")
+    detail = (
+        f"sync_vs_memcpy {result['sync_vs_memcpy']:.2f} ({result['backend']}, bucket {result['bucket_mb']:g} MB, "
+        f"checksum {'on' if result['checksum'] else 'off'}); meeting 0.5: {sorted(rows) or 'none'}"
+    )
     if result["sync_vs_memcpy"] < 0.5:
         raise RuntimeError(detail + " — below the 0.5 target")
     return detail

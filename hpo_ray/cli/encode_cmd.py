@@ -12,8 +12,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--audio-manifest", required=True, type=Path, help="parquet audio manifest (wav paths, sentences, segments)")
     parser.add_argument("--out", required=True, type=Path, help="output folder: features/<talk>.npy + manifest.parquet")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default torch's; 1 is fastest for the tiny encoder on a busy machine)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default torch's; 1 is fastest for the tiny encoder on a busy machine)"
+    )
     add_config_arguments(parser)
 
 

@@ -17,9 +17,13 @@ from pathlib import Path
 from hpo_ray.cli.common import add_config_arguments, config_from_args
 
 ROWS = (
-    ("chrF", "chrf", "{:.2f}"), ("BLEU", "bleu", "{:.2f}"), ("quality ({quality_metric})", "quality", "{:.4g}"),
-    ("StreamLAAL (s)", "stream_laal", "{:.3f}"), ("HPO latency (s)", "hpo_latency", "{:.3f}"),
-    ("length ratio", "length_ratio", "{:.3f}"), ("empty sentences", "empty_sentences", "{}"),
+    ("chrF", "chrf", "{:.2f}"),
+    ("BLEU", "bleu", "{:.2f}"),
+    ("quality ({quality_metric})", "quality", "{:.4g}"),
+    ("StreamLAAL (s)", "stream_laal", "{:.3f}"),
+    ("HPO latency (s)", "hpo_latency", "{:.3f}"),
+    ("length ratio", "length_ratio", "{:.3f}"),
+    ("empty sentences", "empty_sentences", "{}"),
 )
 
 
@@ -30,32 +34,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="folder for instances.log, segments.yaml, scores.json ...")
     parser.add_argument("--samples", type=int, default=1, help="dialogues per talk (>1 needs rollout.validation_sampling.greedy=false)")
     parser.add_argument("--talks-per-batch", type=int, default=None, help="talks run together (default: all)")
-    parser.add_argument("--via", choices=("hpo-ray", "simulstream"), default="hpo-ray",
-                        help="simulstream: also stream the talks' audio through simulstream_inference + OmniSTEval")
-    parser.add_argument("--audio", type=Path, default=None,
-                        help="audio manifest of the talks for --via simulstream (default: the one in encode.json)")
+    parser.add_argument(
+        "--via",
+        choices=("hpo-ray", "simulstream"),
+        default="hpo-ray",
+        help="simulstream: also stream the talks' audio through simulstream_inference + OmniSTEval",
+    )
+    parser.add_argument(
+        "--audio", type=Path, default=None, help="audio manifest of the talks for --via simulstream (default: the one in encode.json)"
+    )
     add_config_arguments(parser)
 
 
 def format_table(scores: dict) -> str:
     """The scores as a two-column table."""
-    lines = [f"eval m={scores['multiplier']} (turn {scores['turn_seconds']:.3g} s): {scores['talks']} talks, "
-             f"{scores['samples']} sample(s), {scores['turns']} turns, {scores['truncated']} truncated"]
+    lines = [
+        f"eval m={scores['multiplier']} (turn {scores['turn_seconds']:.3g} s): {scores['talks']} talks, "
+        f"{scores['samples']} sample(s), {scores['turns']} turns, {scores['truncated']} truncated"
+    ]
     for label, key, fmt in ROWS:
         value = scores.get(key)
         lines.append(f"  {label.format(**scores):<22} {'n/a' if value is None else fmt.format(value)}")
     return "\n".join(lines)
 
 
-FIELD_ROWS = (("BLEU", "BLEU", "{:.2f}"), ("chrF", "chrF", "{:.2f}"), ("StreamLAAL ideal (s)", "LongLAAL (CU)", "{:.3f}"),
-              ("StreamLAAL comp.-aware (s)", "LongLAAL (CA)", "{:.3f}"), ("LongYAAL ideal (s)", "LongYAAL (CU)", "{:.3f}"))
+FIELD_ROWS = (
+    ("BLEU", "BLEU", "{:.2f}"),
+    ("chrF", "chrF", "{:.2f}"),
+    ("StreamLAAL ideal (s)", "LongLAAL (CU)", "{:.3f}"),
+    ("StreamLAAL comp.-aware (s)", "LongLAAL (CA)", "{:.3f}"),
+    ("LongYAAL ideal (s)", "LongYAAL (CU)", "{:.3f}"),
+)
 
 
 def format_field_table(field: dict) -> str:
     """OmniSTEval on the simulstream log next to OmniSTEval on our instances.log, with the RTF and the hardware."""
     hw = field["hardware"]
-    lines = [f"simulstream_inference + omnisteval longform: {field['talks']} talks, {field['audio_seconds']:.1f} s of audio",
-             f"  {'':<28}{'simulstream log':>16}{'instances.log':>16}"]
+    lines = [
+        f"simulstream_inference + omnisteval longform: {field['talks']} talks, {field['audio_seconds']:.1f} s of audio",
+        f"  {'':<28}{'simulstream log':>16}{'instances.log':>16}",
+    ]
     for label, key, fmt in FIELD_ROWS:
         cells = []
         for source in ("omnisteval", "omnisteval_of_instances_log"):
@@ -63,9 +81,10 @@ def format_field_table(field: dict) -> str:
             scale = 1000.0 if label.endswith("(s)") else 1.0
             cells.append("n/a" if value is None else fmt.format(value / scale))
         lines.append(f"  {label:<28}{cells[0]:>16}{cells[1]:>16}")
-    lines.append(f"  real-time factor {field['rtf']:.3f} ({field['compute_seconds']:.1f} s compute) on {hw['cpu']}, "
-                 f"{hw['usable_cores']} usable of {hw['logical_cores']} cores, device {hw['device']}"
-                 + (f" ({hw['gpu']})" if "gpu" in hw else ""))
+    lines.append(
+        f"  real-time factor {field['rtf']:.3f} ({field['compute_seconds']:.1f} s compute) on {hw['cpu']}, "
+        f"{hw['usable_cores']} usable of {hw['logical_cores']} cores, device {hw['device']}" + (f" ({hw['gpu']})" if "gpu" in hw else "")
+    )
     return "\n".join(lines)
 
 
@@ -100,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
 
             scores, field = evaluate_via_simulstream(cfg, checkpoint, features, multiplier, args.output, args.audio)
         else:
-            scores, field = evaluate(cfg, checkpoint, features, multiplier, args.output, args.samples,
-                                     talks_per_batch=args.talks_per_batch), None
+            scores, field = (
+                evaluate(cfg, checkpoint, features, multiplier, args.output, args.samples, talks_per_batch=args.talks_per_batch),
+                None,
+            )
     except (ManifestError, FileNotFoundError, FileExistsError) as exc:
         print(f"hpo-ray eval: {exc}", file=sys.stderr)
         return 2

@@ -13,8 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--src-lang", required=True, help="source language code (the original schema has none)")
     parser.add_argument("--tgt-lang", required=True, help="target language code")
     parser.add_argument("--frame-seconds", type=float, default=0.08, help="seconds per feature frame (80 ms for InfiniSST)")
-    parser.add_argument("--chunk-frames", type=int, default=None,
-                        help="expected frames per chunk (data.chunk_frames); rows that differ are an error")
+    parser.add_argument(
+        "--chunk-frames", type=int, default=None, help="expected frames per chunk (data.chunk_frames); rows that differ are an error"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
     except ManifestError as exc:
         print(f"hpo-ray import-manifest: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {report.out}: {report.talks} talks, {report.sentences} sentences, {report.seconds:.0f} s; "
-          f"chunk_frame_size {report.chunk_frames} → set data.chunk_frames={report.chunk_frames}, "
-          f"data.frame_seconds={args.frame_seconds}")
+    print(
+        f"wrote {report.out}: {report.talks} talks, {report.sentences} sentences, {report.seconds:.0f} s; "
+        f"chunk_frame_size {report.chunk_frames} → set data.chunk_frames={report.chunk_frames}, "
+        f"data.frame_seconds={args.frame_seconds}"
+    )
     return 0

@@ -15,7 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("hpo_ray.cli.encode_cmd", "encode an audio manifest's talks chunk by chunk into the features manifest HPO trains on"),
     "sft": ("hpo_ray.cli.sft_cmd", "supervised fine-tuning on dialogue-form data (the HPO start)"),
     "plan": ("hpo_ray.cli.plan_cmd", "check that a config's pools fit the nodes of a launcher file (before submitting)"),
-    "sft-speech": ("hpo_ray.cli.sft_speech_cmd", "two-stage SFT on spoken talks: the encoder learns to hear (CTC), then the LLM to translate"),
+    "sft-speech": (
+        "hpo_ray.cli.sft_speech_cmd",
+        "two-stage SFT on spoken talks: the encoder learns to hear (CTC), then the LLM to translate",
+    ),
     "train": ("hpo_ray.cli.train_cmd", "run the HPO training job on Ray"),
     "score": ("hpo_ray.cli.score_cmd", "score rollouts from a JSONL file with the hierarchical reward"),
     "eval": ("hpo_ray.cli.eval_cmd", "run a policy on a manifest's talks; write instances.log, segment YAML, references and scores.json"),
@@ -35,9 +38,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """The command word first, then only that command's module parses the rest: options may come
     anywhere among the `key=value` overrides."""
     available = _available()
-    top = argparse.ArgumentParser(prog="hpo-ray", description="HPO for simultaneous speech translation on Ray",
-                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                  epilog="commands:\n" + "\n".join(f"  {n:<12}{h}" for n, (_, h) in available.items()))
+    top = argparse.ArgumentParser(
+        prog="hpo-ray",
+        description="HPO for simultaneous speech translation on Ray",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {n:<12}{h}" for n, (_, h) in available.items()),
+    )
     top.add_argument("--debug", action="store_true", help="show the traceback of an error")
     top.add_argument("command", choices=list(available), metavar="COMMAND")
     top.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

@@ -9,15 +9,19 @@ from hpo_ray.model.prepare import prepare_tiny_policy
 def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="a data dir from `hpo-ray synth` (uses its train manifest)")
     parser.add_argument("--out", required=True, type=Path, help="output HF model directory")
-    parser.add_argument("--speech", action="store_true",
-                        help="also write a freshly initialised speech encoder + projector (model.speech) in speech_encoder/")
+    parser.add_argument(
+        "--speech",
+        action="store_true",
+        help="also write a freshly initialised speech encoder + projector (model.speech) in speech_encoder/",
+    )
     add_config_arguments(parser)
 
 
 def run(args) -> int:
     cfg = config_from_args(args)
-    manifests = [p for s in ("train", "dev") for p in (args.data / s / "manifest.parquet", args.data / s / "audio_manifest.parquet")
-                 if p.is_file()]
+    manifests = [
+        p for s in ("train", "dev") for p in (args.data / s / "manifest.parquet", args.data / s / "audio_manifest.parquet") if p.is_file()
+    ]
     if not manifests:
         raise SystemExit(f"hpo-ray build-model: no manifest.parquet or audio_manifest.parquet under {args.data}/train or /dev")
     out = prepare_tiny_policy(cfg, manifests, args.out)

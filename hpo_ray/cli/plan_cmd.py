@@ -9,8 +9,11 @@ from hpo_ray.cli.common import add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster", required=True, help="launcher file: cluster/kuberay-rayjob.yaml, cluster/ray-cluster.yaml, "
-                                                         "cluster/slurm.sbatch, or a YAML node list")
+    parser.add_argument(
+        "--cluster",
+        required=True,
+        help="launcher file: cluster/kuberay-rayjob.yaml, cluster/ray-cluster.yaml, cluster/slurm.sbatch, or a YAML node list",
+    )
     add_config_arguments(parser, required=True)
 
 
@@ -43,5 +46,9 @@ def check_live_cluster(cfg) -> None:
         return
     result = plan(pool_specs(cfg), live_node_shapes(ray.nodes()))
     if not result.fits:
-        raise ConfigError("cluster", "the pools do not fit the live cluster: " + "; ".join(map(str, result.shortfalls))
-                          + " (cluster.check_fit=false skips this check on an autoscaling cluster)")
+        raise ConfigError(
+            "cluster",
+            "the pools do not fit the live cluster: "
+            + "; ".join(map(str, result.shortfalls))
+            + " (cluster.check_fit=false skips this check on an autoscaling cluster)",
+        )

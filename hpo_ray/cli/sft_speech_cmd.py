@@ -10,8 +10,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init", type=Path, required=True, help="speech LLM directory, or an LLM directory (a fresh encoder is added)")
     parser.add_argument("--data", type=Path, required=True, help="data dir with {train,dev,test}/audio_manifest.parquet and sft/")
     parser.add_argument("--out", type=Path, required=True, help="where the SFT speech LLM is written")
-    parser.add_argument("--features", type=Path, required=True,
-                        help="where every split is encoded with the stage-1 encoder (HPO trains on these)")
+    parser.add_argument(
+        "--features", type=Path, required=True, help="where every split is encoded with the stage-1 encoder (HPO trains on these)"
+    )
     add_config_arguments(parser)
 
 

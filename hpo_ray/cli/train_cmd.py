@@ -22,12 +22,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--run-dir", type=Path, default=None, help="output folder (default run.dir)")
     parser.add_argument("--steps", type=int, default=None, help="total HPO steps (default algorithm.steps)")
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--resume", dest="start", action="store_const", const="resume", default="new",
-                       help="continue the run dir's run from its latest checkpoint (an error when there is none)")
-    start.add_argument("--resume-or-start", dest="start", action="store_const", const="resume_or_start",
-                       help="resume when the run dir has a checkpoint, else start fresh there (for chained jobs)")
-    start.add_argument("--overwrite", dest="start", action="store_const", const="overwrite",
-                       help="delete the run dir's previous run (logs, checkpoints) and start fresh")
+    start.add_argument(
+        "--resume",
+        dest="start",
+        action="store_const",
+        const="resume",
+        default="new",
+        help="continue the run dir's run from its latest checkpoint (an error when there is none)",
+    )
+    start.add_argument(
+        "--resume-or-start",
+        dest="start",
+        action="store_const",
+        const="resume_or_start",
+        help="resume when the run dir has a checkpoint, else start fresh there (for chained jobs)",
+    )
+    start.add_argument(
+        "--overwrite",
+        dest="start",
+        action="store_const",
+        const="overwrite",
+        help="delete the run dir's previous run (logs, checkpoints) and start fresh",
+    )
     add_config_arguments(parser, required=True)
 
 
@@ -39,11 +55,13 @@ def preflight(cfg: RunConfig) -> None:
     width = check_policy_dir(cfg.model.path).get("hidden_size")
     if cfg.data.train_manifest is None:
         raise ConfigError("data.train_manifest", "required for training")
-    train = training_talks(Manifest(cfg.data.train_manifest, width=width, frame_seconds=cfg.data.frame_seconds),
-                           cfg.data.max_talk_seconds)
+    train = training_talks(Manifest(cfg.data.train_manifest, width=width, frame_seconds=cfg.data.frame_seconds), cfg.data.max_talk_seconds)
     if cfg.algorithm.talks_per_step > len(train):
-        raise ConfigError("algorithm.talks_per_step", f"{cfg.algorithm.talks_per_step} is more than the {len(train)} "
-                          f"talks (windows of data.max_talk_seconds) in data.train_manifest ({cfg.data.train_manifest})")
+        raise ConfigError(
+            "algorithm.talks_per_step",
+            f"{cfg.algorithm.talks_per_step} is more than the {len(train)} "
+            f"talks (windows of data.max_talk_seconds) in data.train_manifest ({cfg.data.train_manifest})",
+        )
     if cfg.data.dev_manifest is not None:
         Manifest(cfg.data.dev_manifest, width=width, frame_seconds=cfg.data.frame_seconds)
     check_run_talks(cfg)
@@ -61,8 +79,13 @@ def connect(cfg: RunConfig) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=cfg.cluster.include_dashboard,
-                 dashboard_host=cfg.cluster.dashboard_host, log_to_driver=cfg.logging.level == "DEBUG")
+        ray.init(
+            address="local",
+            num_cpus=cfg.cluster.num_cpus,
+            include_dashboard=cfg.cluster.include_dashboard,
+            dashboard_host=cfg.cluster.dashboard_host,
+            log_to_driver=cfg.logging.level == "DEBUG",
+        )
 
 
 def run(args) -> int:

@@ -21,12 +21,41 @@ from .run import CheckpointConfig, ClusterConfig, LoggingConfig, MlflowConfig, R
 from .training import AlgorithmConfig, HearConfig, LearnerConfig, OptimizerConfig, SftConfig, SyncConfig
 
 __all__ = [
-    "AUDIO_SAMPLE_RATE", "AlgorithmConfig", "CheckpointConfig", "ClusterConfig", "ConfigError", "ContextConfig", "DataConfig",
-    "HearConfig", "LearnerConfig", "LoggingConfig", "MlflowConfig", "ModelConfig", "OptimizerConfig", "RewardConfig",
-    "RolloutConfig", "RunConfig", "RunSection", "SamplingConfig", "Section", "SftConfig", "SpeechConfig",
-    "SpeechEncoderConfig", "SyncConfig", "SynthConfig", "TinyModelConfig",
-    "ValidationConfig", "ValidationSamplingConfig", "VllmConfig", "CLAUSE_SPLITTERS", "DEFAULT_SPLITTERS",
-    "apply_overrides", "learner_on_gpu", "load_config", "parse_config", "to_yaml",
+    "AUDIO_SAMPLE_RATE",
+    "AlgorithmConfig",
+    "CheckpointConfig",
+    "ClusterConfig",
+    "ConfigError",
+    "ContextConfig",
+    "DataConfig",
+    "HearConfig",
+    "LearnerConfig",
+    "LoggingConfig",
+    "MlflowConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RewardConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "RunSection",
+    "SamplingConfig",
+    "Section",
+    "SftConfig",
+    "SpeechConfig",
+    "SpeechEncoderConfig",
+    "SyncConfig",
+    "SynthConfig",
+    "TinyModelConfig",
+    "ValidationConfig",
+    "ValidationSamplingConfig",
+    "VllmConfig",
+    "CLAUSE_SPLITTERS",
+    "DEFAULT_SPLITTERS",
+    "apply_overrides",
+    "learner_on_gpu",
+    "load_config",
+    "parse_config",
+    "to_yaml",
 ]
 
 
@@ -168,15 +197,22 @@ def check_consistency(cfg: RunConfig) -> None:
         raise ConfigError("rollout.vllm.block_size", "vLLM's CPU attention needs a multiple of 32")
     smp = r.sampling
     if r.engine == "vllm" and (smp.top_p < 1.0 or smp.top_k) and cfg.algorithm.is_correction:
-        raise ConfigError("rollout.sampling.top_p", "with the vLLM engine, top-p/top-k sampling reports truncated-distribution "
-                          "logprobs the learner cannot reproduce; keep top_p=1, top_k=0 or set algorithm.is_correction=false")
+        raise ConfigError(
+            "rollout.sampling.top_p",
+            "with the vLLM engine, top-p/top-k sampling reports truncated-distribution "
+            "logprobs the learner cannot reproduce; keep top_p=1, top_k=0 or set algorithm.is_correction=false",
+        )
     sp = cfg.model.speech
     if abs(sp.frame_seconds - d.frame_seconds) > 1e-9:
-        raise ConfigError("model.speech.hop_samples", f"encoder frames are hop_samples × 2^subsampling_layers / sample_rate = "
-                          f"{sp.frame_seconds:.6g} s; data.frame_seconds is {d.frame_seconds}")
+        raise ConfigError(
+            "model.speech.hop_samples",
+            f"encoder frames are hop_samples × 2^subsampling_layers / sample_rate = "
+            f"{sp.frame_seconds:.6g} s; data.frame_seconds is {d.frame_seconds}",
+        )
     if d.chunk_frames % sp.chunk_frames:
-        raise ConfigError("model.speech.chunk_frames", f"must divide data.chunk_frames={d.chunk_frames} (an encoder chunk "
-                          "may not straddle a turn)")
+        raise ConfigError(
+            "model.speech.chunk_frames", f"must divide data.chunk_frames={d.chunk_frames} (an encoder chunk may not straddle a turn)"
+        )
     if sp.num_heads % sp.num_kv_heads:
         raise ConfigError("model.speech.num_kv_heads", f"must divide num_heads={sp.num_heads}")
     if sp.window_samples < sp.hop_samples:
@@ -203,7 +239,10 @@ def check_consistency(cfg: RunConfig) -> None:
     if cfg.checkpoint.every % cfg.validation.every and cfg.checkpoint.keep_best:
         raise ConfigError("checkpoint.every", f"must be a multiple of validation.every={cfg.validation.every} to rank checkpoints")
     if cfg.sync.backend == "cuda_ipc" and not cfg.cluster.colocate:
-        raise ConfigError("sync.backend", "cuda_ipc shares GPU memory between a learner and the engines on its GPU: "
-                          "it needs cluster.colocate=true (separate pools: use nccl)")
+        raise ConfigError(
+            "sync.backend",
+            "cuda_ipc shares GPU memory between a learner and the engines on its GPU: "
+            "it needs cluster.colocate=true (separate pools: use nccl)",
+        )
     if cfg.sync.backend in ("nccl", "cuda_ipc") and lb.device == "cpu":
         raise ConfigError("sync.backend", f"{cfg.sync.backend} needs GPUs; learner.device is cpu")

@@ -4,10 +4,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hpo_ray.errors import InputError
+
 # A random seed: numpy's legacy generators and torch accept 0 ≤ seed < 2³².
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-
-from hpo_ray.errors import InputError
 
 
 class Section(BaseModel):

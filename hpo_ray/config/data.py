@@ -7,10 +7,20 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from .base import Section, Seed
 
-
 AUDIO_SAMPLE_RATE = 16000  # Hz of spoken talks' wav files (mono int16)
-DEFAULT_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc",
-                  "en-us+f2", "en+f4", "en-gb-x-rp+f3", "en-us+m3", "en+m7")
+DEFAULT_VOICES = (
+    "en-us",
+    "en",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-029",
+    "en-us-nyc",
+    "en-us+f2",
+    "en+f4",
+    "en-gb-x-rp+f3",
+    "en-us+m3",
+    "en+m7",
+)
 
 
 def _ordered(name: str, pair: tuple[float, float]) -> None:
@@ -102,11 +112,14 @@ class SynthConfig(Section):
         if self.min_word_frames > self.max_word_frames:
             raise ValueError(f"min_word_frames={self.min_word_frames} > max_word_frames={self.max_word_frames}")
         if self.min_sentence_pause_frames > self.max_sentence_pause_frames:
-            raise ValueError(f"min_sentence_pause_frames={self.min_sentence_pause_frames} > "
-                             f"max_sentence_pause_frames={self.max_sentence_pause_frames}")
+            raise ValueError(
+                f"min_sentence_pause_frames={self.min_sentence_pause_frames} > max_sentence_pause_frames={self.max_sentence_pause_frames}"
+            )
         if self.min_sentence_pause_frames <= self.max_word_pause_frames:
-            raise ValueError(f"min_sentence_pause_frames={self.min_sentence_pause_frames} must exceed "
-                             f"max_word_pause_frames={self.max_word_pause_frames} so sentence ends are audible")
+            raise ValueError(
+                f"min_sentence_pause_frames={self.min_sentence_pause_frames} must exceed "
+                f"max_word_pause_frames={self.max_word_pause_frames} so sentence ends are audible"
+            )
         if self.dev_fraction + self.test_fraction >= 1.0:
             raise ValueError(f"dev_fraction + test_fraction = {self.dev_fraction + self.test_fraction} leaves no train talks")
         return self
@@ -138,15 +151,18 @@ class DataConfig(Section):
         samples = self.frame_seconds * AUDIO_SAMPLE_RATE
         if abs(samples - round(samples)) > 1e-6:
             if speech.enabled:
-                raise ValueError(f"frame_seconds={self.frame_seconds} is no whole number of {AUDIO_SAMPLE_RATE} Hz "
-                                 "samples, which synth.speech needs")
+                raise ValueError(
+                    f"frame_seconds={self.frame_seconds} is no whole number of {AUDIO_SAMPLE_RATE} Hz samples, which synth.speech needs"
+                )
             return self
         # A sentence pause must outlast the end margin plus one frame of rounding on each side.
         need = (speech.end_margin_frames(self.frame_seconds) + 2) * self.frame_seconds
         if speech.sentence_pause_seconds[0] < need - 1e-9:
-            raise ValueError(f"synth.speech.sentence_pause_seconds starts at {speech.sentence_pause_seconds[0]} s; with "
-                             f"word pauses up to {speech.word_pause_seconds[1]} s and {self.frame_seconds} s frames it "
-                             f"must be at least {need:.3f} s so sentence ends are audible")
+            raise ValueError(
+                f"synth.speech.sentence_pause_seconds starts at {speech.sentence_pause_seconds[0]} s; with "
+                f"word pauses up to {speech.word_pause_seconds[1]} s and {self.frame_seconds} s frames it "
+                f"must be at least {need:.3f} s so sentence ends are audible"
+            )
         return self
 
     @property

@@ -55,7 +55,7 @@ class SpeechEncoderConfig(Section):
     @property
     def frame_seconds(self) -> float:
         """Seconds per encoder output frame."""
-        return self.hop_samples * 2 ** self.subsampling_layers / self.sample_rate
+        return self.hop_samples * 2**self.subsampling_layers / self.sample_rate
 
 
 class ModelConfig(Section):

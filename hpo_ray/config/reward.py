@@ -13,12 +13,24 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_va
 from .base import Section
 
 DEFAULT_SPLITTERS: dict[str, str] = {
-    "en": ".!?", "de": ".!?", "es": ".!?", "fr": ".!?", "ru": ".!?", "it": ".!?",
-    "zh": "。！？", "ja": "。！？",
+    "en": ".!?",
+    "de": ".!?",
+    "es": ".!?",
+    "fr": ".!?",
+    "ru": ".!?",
+    "it": ".!?",
+    "zh": "。！？",
+    "ja": "。！？",
 }
 CLAUSE_SPLITTERS: dict[str, str] = {
-    "en": ".,!?", "de": ".,!?", "es": ".,!?", "fr": ".,!?", "ru": ".,!?", "it": ".,!?",
-    "zh": "。，！？", "ja": "。，！？",  # the original's ja set: full-width comma, not 、
+    "en": ".,!?",
+    "de": ".,!?",
+    "es": ".,!?",
+    "fr": ".,!?",
+    "ru": ".,!?",
+    "it": ".,!?",
+    "zh": "。，！？",
+    "ja": "。，！？",  # the original's ja set: full-width comma, not 、
 }
 # Quality threshold of the hinge when `target_quality` is None, per scorer, on the scorer's own
 # scale (higher is better): MetricX −5 is the paper's setting; the others are comparable "good" bars.

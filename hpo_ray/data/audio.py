@@ -17,8 +17,7 @@ import pyarrow.parquet as pq
 from .manifest import ManifestError, check_talk_columns
 
 SAMPLE_RATE = 16000
-REQUIRED_COLUMNS = ("talk_id", "audio_path", "sample_rate", "src_lang", "tgt_lang",
-                    "src_sentences", "ref_sentences", "segments")
+REQUIRED_COLUMNS = ("talk_id", "audio_path", "sample_rate", "src_lang", "tgt_lang", "src_sentences", "ref_sentences", "segments")
 _FLOAT_FORMAT = 3  # WAVE_FORMAT_IEEE_FLOAT
 
 
@@ -89,8 +88,8 @@ def _read_float_wav(path: Path) -> tuple[int, int, int, bytes]:
         raise AudioError(f"not a RIFF/WAVE file: {path}")
     pos, fmt, data = 12, None, None
     while pos + 8 <= len(blob):
-        name, size = blob[pos:pos + 4], struct.unpack("<I", blob[pos + 4:pos + 8])[0]
-        body = blob[pos + 8:pos + 8 + size]
+        name, size = blob[pos : pos + 4], struct.unpack("<I", blob[pos + 4 : pos + 8])[0]
+        body = blob[pos + 8 : pos + 8 + size]
         if name == b"fmt " and len(body) >= 16:
             fmt = struct.unpack("<HHIIHH", body[:16])
         elif name == b"data":
@@ -158,9 +157,18 @@ class AudioManifest:
         if spans[-1][1] > seconds + 1e-3:
             raise fail("segments", f"last segment ends at {spans[-1][1]} s but {apath} lasts {seconds:.3f} s")
         return SpokenTalk(
-            talk_id=row["talk_id"], audio_path=apath, sample_rate=rate, n_samples=len(samples),
-            src_lang=row["src_lang"], tgt_lang=row["tgt_lang"], src_sentences=tuple(src),
-            ref_sentences=tuple(ref), segments=spans, words=words, index=i)
+            talk_id=row["talk_id"],
+            audio_path=apath,
+            sample_rate=rate,
+            n_samples=len(samples),
+            src_lang=row["src_lang"],
+            tgt_lang=row["tgt_lang"],
+            src_sentences=tuple(src),
+            ref_sentences=tuple(ref),
+            segments=spans,
+            words=words,
+            index=i,
+        )
 
     @staticmethod
     def _words(words, n_sentences: int, fail):

@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 
 from .manifest import MANIFEST_SCHEMA, Manifest, ManifestError
 
-ORIGINAL_COLUMNS = ("audio_npy_path", "audio_npy_row", "chunk_frame_size", "src_segments", "tgt_segments",
-                    "segment_info")
+ORIGINAL_COLUMNS = ("audio_npy_path", "audio_npy_row", "chunk_frame_size", "src_segments", "tgt_segments", "segment_info")
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,9 @@ def original_talk_id(npy_path: str, row: int | None) -> str:
     return f"{p.parent.name}-{p.stem}" + ("" if row is None else f"-r{row}")
 
 
-def import_original(source: str | Path, out: str | Path, src_lang: str, tgt_lang: str, frame_seconds: float = 0.08,
-                    chunk_frames: int | None = None) -> ImportReport:
+def import_original(
+    source: str | Path, out: str | Path, src_lang: str, tgt_lang: str, frame_seconds: float = 0.08, chunk_frames: int | None = None
+) -> ImportReport:
     """Read `source` (original schema), write `out` (ours), then open it as a Manifest to validate every row.
 
     `chunk_frames`, when given, must equal every row's `chunk_frame_size` (the config's `data.chunk_frames`).
@@ -75,13 +75,17 @@ def import_original(source: str | Path, out: str | Path, src_lang: str, tgt_lang
         tmp.unlink(missing_ok=True)
         raise ManifestError(source, exc.row, _ORIGINAL_NAME.get(exc.column, exc.column), str(exc).split(": ", 1)[-1]) from None
     tmp.replace(out)
-    return ImportReport(out, len(manifest), sum(len(t.src_sentences) for t in manifest), sizes.pop(),
-                        sum(t.seconds for t in manifest))
+    return ImportReport(out, len(manifest), sum(len(t.src_sentences) for t in manifest), sizes.pop(), sum(t.seconds for t in manifest))
 
 
 # Our column -> the original's, so a validation error names what the user has in their file.
-_ORIGINAL_NAME = {"features_path": "audio_npy_path", "features_row": "audio_npy_row", "src_sentences": "src_segments",
-                  "ref_sentences": "tgt_segments", "segments": "segment_info"}
+_ORIGINAL_NAME = {
+    "features_path": "audio_npy_path",
+    "features_row": "audio_npy_row",
+    "src_sentences": "src_segments",
+    "ref_sentences": "tgt_segments",
+    "segments": "segment_info",
+}
 
 
 def _convert_row(source: Path, i: int, row: dict, src_lang: str, tgt_lang: str, frame_seconds: float) -> tuple[dict, int]:
@@ -108,8 +112,13 @@ def _convert_row(source: Path, i: int, row: dict, src_lang: str, tgt_lang: str, 
         features = (source.parent / features).resolve()
     talk_id = row.get("talk_id") or original_talk_id(path, npy_row)
     return {
-        "talk_id": talk_id, "features_path": str(features), "features_row": npy_row, "frame_seconds": frame_seconds,
-        "src_lang": src_lang, "tgt_lang": tgt_lang, "src_sentences": row["src_segments"],
+        "talk_id": talk_id,
+        "features_path": str(features),
+        "features_row": npy_row,
+        "frame_seconds": frame_seconds,
+        "src_lang": src_lang,
+        "tgt_lang": tgt_lang,
+        "src_sentences": row["src_segments"],
         "ref_sentences": row["tgt_segments"],
         "segments": [{"start": float(s["start"]), "end": float(s["end"])} for s in segments],
     }, size

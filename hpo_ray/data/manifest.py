@@ -18,17 +18,31 @@ import pyarrow.parquet as pq
 from hpo_ray.errors import InputError
 
 REQUIRED_COLUMNS = (
-    "talk_id", "features_path", "features_row", "frame_seconds", "src_lang", "tgt_lang",
-    "src_sentences", "ref_sentences", "segments",
+    "talk_id",
+    "features_path",
+    "features_row",
+    "frame_seconds",
+    "src_lang",
+    "tgt_lang",
+    "src_sentences",
+    "ref_sentences",
+    "segments",
 )
 _VALUE_CHECK_FRAMES = 4096
 # The parquet schema of a manifest as hpo-ray writes it (synth, encode, import-manifest).
-MANIFEST_SCHEMA = pa.schema([
-    ("talk_id", pa.string()), ("features_path", pa.string()), ("features_row", pa.int64()),
-    ("frame_seconds", pa.float64()), ("src_lang", pa.string()), ("tgt_lang", pa.string()),
-    ("src_sentences", pa.list_(pa.string())), ("ref_sentences", pa.list_(pa.string())),
-    ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
-])
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("talk_id", pa.string()),
+        ("features_path", pa.string()),
+        ("features_row", pa.int64()),
+        ("frame_seconds", pa.float64()),
+        ("src_lang", pa.string()),
+        ("tgt_lang", pa.string()),
+        ("src_sentences", pa.list_(pa.string())),
+        ("ref_sentences", pa.list_(pa.string())),
+        ("segments", pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64())]))),
+    ]
+)
 
 
 class ManifestError(InputError):
@@ -67,7 +81,7 @@ class Talk:
         """The talk's frames, [n_frames, width], memory-mapped (read-only)."""
         arr = np.load(self.features_path, mmap_mode="r", allow_pickle=False)
         arr = arr if self.features_row is None else arr[self.features_row]
-        return arr[self.frame_start:self.frame_start + self.n_frames]
+        return arr[self.frame_start : self.frame_start + self.n_frames]
 
     def turn_spans(self, turn_frames: int) -> list[tuple[int, int]]:
         """Frame ranges [start, end) of the user turns; the last turn carries the remainder."""
@@ -110,8 +124,7 @@ def check_talk_columns(row: dict, path_column: str, fail) -> tuple[tuple[float, 
 class Manifest:
     """A validated list of talks. Construction reads every row and checks every feature file."""
 
-    def __init__(self, path: str | Path, width: int | None = None, frame_seconds: float | None = None,
-                 check_values: bool = True):
+    def __init__(self, path: str | Path, width: int | None = None, frame_seconds: float | None = None, check_values: bool = True):
         self.path = Path(path)
         if not self.path.is_file():
             raise ManifestError(self.path, None, "<file>", "manifest not found")
@@ -167,13 +180,23 @@ class Manifest:
         fpath = fpath if fpath.is_absolute() else self.path.parent / fpath
         n_frames, w = self._check_features(fpath, features_row, width, check_values, fail)
         if spans[-1][1] > n_frames * fs + fs + 1e-6:
-            raise fail("segments", f"last segment ends at {spans[-1][1]} s but the features hold only "
-                                   f"{n_frames} frames = {n_frames * fs:.3f} s")
+            raise fail(
+                "segments", f"last segment ends at {spans[-1][1]} s but the features hold only {n_frames} frames = {n_frames * fs:.3f} s"
+            )
         return Talk(
-            talk_id=row["talk_id"], group_id=stable_group_id(row["features_path"], features_row),
-            features_path=fpath, features_row=features_row, n_frames=n_frames, width=w, frame_seconds=float(fs),
-            src_lang=row["src_lang"], tgt_lang=row["tgt_lang"], src_sentences=tuple(src),
-            ref_sentences=tuple(ref), segments=spans, index=i,
+            talk_id=row["talk_id"],
+            group_id=stable_group_id(row["features_path"], features_row),
+            features_path=fpath,
+            features_row=features_row,
+            n_frames=n_frames,
+            width=w,
+            frame_seconds=float(fs),
+            src_lang=row["src_lang"],
+            tgt_lang=row["tgt_lang"],
+            src_sentences=tuple(src),
+            ref_sentences=tuple(ref),
+            segments=spans,
+            index=i,
         )
 
     @staticmethod
@@ -186,8 +209,11 @@ class Manifest:
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (s, e)) or s < 0 or e <= s:
                 raise fail("segments", f"segment {k} needs finite 0 <= start < end, got {seg!r}")
             if spans and s < spans[-1][1] - 1e-9:
-                raise fail("segments", f"segment {k} starts at {s} before segment {k - 1} ends at {spans[-1][1]} "
-                                       "(segments must be sorted and non-overlapping)")
+                raise fail(
+                    "segments",
+                    f"segment {k} starts at {s} before segment {k - 1} ends at {spans[-1][1]} "
+                    "(segments must be sorted and non-overlapping)",
+                )
             spans.append((float(s), float(e)))
         return tuple(spans)
 
@@ -217,7 +243,7 @@ class Manifest:
             raise fail("features_path", f"{fpath} has no frames")
         if check_values:
             for start in range(0, talk.shape[0], _VALUE_CHECK_FRAMES):
-                block = np.asarray(talk[start:start + _VALUE_CHECK_FRAMES])
+                block = np.asarray(talk[start : start + _VALUE_CHECK_FRAMES])
                 if not np.isfinite(block).all():
                     bad = start + int(np.argwhere(~np.isfinite(block))[0][0])
                     raise fail("features_path", f"{fpath} has NaN/inf at frame {bad}")

@@ -33,7 +33,7 @@ class TalkSampler:
         while len(out) < count:
             order = self._order(self.state.epoch)
             take = min(count - len(out), self.n - self.state.position)
-            out.extend(int(i) for i in order[self.state.position:self.state.position + take])
+            out.extend(int(i) for i in order[self.state.position : self.state.position + take])
             self.state.position += take
             if self.state.position >= self.n:
                 self.state = SamplerState(self.state.epoch + 1, 0)

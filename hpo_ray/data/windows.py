@@ -19,10 +19,16 @@ def window_talk(talk: Talk, first: int, stop: int, frame_start: int, frame_end: 
     """Sentences [first, stop) of `talk` over frames [frame_start, frame_end), as window `k`."""
     offset = frame_start * talk.frame_seconds
     segments = tuple((max(0.0, s - offset), e - offset) for s, e in talk.segments[first:stop])
-    return replace(talk, talk_id=f"{talk.talk_id}@w{k}", group_id=f"{talk.group_id}.w{k}",
-                   frame_start=talk.frame_start + frame_start, n_frames=frame_end - frame_start,
-                   src_sentences=talk.src_sentences[first:stop], ref_sentences=talk.ref_sentences[first:stop],
-                   segments=segments)
+    return replace(
+        talk,
+        talk_id=f"{talk.talk_id}@w{k}",
+        group_id=f"{talk.group_id}.w{k}",
+        frame_start=talk.frame_start + frame_start,
+        n_frames=frame_end - frame_start,
+        src_sentences=talk.src_sentences[first:stop],
+        ref_sentences=talk.ref_sentences[first:stop],
+        segments=segments,
+    )
 
 
 def sentence_start_frames(talk: Talk) -> list[int]:
@@ -71,12 +77,17 @@ def check_talks_fit(talks, layout, cfg, max_new_tokens: int, source: str) -> Non
     for talk in talks:
         need = tokens_needed(talk, layout, cfg.data.turn_frames, max_new_tokens, cfg.rollout.max_turns)
         if need > cap:
-            hint = ("set data.max_talk_seconds to train on windows of whole sentences"
-                    if cfg.data.max_talk_seconds is None else "lower data.max_talk_seconds")
-            raise ConfigError("rollout.max_total_tokens",
-                              f"{source}: talk {talk.talk_id!r} ({talk.seconds:.1f} s) may need {need} tokens "
-                              f"(frames, turn templates, {max_new_tokens} new tokens per turn), more than {cap}: "
-                              f"its rollouts would be truncated; {hint}, or raise rollout.max_total_tokens")
+            hint = (
+                "set data.max_talk_seconds to train on windows of whole sentences"
+                if cfg.data.max_talk_seconds is None
+                else "lower data.max_talk_seconds"
+            )
+            raise ConfigError(
+                "rollout.max_total_tokens",
+                f"{source}: talk {talk.talk_id!r} ({talk.seconds:.1f} s) may need {need} tokens "
+                f"(frames, turn templates, {max_new_tokens} new tokens per turn), more than {cap}: "
+                f"its rollouts would be truncated; {hint}, or raise rollout.max_total_tokens",
+            )
 
 
 def check_run_talks(cfg) -> None:

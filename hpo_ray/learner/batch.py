@@ -31,7 +31,7 @@ class SequenceItem:
     def frames(self) -> np.ndarray:
         arr = np.load(self.features_path, mmap_mode="r", allow_pickle=False)
         arr = arr if self.features_row is None else arr[self.features_row]
-        return np.asarray(arr[self.frame_start:self.frame_start + self.n_frames], dtype=np.float32)
+        return np.asarray(arr[self.frame_start : self.frame_start + self.n_frames], dtype=np.float32)
 
 
 @dataclass
@@ -98,8 +98,9 @@ def collate(items: list[SequenceItem], indices: list[int], pad_id: int) -> Micro
     return MicroBatch(ids, attn, frames, ids[:, 1:].clone(), loss_mask, rollout, advantages * loss_mask, list(indices))
 
 
-def token_logprobs(model, batch: MicroBatch, placeholder_id: int, banned: torch.Tensor | None,
-                   temperature: float, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def token_logprobs(
+    model, batch: MicroBatch, placeholder_id: int, banned: torch.Tensor | None, temperature: float, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[B, T-1] logprobs of each next token under the policy distribution (same bans and temperature
     as the rollout engines), and optionally the per-token entropy of that distribution."""
     inputs = embed(model.get_input_embeddings(), batch.input_ids, batch.frames, placeholder_id)

@@ -140,8 +140,9 @@ class CheckpointStore:
             raise
         self.commit(step, trainer_state, criterion)
 
-    def save(self, step: int, trainer_state: dict[str, Any], criterion: float | None = None,
-             save_fn: Callable[[Path], None] | None = None) -> Path:
+    def save(
+        self, step: int, trainer_state: dict[str, Any], criterion: float | None = None, save_fn: Callable[[Path], None] | None = None
+    ) -> Path:
         """Single-process save: `save_fn(dir)` writes the payload (e.g. an HF export), then commit."""
         with self.writing(step, trainer_state, criterion) as tmp:
             if save_fn is not None:
@@ -196,8 +197,8 @@ class CheckpointStore:
 
     def _step_dirs_newest_first(self) -> list[Path]:
         """Every `step_N` directory, readable meta or not (so a damaged newest one is reported, not skipped)."""
-        dirs = [d for d in self.root.glob(f"{PREFIX}*") if d.is_dir() and d.name[len(PREFIX):].isdigit()]
-        return sorted(dirs, key=lambda d: int(d.name[len(PREFIX):]), reverse=True)
+        dirs = [d for d in self.root.glob(f"{PREFIX}*") if d.is_dir() and d.name[len(PREFIX) :].isdigit()]
+        return sorted(dirs, key=lambda d: int(d.name[len(PREFIX) :]), reverse=True)
 
     def _point_latest_at(self, info: CheckpointInfo) -> None:
         pointer = self.root / LATEST_FILE
@@ -216,7 +217,7 @@ class CheckpointStore:
         """Delete checkpoints outside the newest `keep_last`, the best `keep_best` and `latest`, and
         leftovers of crashed writes (so call it only while no save is in progress). Returns them."""
         infos = self.checkpoints()
-        keep = {i.path for i in infos[-self.keep_last:]} | {i.path for i in self.best()[: self.keep_best]}
+        keep = {i.path for i in infos[-self.keep_last :]} | {i.path for i in self.best()[: self.keep_best]}
         latest = self.latest()
         if latest is not None:
             keep.add(latest.path)

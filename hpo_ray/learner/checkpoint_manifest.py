@@ -47,8 +47,7 @@ def write_manifest(root: str | Path) -> dict:
     """Hash every file under `root` and write `manifest.json` there (fsync'd); returns the manifest."""
     root = Path(root)
     rels = _files(root)
-    files = {rel: {"size": (root / rel).stat().st_size, "sha256": digest}
-             for rel, digest in zip(rels, _digests(root, rels))}
+    files = {rel: {"size": (root / rel).stat().st_size, "sha256": digest} for rel, digest in zip(rels, _digests(root, rels))}
     manifest = {"format": FORMAT, "algorithm": "sha256", "files": files}
     with open(root / MANIFEST_FILE, "w") as f:
         f.write(json.dumps(manifest, indent=1, sort_keys=True))

@@ -32,8 +32,9 @@ def rendezvous_store(addr: str, port: int, rank: int, world: int, timeout: timed
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((addr, port))
     sock.listen(max(128, world))
-    return dist.TCPStore(addr, port, world, is_master=True, timeout=timeout, wait_for_workers=False,
-                         master_listen_fd=sock.detach())  # the store owns the socket from here on
+    return dist.TCPStore(
+        addr, port, world, is_master=True, timeout=timeout, wait_for_workers=False, master_listen_fd=sock.detach()
+    )  # the store owns the socket from here on
 
 
 def pin_socket_interface(node_ip: str) -> None:
@@ -73,8 +74,7 @@ def _family(host: str) -> socket.AddressFamily:
 def _init_group(backend: str, rank: int, world: int, addr: str, port: int) -> None:
     """The default process group over our own rendezvous store (DeepSpeed then adopts it)."""
     timeout = dist.default_pg_timeout
-    dist.init_process_group(backend, store=rendezvous_store(addr, port, rank, world, timeout), rank=rank,
-                            world_size=world, timeout=timeout)
+    dist.init_process_group(backend, store=rendezvous_store(addr, port, rank, world, timeout), rank=rank, world_size=world, timeout=timeout)
 
 
 def init_cpu_distributed(rank: int, world: int, addr: str, port: int) -> None:
@@ -86,21 +86,25 @@ def init_cpu_distributed(rank: int, world: int, addr: str, port: int) -> None:
     from deepspeed.accelerator import get_accelerator
 
     if get_accelerator().device_name() != "cpu":
-        raise RuntimeError(f"DeepSpeed already chose accelerator {get_accelerator().device_name()!r} in this process; "
-                           "call init_cpu_distributed before anything else touches deepspeed")
+        raise RuntimeError(
+            f"DeepSpeed already chose accelerator {get_accelerator().device_name()!r} in this process; "
+            "call init_cpu_distributed before anything else touches deepspeed"
+        )
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if _already(rank, world, "gloo"):
         return
     _init_group("gloo", rank, world, addr, port)
-    deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, distributed_port=port,
-                               rank=rank, world_size=world, verbose=False)
+    deepspeed.init_distributed(
+        dist_backend="gloo", auto_mpi_discovery=False, distributed_port=port, rank=rank, world_size=world, verbose=False
+    )
 
 
 def init_cuda_distributed(rank: int, world: int, local_rank: int, addr: str, port: int) -> None:
     """Join (or check) the default process group for DeepSpeed on GPU: NCCL, device `local_rank`."""
     if not torch.cuda.is_available():
-        raise RuntimeError("init_cuda_distributed needs CUDA, but torch.cuda.is_available() is False; "
-                           "use init_cpu_distributed (learner.device=cpu)")
+        raise RuntimeError(
+            "init_cuda_distributed needs CUDA, but torch.cuda.is_available() is False; use init_cpu_distributed (learner.device=cpu)"
+        )
     _set_env(rank, world, local_rank, addr, port)
     torch.cuda.set_device(local_rank)
     import deepspeed
@@ -108,15 +112,15 @@ def init_cuda_distributed(rank: int, world: int, local_rank: int, addr: str, por
     if _already(rank, world, "nccl"):
         return
     _init_group("nccl", rank, world, addr, port)
-    deepspeed.init_distributed(dist_backend="nccl", auto_mpi_discovery=False, distributed_port=port,
-                               rank=rank, world_size=world, verbose=False)
+    deepspeed.init_distributed(
+        dist_backend="nccl", auto_mpi_discovery=False, distributed_port=port, rank=rank, world_size=world, verbose=False
+    )
 
 
 def _set_env(rank: int, world: int, local_rank: int, addr: str, port: int) -> None:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside world size {world}")
-    os.environ.update(MASTER_ADDR=addr, MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(local_rank),
-                      WORLD_SIZE=str(world))
+    os.environ.update(MASTER_ADDR=addr, MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
 
 
 def _already(rank: int, world: int, backend: str) -> bool:

@@ -44,12 +44,16 @@ def guarded_step(engine, nonfinite_loss: bool, any_rank: Callable[[bool], bool])
     norm = None if norm is None else float(norm)
     applied = engine.was_step_applied()
     if applied and (nonfinite_loss or (norm is not None and not math.isfinite(norm))):
-        raise NonFiniteTrainingError("DeepSpeed applied an optimiser step whose loss or gradient norm was not finite; "
-                                     "the weights can no longer be trusted (nothing was saved)")
+        raise NonFiniteTrainingError(
+            "DeepSpeed applied an optimiser step whose loss or gradient norm was not finite; "
+            "the weights can no longer be trusted (nothing was saved)"
+        )
     if applied and any_rank(bool(nonfinite_weights(engine.module))):  # finite gradients, non-finite update
-        raise NonFiniteTrainingError("the weights became non-finite in an optimiser step with a finite loss and "
-                                     "gradient norm (is learner.optimizer.lr too large?); stopping before they are "
-                                     "saved or synced")
+        raise NonFiniteTrainingError(
+            "the weights became non-finite in an optimiser step with a finite loss and "
+            "gradient norm (is learner.optimizer.lr too large?); stopping before they are "
+            "saved or synced"
+        )
     return StepOutcome(applied, norm)
 
 
@@ -87,4 +91,5 @@ class SkipGuard:
             what = "loss" if nonfinite_loss else f"gradient norm ({outcome.grad_norm})"
             raise NonFiniteTrainingError(
                 f"{self.in_a_row} optimiser steps in a row were skipped, the last for a non-finite {what}; "
-                f"stopping before anything non-finite is written (learner.max_skipped_updates={self.limit})")
+                f"stopping before anything non-finite is written (learner.max_skipped_updates={self.limit})"
+            )

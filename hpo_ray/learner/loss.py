@@ -31,8 +31,7 @@ from hpo_ray.rollout.sampling import ban_mask, policy_log_probs
 ADDITIVE_METRICS = ("loss", "pg_loss", "kl_loss", "tokens", "sequences")
 
 
-def masked_logprobs(logits: Tensor, tokens: Tensor, banned_ids: Sequence[int] | Tensor | None,
-                    temperature: float) -> Tensor:
+def masked_logprobs(logits: Tensor, tokens: Tensor, banned_ids: Sequence[int] | Tensor | None, temperature: float) -> Tensor:
     """Log-probability of each token under softmax(logits / temperature) with `banned_ids` removed.
 
     `logits` is [..., V] and `tokens` [...] (already aligned: logits at position t score tokens[t]).
@@ -90,7 +89,9 @@ def policy_loss(
     """
     m = _check_inputs(logprobs, old_logprobs, rollout_logprobs, ref_logprobs, advantages, mask, entropy, algo)
     if not isinstance(normaliser, Tensor) and not normaliser > 0:
-        raise ValueError(f"normaliser must be > 0 (global number of {'tokens' if algo.loss_agg == 'token' else 'rollouts'}), got {normaliser}")
+        raise ValueError(
+            f"normaliser must be > 0 (global number of {'tokens' if algo.loss_agg == 'token' else 'rollouts'}), got {normaliser}"
+        )
     dt = torch.promote_types(logprobs.dtype, torch.float32)
     zero = torch.zeros((), dtype=dt, device=logprobs.device)
 
@@ -146,8 +147,9 @@ def policy_loss(
     kl_loss = algo.kl_coef * kl_sum / normaliser
     loss = pg_loss + kl_loss
 
-    metrics = _metrics(m, loss, pg_loss, kl_loss, kl_est, ratio, clipped, dual_clipped, is_weight, truncated,
-                       old, rollout, entropy, n_tok, algo)
+    metrics = _metrics(
+        m, loss, pg_loss, kl_loss, kl_est, ratio, clipped, dual_clipped, is_weight, truncated, old, rollout, entropy, n_tok, algo
+    )
     return loss, metrics
 
 
@@ -176,15 +178,27 @@ def _finite_or_zero(x: Tensor) -> Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
-def _check_inputs(logprobs: Tensor, old_logprobs: Tensor, rollout_logprobs: Tensor | None,
-                  ref_logprobs: Tensor | None, advantages: Tensor, mask: Tensor, entropy: Tensor | None,
-                  algo: AlgorithmConfig) -> Tensor:
+def _check_inputs(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    rollout_logprobs: Tensor | None,
+    ref_logprobs: Tensor | None,
+    advantages: Tensor,
+    mask: Tensor,
+    entropy: Tensor | None,
+    algo: AlgorithmConfig,
+) -> Tensor:
     """Validate shapes/requirements early; return the boolean assistant-token mask."""
     if mask.dim() != 2:
         raise ValueError(f"mask must be [B, T], got shape {tuple(mask.shape)}")
     shape = mask.shape
-    named = {"logprobs": logprobs, "old_logprobs": old_logprobs, "rollout_logprobs": rollout_logprobs,
-             "ref_logprobs": ref_logprobs, "entropy": entropy}
+    named = {
+        "logprobs": logprobs,
+        "old_logprobs": old_logprobs,
+        "rollout_logprobs": rollout_logprobs,
+        "ref_logprobs": ref_logprobs,
+        "entropy": entropy,
+    }
     for name, x in named.items():
         if x is not None and x.shape != shape:
             raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(shape)} like mask")
@@ -201,14 +215,30 @@ def _check_inputs(logprobs: Tensor, old_logprobs: Tensor, rollout_logprobs: Tens
     if not bool(finite.all()):
         which, b, t = (int(i) for i in (~finite).nonzero()[0])
         name = ("logprobs", "old_logprobs", "ref_logprobs")[which]
-        raise ValueError(f"{name}[{b}, {t}] is not finite at an assistant token: was a banned token taken? "
-                         "learner and engine must use the same banned ids and temperature")
+        raise ValueError(
+            f"{name}[{b}, {t}] is not finite at an assistant token: was a banned token taken? "
+            "learner and engine must use the same banned ids and temperature"
+        )
     return m
 
 
-def _metrics(m: Tensor, loss: Tensor, pg_loss: Tensor, kl_loss: Tensor, kl_est: Tensor, ratio: Tensor,
-             clipped: Tensor, dual_clipped: Tensor, is_weight: Tensor, truncated: Tensor, old: Tensor,
-             rollout: Tensor | None, entropy: Tensor | None, n_tok: Tensor, algo: AlgorithmConfig) -> dict[str, float]:
+def _metrics(
+    m: Tensor,
+    loss: Tensor,
+    pg_loss: Tensor,
+    kl_loss: Tensor,
+    kl_est: Tensor,
+    ratio: Tensor,
+    clipped: Tensor,
+    dual_clipped: Tensor,
+    is_weight: Tensor,
+    truncated: Tensor,
+    old: Tensor,
+    rollout: Tensor | None,
+    entropy: Tensor | None,
+    n_tok: Tensor,
+    algo: AlgorithmConfig,
+) -> dict[str, float]:
     """All metrics of one micro-batch, pulled to the host in one transfer."""
     with torch.no_grad():
         n = m.sum().clamp(min=1)
@@ -218,11 +248,15 @@ def _metrics(m: Tensor, loss: Tensor, pg_loss: Tensor, kl_loss: Tensor, kl_est: 
 
         big = torch.finfo(loss.dtype).max
         stats: dict[str, Tensor] = {
-            "loss": loss.detach(), "pg_loss": pg_loss.detach(), "kl_loss": kl_loss.detach(),
-            "kl": mean(kl_est), "ratio_mean": mean(ratio),
+            "loss": loss.detach(),
+            "pg_loss": pg_loss.detach(),
+            "kl_loss": kl_loss.detach(),
+            "kl": mean(kl_est),
+            "ratio_mean": mean(ratio),
             "ratio_max": torch.where(m, ratio, -big).max() if m.any() else ratio.new_ones(()),
             "clip_fraction": mean(clipped.to(loss.dtype)),
-            "tokens": m.sum().to(loss.dtype), "sequences": (n_tok > 0).sum().to(loss.dtype),
+            "tokens": m.sum().to(loss.dtype),
+            "sequences": (n_tok > 0).sum().to(loss.dtype),
         }
         if algo.dual_clip is not None:
             stats["dual_clip_fraction"] = mean(dual_clipped.to(loss.dtype))

@@ -17,8 +17,7 @@ def capture_rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": {"version": version, "state": list(internal), "gauss_next": gauss},
-        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": _b64(torch.get_rng_state()),
     }
     if torch.cuda.is_available():
@@ -32,8 +31,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         py = state["python"]
         random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
         npy = state["numpy"]
-        np.random.set_state((npy["kind"], np.asarray(npy["keys"], dtype=np.uint32), npy["pos"], npy["has_gauss"],
-                             npy["cached_gaussian"]))
+        np.random.set_state((npy["kind"], np.asarray(npy["keys"], dtype=np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
         torch.set_rng_state(_unb64(state["torch"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])

@@ -18,8 +18,9 @@ from hpo_ray.reward.types import RolloutScore
 from hpo_ray.rollout.protocol import Trajectory
 
 
-def make_batch(trajectories: Sequence[Trajectory], scores: Sequence[RolloutScore], talks: Sequence[Talk],
-               cfg: RunConfig) -> tuple[list[SequenceItem], dict]:
+def make_batch(
+    trajectories: Sequence[Trajectory], scores: Sequence[RolloutScore], talks: Sequence[Talk], cfg: RunConfig
+) -> tuple[list[SequenceItem], dict]:
     """The step's sequence items (scores[i] belongs to trajectories[i]) and its reward/batch metrics;
     raises when every rollout was truncated (nothing to learn from)."""
     algo = cfg.algorithm
@@ -35,21 +36,27 @@ def make_batch(trajectories: Sequence[Trajectory], scores: Sequence[RolloutScore
     if algo.truncated_reward is not None:
         items += [sequence_item(t, by_id[t.talk_id], algo.truncated_reward) for t in trajectories if t.truncated]
     if not items and not finished:
-        raise RuntimeError(f"all {len(trajectories)} rollouts hit rollout.max_total_tokens={cfg.rollout.max_total_tokens} "
-                           "and were truncated: nothing to learn from (set data.max_talk_seconds, or raise the cap)")
+        raise RuntimeError(
+            f"all {len(trajectories)} rollouts hit rollout.max_total_tokens={cfg.rollout.max_total_tokens} "
+            "and were truncated: nothing to learn from (set data.max_talk_seconds, or raise the cap)"
+        )
     return items, batch_stats(trajectories, scores, rewards, len(finished), len(items))
 
 
-def batch_stats(trajectories: Sequence[Trajectory], scores: Sequence[RolloutScore], rewards: Sequence[float],
-                finished: int, items: int) -> dict:
+def batch_stats(
+    trajectories: Sequence[Trajectory], scores: Sequence[RolloutScore], rewards: Sequence[float], finished: int, items: int
+) -> dict:
     """Reward parts over all rollouts, rewards over the finished ones, and the batch's sizes."""
     q = np.array([s.quality for s in scores])
     return {
-        "reward/mean": float(np.mean(rewards)) if len(rewards) else 0.0, "reward/std": float(np.std(rewards)) if len(rewards) else 0.0,
-        "reward/quality": float(q.mean()), "reward/latency": float(np.mean([s.latency for s in scores])),
+        "reward/mean": float(np.mean(rewards)) if len(rewards) else 0.0,
+        "reward/std": float(np.std(rewards)) if len(rewards) else 0.0,
+        "reward/quality": float(q.mean()),
+        "reward/latency": float(np.mean([s.latency for s in scores])),
         "reward/hinged_latency": float(np.mean([s.hinged_latency for s in scores])),
         "reward/stream_laal": float(np.nanmean([np.nan if s.stream_laal is None else s.stream_laal for s in scores] or [np.nan])),
-        "rollout/truncated": float(len(trajectories) - finished), "rollout/sequences": float(len(trajectories)),
+        "rollout/truncated": float(len(trajectories) - finished),
+        "rollout/sequences": float(len(trajectories)),
         "batch/sequences": float(items),
         "tokens/generated": float(sum(t.num_generated for t in trajectories)),
         "tokens/total": float(sum(len(t.input_ids) for t in trajectories)),

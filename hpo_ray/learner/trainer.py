@@ -43,8 +43,7 @@ from hpo_ray.rollout.sampling import policy_ban_mask
 class PolicyTrainer:
     """Policy + reference on one rank of the learner group."""
 
-    def __init__(self, cfg: RunConfig, model_path: str | Path, rank: int, world: int, addr: str, port: int,
-                 local_rank: int = 0):
+    def __init__(self, cfg: RunConfig, model_path: str | Path, rank: int, world: int, addr: str, port: int, local_rank: int = 0):
         self.cfg, self.rank, self.world = cfg, rank, world
         self.device_type = resolve_device(cfg.learner.device, "learner.device")
         if self.device_type == "cuda":
@@ -101,8 +100,7 @@ class PolicyTrainer:
                 self.reference.to("cpu")
 
     # -- update -----------------------------------------------------------------------------------
-    def train_step(self, items: list[SequenceItem], opt_step_of: list[int], normalisers: list[float],
-                   passes: int = 1) -> dict:
+    def train_step(self, items: list[SequenceItem], opt_step_of: list[int], normalisers: list[float], passes: int = 1) -> dict:
         """Run `passes` × len(normalisers) optimiser steps; item i contributes to step opt_step_of[i].
 
         `normalisers[k]` is the global (all ranks) number of assistant tokens — or rollouts for
@@ -133,8 +131,9 @@ class PolicyTrainer:
                 lp, ent = token_logprobs(self.engine, mb, self.layout.placeholder_id, self.banned, temperature, with_entropy=True)
                 old_t = self._stack(old, mb)
                 ref_t = self._stack(ref, mb) if ref is not None else None
-                loss, metrics = policy_loss(lp, old_t, mb.rollout_logprobs, ref_t, mb.advantages, mb.loss_mask,
-                                            normaliser, algo, entropy=ent)
+                loss, metrics = policy_loss(
+                    lp, old_t, mb.rollout_logprobs, ref_t, mb.advantages, mb.loss_mask, normaliser, algo, entropy=ent
+                )
                 if not math.isfinite(metrics["loss"]):
                     nonfinite, loss = True, poisoned(lp)  # NaN gradients: the whole optimiser step is dropped
                 self.engine.backward(loss * self.world)
@@ -171,8 +170,16 @@ class PolicyTrainer:
         ids = torch.tensor([self.layout.system_ids("en", "en")])
         width = ids.shape[1] - 1
         zeros = torch.zeros(1, width)
-        return MicroBatch(ids, torch.ones_like(ids), torch.zeros(0, self.engine.module.config.hidden_size),
-                          ids[:, 1:].clone(), torch.zeros(1, width, dtype=torch.bool), zeros, zeros.clone(), [])
+        return MicroBatch(
+            ids,
+            torch.ones_like(ids),
+            torch.zeros(0, self.engine.module.config.hidden_size),
+            ids[:, 1:].clone(),
+            torch.zeros(1, width, dtype=torch.bool),
+            zeros,
+            zeros.clone(),
+            [],
+        )
 
     def _max_over_ranks(self, n: int) -> int:
         if self.world == 1:
@@ -210,8 +217,7 @@ class PolicyTrainer:
         self.engine.save_checkpoint(str(folder), tag="state", client_state={**client_state, "optimizer_steps": self.optimizer_steps})
 
     def load_checkpoint(self, folder: str | Path) -> dict:
-        _, client = self.engine.load_checkpoint(str(folder), tag="state", load_optimizer_states=True,
-                                                load_lr_scheduler_states=True)
+        _, client = self.engine.load_checkpoint(str(folder), tag="state", load_optimizer_states=True, load_lr_scheduler_states=True)
         client = client or {}
         self.optimizer_steps = int(client.get("optimizer_steps", 0))
         return client
@@ -229,5 +235,3 @@ class PolicyTrainer:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
-
-

@@ -25,11 +25,19 @@ from hpo_ray.devices import resolve_device
 def tiny_model_config(cfg: TinyModelConfig, vocab_size: int, eos_id: int, pad_id: int):
     """The HF config of the tiny model (Qwen3 or Qwen2 architecture)."""
     common = dict(
-        vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-        intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=cfg.tie_word_embeddings, eos_token_id=eos_id, pad_token_id=pad_id,
-        bos_token_id=None, rms_norm_eps=1e-6, torch_dtype="float32",
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        bos_token_id=None,
+        rms_norm_eps=1e-6,
+        torch_dtype="float32",
     )
     if cfg.architecture == "qwen3":
         from transformers import Qwen3Config
@@ -53,8 +61,9 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -
     return model.eval()
 
 
-def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
-                extra: Callable[[Path], None] | None = None) -> Path:
+def save_policy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, extra: Callable[[Path], None] | None = None
+) -> Path:
     """Write config.json, model.safetensors, tokenizer files atomically (temp dir, then rename);
     `extra(tmp_dir)` adds more files to the same directory before the rename (e.g. a speech encoder)."""
     out_dir = Path(out_dir)

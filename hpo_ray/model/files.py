@@ -11,8 +11,23 @@ from hpo_ray.errors import InputError
 
 INDEX_FILE = "model.safetensors.index.json"
 WEIGHTS_FILE = "model.safetensors"
-DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
-               "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "I16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "U32": 4,
+    "I32": 4,
+    "F32": 4,
+    "U64": 8,
+    "I64": 8,
+    "F64": 8,
+}
 
 
 class ModelFilesError(InputError):
@@ -80,8 +95,9 @@ def check_safetensors(path: Path) -> int:
         except (KeyError, TypeError, ValueError):
             raise ModelFilesError(f"{path}: tensor {name!r} has no valid dtype/shape/data_offsets") from None
         if dtype in DTYPE_BYTES and stop - start != math.prod(shape) * DTYPE_BYTES[dtype]:
-            raise ModelFilesError(f"{path}: tensor {name!r} spans {stop - start} bytes, its {dtype}{shape} needs "
-                                  f"{math.prod(shape) * DTYPE_BYTES[dtype]}")
+            raise ModelFilesError(
+                f"{path}: tensor {name!r} spans {stop - start} bytes, its {dtype}{shape} needs {math.prod(shape) * DTYPE_BYTES[dtype]}"
+            )
         end = max(end, stop)
     if 8 + n + end != size:
         raise ModelFilesError(f"{path}: tensors need {8 + n + end} bytes, the file has {size} (truncated or corrupt)")

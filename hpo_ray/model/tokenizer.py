@@ -30,12 +30,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, placeholder_token: st
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(list(texts), trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=IM_END, pad_token=PAD_TOKEN, bos_token=None,
+        tokenizer_object=tok,
+        eos_token=IM_END,
+        pad_token=PAD_TOKEN,
+        bos_token=None,
         additional_special_tokens=[IM_START, placeholder_token],
     )
     fast.chat_template = CHAT_TEMPLATE

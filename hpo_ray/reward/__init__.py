@@ -13,7 +13,22 @@ from .types import RolloutFormatError, RolloutScore, RolloutText, SentenceScore
 from .units import Units, units_from_turns, units_of_text
 
 __all__ = [
-    "MwerSegmenter", "QualityScorer", "RewardFunction", "RolloutFormatError", "RolloutScore", "RolloutText",
-    "Segmenter", "SentenceScore", "Units", "group_rewards", "hpo_latency", "laal", "make_scorer",
-    "make_segmenter", "segment_rollout", "stream_laal", "units_from_turns", "units_of_text",
+    "MwerSegmenter",
+    "QualityScorer",
+    "RewardFunction",
+    "RolloutFormatError",
+    "RolloutScore",
+    "RolloutText",
+    "Segmenter",
+    "SentenceScore",
+    "Units",
+    "group_rewards",
+    "hpo_latency",
+    "laal",
+    "make_scorer",
+    "make_segmenter",
+    "segment_rollout",
+    "stream_laal",
+    "units_from_turns",
+    "units_of_text",
 ]

@@ -32,7 +32,7 @@ class CometScorer:
         rows = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(src, hyp, ref)]
         scores: list[float] = []
         for i in range(0, len(rows), self.batch_size):
-            batch = self.model.prepare_sample(rows[i:i + self.batch_size], stage="predict")
+            batch = self.model.prepare_sample(rows[i : i + self.batch_size], stage="predict")
             with torch.inference_mode():
                 out = self.model.predict_step(_to_device(batch, self.device))
             scores.extend(float(s) for s in out.scores.float().cpu().view(-1))

@@ -47,9 +47,8 @@ class SentenceEncoder:
             self._cache.clear()
         torch = self._torch
         for i in range(0, len(todo), self.batch_size):
-            batch = todo[i:i + self.batch_size]
-            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
+            batch = todo[i : i + self.batch_size]
+            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 hidden = self.model(**enc).last_hidden_state.float()
             if self.pooling == "cls":
@@ -63,8 +62,7 @@ class SentenceEncoder:
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
 
 
-def align_blocks(costs: dict[tuple[int, int], np.ndarray], n_refs: int, n_hyp: int,
-                 skip_cost: float) -> list[tuple[int, int, int, int]]:
+def align_blocks(costs: dict[tuple[int, int], np.ndarray], n_refs: int, n_hyp: int, skip_cost: float) -> list[tuple[int, int, int, int]]:
     """Least-cost monotone alignment as blocks (ref start, a, hyp start, b); a or b is 0 for a skip.
 
     `costs[(a, b)][i, j]` is the cost of aligning refs[i:i+a] with hyp[j:j+b].
@@ -79,7 +77,7 @@ def align_blocks(costs: dict[tuple[int, int], np.ndarray], n_refs: int, n_hyp: i
             row = D[i - 1] + skip_cost  # reference i−1 left unaligned
             for (a, b), c in costs.items():
                 if a <= i and b <= n_hyp:
-                    row[b:] = np.minimum(row[b:], D[i - a, :n_hyp + 1 - b] + c[i - a])
+                    row[b:] = np.minimum(row[b:], D[i - a, : n_hyp + 1 - b] + c[i - a])
         D[i] = np.minimum.accumulate(row - steps) + steps  # hypothesis skips along the row
     blocks: list[tuple[int, int, int, int]] = []
     i, j = n_refs, n_hyp
@@ -113,15 +111,16 @@ class EmbeddingSegmenter:
         """Load the encoder at `reward.embedding_model_path` on `reward.device`."""
         if cfg.embedding_model_path is None:
             raise ValueError("reward.embedding_model_path is required for reward.segmenter=embedding")
-        encoder = SentenceEncoder(cfg.embedding_model_path, cfg.embedding_pooling, cfg.embedding_batch_size,
-                                  resolve_device(cfg.device, "reward.device"))
+        encoder = SentenceEncoder(
+            cfg.embedding_model_path, cfg.embedding_pooling, cfg.embedding_batch_size, resolve_device(cfg.device, "reward.device")
+        )
         return cls(encoder, cfg.embedding_max_block, cfg.embedding_skip_cost)
 
     def _windows(self, sentences: Sequence[Units]) -> dict[int, np.ndarray]:
         """Embeddings of every window of 1..max_block consecutive sentences, keyed by window size."""
         out: dict[int, np.ndarray] = {}
         for size in range(1, min(self.max_block, len(sentences)) + 1):
-            texts = [Units.concat(sentences[s:s + size]).text() for s in range(len(sentences) - size + 1)]
+            texts = [Units.concat(sentences[s : s + size]).text() for s in range(len(sentences) - size + 1)]
             out[size] = self.encoder.encode(texts)
         return out
 
@@ -131,8 +130,7 @@ class EmbeddingSegmenter:
         if not sentences:
             return segments
         ref_win, hyp_win = self._windows(refs), self._windows(sentences)
-        costs = {(a, b): (1.0 - ref_win[a] @ hyp_win[b].T) * (a + b) / 2
-                 for a in ref_win for b in hyp_win}
+        costs = {(a, b): (1.0 - ref_win[a] @ hyp_win[b].T) * (a + b) / 2 for a in ref_win for b in hyp_win}
         pending: list[Units] = []
         last_aligned: int | None = None
         for i, a, j, b in align_blocks(costs, len(refs), len(sentences), self.skip_cost):
@@ -144,10 +142,10 @@ class EmbeddingSegmenter:
                 else:
                     segments[last_aligned] = Units.concat([segments[last_aligned], sentences[j]])
                 continue
-            hyp = Units.concat([*pending, *sentences[j:j + b]])
+            hyp = Units.concat([*pending, *sentences[j : j + b]])
             pending = []
-            bounds, _ = mwer_segment(hyp.tokens, [r.tokens for r in refs[i:i + a]])
+            bounds, _ = mwer_segment(hyp.tokens, [r.tokens for r in refs[i : i + a]])
             for k in range(a):
-                segments[i + k] = hyp[bounds[k]:bounds[k + 1]]
+                segments[i + k] = hyp[bounds[k] : bounds[k + 1]]
             last_aligned = i + a - 1
         return segments

@@ -17,7 +17,7 @@ from .types import RolloutScore
 def zscore(values: np.ndarray) -> np.ndarray:
     """(x − mean)/std with the population std; only centred when the values are (numerically) equal."""
     centred = values - values.mean()
-    std = float(np.sqrt(np.mean(centred ** 2)))
+    std = float(np.sqrt(np.mean(centred**2)))
     # Equal values up to rounding count as std = 0 (dividing would blow rounding noise up to ±1).
     if std <= 1e-12 * max(1.0, float(np.abs(values).max())):
         return centred

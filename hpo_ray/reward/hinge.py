@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from hpo_ray.config import RewardConfig
 
 
-def aggregate(qualities: Sequence[float], latencies: Sequence[float],
-              cfg: RewardConfig) -> tuple[float, float, float, list[float]]:
+def aggregate(qualities: Sequence[float], latencies: Sequence[float], cfg: RewardConfig) -> tuple[float, float, float, list[float]]:
     """(Q, L, H, per-sentence hinged values) of one rollout; every sentence counts, aligned or not.
 
     For the document hinge a sentence shows l − L_max when the document passes (else 0).
@@ -24,7 +23,7 @@ def aggregate(qualities: Sequence[float], latencies: Sequence[float],
     if cfg.hinge == "none":
         return Q, L, L, list(latencies)
     if cfg.hinge == "sentence":
-        hinged = [min(0.0, l - cap) if q >= tau else 0.0 for q, l in zip(qualities, latencies)]
+        hinged = [min(0.0, lat - cap) if q >= tau else 0.0 for q, lat in zip(qualities, latencies)]
         return Q, L, sum(hinged) / n, hinged
     passed = Q >= tau
-    return Q, L, min(0.0, L - cap) if passed else 0.0, [l - cap if passed else 0.0 for l in latencies]
+    return Q, L, min(0.0, L - cap) if passed else 0.0, [lat - cap if passed else 0.0 for lat in latencies]

@@ -49,7 +49,7 @@ class MetricXScorer:
         out: list[float] = []
         model = self.model
         for i in range(0, len(texts), self.batch_size):
-            ids = self.tokenizer(texts[i:i + self.batch_size], add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer(texts[i : i + self.batch_size], add_special_tokens=False)["input_ids"]
             cut = sum(len(x) > self.max_tokens for x in ids)
             if cut:
                 self.truncated += cut
@@ -62,10 +62,9 @@ class MetricXScorer:
             with torch.inference_mode():
                 encoded = model.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
                 start = torch.zeros((len(ids), 1), dtype=torch.long, device=self.device)
-                decoded = model.decoder(input_ids=start, encoder_hidden_states=encoded,
-                                        encoder_attention_mask=mask).last_hidden_state
+                decoded = model.decoder(input_ids=start, encoder_hidden_states=encoded, encoder_attention_mask=mask).last_hidden_state
                 if self.tied:
-                    decoded = decoded * model.config.d_model ** -0.5
+                    decoded = decoded * model.config.d_model**-0.5
                 logits = model.lm_head(decoded)[:, 0, self.token_id]
             out.extend(float(v) for v in logits.float().clamp(0.0, MAX_ERROR).cpu())
         return out

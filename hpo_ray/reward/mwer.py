@@ -9,7 +9,8 @@ row_{k−1}[j'] + ED(hyp[j':b_k], ref_k) = row_k[b_k], searched only where the l
 allows it, so the whole thing costs O(J·M/64) word operations for M reference units.
 """
 
-from collections.abc import Hashable, Sequence, Set as AbstractSet
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
 
 
 def _prefix(vp: int, vn: int, j: int) -> int:
@@ -49,8 +50,9 @@ def edit_distance(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
     return len(b) + vp.bit_count() - vn.bit_count()
 
 
-def mwer_segment(hyp: Sequence[Hashable], refs: Sequence[Sequence[Hashable]],
-                 preferred: AbstractSet[int] = frozenset()) -> tuple[list[int], int]:
+def mwer_segment(
+    hyp: Sequence[Hashable], refs: Sequence[Sequence[Hashable]], preferred: AbstractSet[int] = frozenset()
+) -> tuple[list[int], int]:
     """Cut points [b_0 … b_N] of `hyp` minimising the total edit distance to `refs`, and that minimum.
 
     Among equally good cuts, the latest one in `preferred` (e.g. the hypothesis' own sentence ends)

@@ -91,10 +91,25 @@ class RewardFunction:
     def _assemble(self, rollout: RolloutText, plan: list[_Sentence], qualities: list[float]) -> RolloutScore:
         Q, L, H, hinged = aggregate(qualities, [s.latency for s in plan], self.cfg)
         sentences = [
-            SentenceScore(ref_index=k, hyp=s.segment.text(), delays=list(s.segment.delays), quality=q,
-                          latency=s.latency, hinged=h, aligned=bool(s.segment.tokens), laal=s.laal)
+            SentenceScore(
+                ref_index=k,
+                hyp=s.segment.text(),
+                delays=list(s.segment.delays),
+                quality=q,
+                latency=s.latency,
+                hinged=h,
+                aligned=bool(s.segment.tokens),
+                laal=s.laal,
+            )
             for k, (s, q, h) in enumerate(zip(plan, qualities, hinged))
         ]
-        return RolloutScore(id=rollout.id, group=rollout.group, chunk_seconds=rollout.chunk_seconds, quality=Q,
-                            latency=L, hinged_latency=H, stream_laal=stream_laal([s.laal for s in plan]),
-                            sentences=sentences)
+        return RolloutScore(
+            id=rollout.id,
+            group=rollout.group,
+            chunk_seconds=rollout.chunk_seconds,
+            quality=Q,
+            latency=L,
+            hinged_latency=H,
+            stream_laal=stream_laal([s.laal for s in plan]),
+            sentences=sentences,
+        )

@@ -37,5 +37,4 @@ def make_scorer(cfg: RewardConfig) -> QualityScorer:
         return CometScorer(cfg.quality_model_path, cfg.quality_batch_size, device)
     from .metricx import MetricXScorer
 
-    return MetricXScorer(cfg.quality_model_path, cfg.quality_tokenizer_path, cfg.quality_batch_size,
-                         cfg.quality_max_tokens, device)
+    return MetricXScorer(cfg.quality_model_path, cfg.quality_tokenizer_path, cfg.quality_batch_size, cfg.quality_max_tokens, device)

@@ -32,7 +32,7 @@ class MwerSegmenter:
             position += len(sentence)
             ends.add(position)
         bounds, _ = mwer_segment(hyp.tokens, [r.tokens for r in refs], ends)
-        return [hyp[bounds[k]:bounds[k + 1]] for k in range(len(refs))]
+        return [hyp[bounds[k] : bounds[k + 1]] for k in range(len(refs))]
 
 
 def make_segmenter(cfg: RewardConfig) -> Segmenter:

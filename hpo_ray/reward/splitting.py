@@ -30,7 +30,7 @@ def split_sentences(units: Units, splitters: str) -> list[Units]:
         ending = _ends_sentence(token, splitters) or (ending and _only_punctuation(token, splitters))
         if not ending or (i < last and _only_punctuation(tokens[i + 1], splitters)):
             continue
-        pieces.append(units[start:i + 1])
+        pieces.append(units[start : i + 1])
         start = i + 1
     if start <= last:
         pieces.append(units[start:])

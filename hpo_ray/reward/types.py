@@ -67,8 +67,7 @@ class RolloutText:
         """Validate one input record; errors name `line` and the field (e.g. `segments[3].end`)."""
         if not isinstance(obj, dict):
             raise RolloutFormatError(line, "<record>", f"expected a JSON object, got {type(obj).__name__}")
-        required = ("id", "group", "src_lang", "tgt_lang", "chunk_seconds", "turns", "src_sentences",
-                    "ref_sentences", "segments")
+        required = ("id", "group", "src_lang", "tgt_lang", "chunk_seconds", "turns", "src_sentences", "ref_sentences", "segments")
         for key in required:
             if key not in obj:
                 raise RolloutFormatError(line, key, "missing")
@@ -105,10 +104,18 @@ class RolloutText:
             talk_seconds = _number(obj["talk_seconds"], "talk_seconds", line)
             if talk_seconds <= 0:
                 raise RolloutFormatError(line, "talk_seconds", f"must be positive, got {talk_seconds}")
-        return cls(id=_name(obj["id"], "id", line), group=_name(obj["group"], "group", line),
-                   talk_seconds=talk_seconds, src_lang=obj["src_lang"], tgt_lang=obj["tgt_lang"], chunk_seconds=chunk,
-                   turns=_strings(obj["turns"], "turns", line), src_sentences=srcs, ref_sentences=refs,
-                   segments=segments)
+        return cls(
+            id=_name(obj["id"], "id", line),
+            group=_name(obj["group"], "group", line),
+            talk_seconds=talk_seconds,
+            src_lang=obj["src_lang"],
+            tgt_lang=obj["tgt_lang"],
+            chunk_seconds=chunk,
+            turns=_strings(obj["turns"], "turns", line),
+            src_sentences=srcs,
+            ref_sentences=refs,
+            segments=segments,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,8 +137,14 @@ class SentenceScore:
 
     def to_json(self) -> dict:
         """The per-sentence part of the output record."""
-        return {"ref_index": self.ref_index, "hyp": self.hyp, "delays": list(self.delays),
-                "quality": self.quality, "latency": self.latency, "hinged": self.hinged}
+        return {
+            "ref_index": self.ref_index,
+            "hyp": self.hyp,
+            "delays": list(self.delays),
+            "quality": self.quality,
+            "latency": self.latency,
+            "hinged": self.hinged,
+        }
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,12 @@ class RolloutScore:
 
     def to_json(self) -> dict:
         """The output record of `hpo-ray score` without `reward`."""
-        return {"id": self.id, "group": self.group, "sentences": [s.to_json() for s in self.sentences],
-                "quality": self.quality, "latency": self.latency, "hinged_latency": self.hinged_latency,
-                "stream_laal": self.stream_laal}
+        return {
+            "id": self.id,
+            "group": self.group,
+            "sentences": [s.to_json() for s in self.sentences],
+            "quality": self.quality,
+            "latency": self.latency,
+            "hinged_latency": self.hinged_latency,
+            "stream_laal": self.stream_laal,
+        }

@@ -47,8 +47,7 @@ class Units:
 EMPTY = Units((), (), ())
 
 
-def units_from_turns(turns: Sequence[str], chunk_seconds: float, char_level: bool,
-                     talk_seconds: float | None = None) -> Units:
+def units_from_turns(turns: Sequence[str], chunk_seconds: float, char_level: bool, talk_seconds: float | None = None) -> Units:
     """The hypothesis of a rollout: units of `turns[k]` carry delay (k+1)·chunk_seconds, capped at
     `talk_seconds` when given (a talk's last turn may hold less than a full chunk).
 

@@ -82,8 +82,7 @@ class RolloutEngine(Protocol):
 
     weight_version: int
 
-    def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig,
-                 seed: int) -> Iterator[Trajectory]:
+    def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig, seed: int) -> Iterator[Trajectory]:
         """Run `samples_per_talk` dialogues for each talk; yield each trajectory when its talk ends."""
         ...
 

@@ -34,7 +34,7 @@ class DialogueRecorder:
 
     def context_ids(self) -> list[int]:
         """The system prompt followed by the kept turns: what the KV cache holds after a re-prefill."""
-        return self.ids[: self.n_system] + self.ids[self.window_start:]
+        return self.ids[: self.n_system] + self.ids[self.window_start :]
 
     def window_frame_start(self) -> int:
         """The first frame of the kept turns."""
@@ -55,10 +55,13 @@ class DialogueRecorder:
         if self.context_len() + need <= self.max_total_tokens:
             return False
         if self.n_system + need > self.max_total_tokens:
-            raise ValueError(f"talk {self.talk.talk_id!r}: the system prompt and one turn need {self.n_system + need} "
-                             f"tokens, more than the context window of {self.max_total_tokens} (rollout.context.max_tokens)")
-        while self.window_turn < len(self.spans) and (self.context_len() > keep_tokens
-                                                       or self.context_len() + need > self.max_total_tokens):
+            raise ValueError(
+                f"talk {self.talk.talk_id!r}: the system prompt and one turn need {self.n_system + need} "
+                f"tokens, more than the context window of {self.max_total_tokens} (rollout.context.max_tokens)"
+            )
+        while self.window_turn < len(self.spans) and (
+            self.context_len() > keep_tokens or self.context_len() + need > self.max_total_tokens
+        ):
             self.window_turn += 1
             self.window_start = self.spans[self.window_turn].user_start if self.window_turn < len(self.spans) else len(self.ids)
         self.slid, self.slides = True, self.slides + 1
@@ -100,17 +103,27 @@ class DialogueRecorder:
 
     def trajectory(self, weight_version: int) -> Trajectory:
         return Trajectory(
-            talk_id=self.talk.talk_id, group_id=self.talk.group_id, sample_index=self.sample_index,
-            src_lang=self.talk.src_lang, tgt_lang=self.talk.tgt_lang, input_ids=list(self.ids),
-            assistant_mask=list(self.mask), placeholder_positions=list(self.placeholders), turns=list(self.spans),
-            turn_texts=[self.layout.decode(t) for t in self.turn_ids], turn_token_ids=[list(t) for t in self.turn_ids],
-            logprobs=list(self.logprobs), weight_version=weight_version, truncated=self.truncated,
+            talk_id=self.talk.talk_id,
+            group_id=self.talk.group_id,
+            sample_index=self.sample_index,
+            src_lang=self.talk.src_lang,
+            tgt_lang=self.talk.tgt_lang,
+            input_ids=list(self.ids),
+            assistant_mask=list(self.mask),
+            placeholder_positions=list(self.placeholders),
+            turns=list(self.spans),
+            turn_texts=[self.layout.decode(t) for t in self.turn_ids],
+            turn_token_ids=[list(t) for t in self.turn_ids],
+            logprobs=list(self.logprobs),
+            weight_version=weight_version,
+            truncated=self.truncated,
             n_frames=self.n_frames,
         )
 
 
-def partition_live(recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int,
-                   max_new_tokens: int) -> tuple[list[int], list[DialogueRecorder]]:
+def partition_live(
+    recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int, max_new_tokens: int
+) -> tuple[list[int], list[DialogueRecorder]]:
     """Before turn `turn`: indices of the dialogues that run it, and the dialogues that end now —
     because their talk has no chunk left, or (flagged `truncated`) because the token cap would be hit."""
     keep, ended = [], []
@@ -124,8 +137,7 @@ def partition_live(recs: list[DialogueRecorder], sizes: dict[str, list[int]], tu
     return keep, ended
 
 
-def slide_windows(recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int, max_new_tokens: int,
-                  keep_tokens: int) -> None:
+def slide_windows(recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int, max_new_tokens: int, keep_tokens: int) -> None:
     """Bounded context, before turn `turn`: each dialogue that has that turn ahead and could not fit it
     drops its oldest turns (`DialogueRecorder.slide`)."""
     for rec in recs:

@@ -92,16 +92,18 @@ class _Batch:
     def kv_size(self) -> tuple[int, int, int]:
         """(most tokens any row holds, cache width in tokens, bytes allocated for keys and values)."""
         held = int(self.key_mask.sum(dim=1).max()) if self.key_mask.numel() else 0
-        nbytes = sum(t.untyped_storage().nbytes() for layer in self.cache.layers for t in (layer.keys, layer.values)
-                     if isinstance(t, torch.Tensor))
+        nbytes = sum(
+            t.untyped_storage().nbytes() for layer in self.cache.layers for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor)
+        )
         return held, int(self.key_mask.shape[1]), nbytes
 
 
 class TorchEngine:
     """A `RolloutEngine` over a transformers causal LM (CPU or CUDA)."""
 
-    def __init__(self, model, layout: DialogueLayout, max_total_tokens: int = 4096, kv_reuse: bool = True,
-                 context: tuple[int, int] | None = None):
+    def __init__(
+        self, model, layout: DialogueLayout, max_total_tokens: int = 4096, kv_reuse: bool = True, context: tuple[int, int] | None = None
+    ):
         """`context` = (max_tokens, keep_tokens) turns on the bounded context of inference (docs/rollout.md §8):
         no dialogue is cut at `max_total_tokens`, the oldest turns leave the cache instead."""
         check_positions(context, getattr(model.config, "max_position_embeddings", None))
@@ -116,8 +118,15 @@ class TorchEngine:
         self.pad_id = layout.tokenizer.pad_token_id if layout.tokenizer.pad_token_id is not None else layout.end_of_turn_id
         self.weight_version = 0
         self.capture_logits = False  # tests: keep every generation-time logit row on the trajectory
-        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "forward_calls": 0, "context_slides": 0,
-                      "peak_kv_tokens": 0, "peak_kv_width": 0, "peak_kv_bytes": 0}
+        self.stats = {
+            "prefill_tokens": 0,
+            "decode_tokens": 0,
+            "forward_calls": 0,
+            "context_slides": 0,
+            "peak_kv_tokens": 0,
+            "peak_kv_width": 0,
+            "peak_kv_bytes": 0,
+        }
 
     # -- weights ---------------------------------------------------------------------------
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
@@ -134,8 +143,7 @@ class TorchEngine:
 
     # -- generation ------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig,
-                 seed: int) -> Iterator[Trajectory]:
+    def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig, seed: int) -> Iterator[Trajectory]:
         gen = torch.Generator(device=self.device).manual_seed(seed)
         cap = self.max_total_tokens if self.context is None else self.context[0]
         recs = [DialogueRecorder(self.layout, t, k, cap) for t in talks for k in range(samples_per_talk)]
@@ -216,15 +224,16 @@ class TorchEngine:
             n_ph = sum(1 for t in row if t == self.layout.placeholder_id)
             if n_ph:
                 start = batch.frames_used[i]
-                chunks.append(frames[recs[i].talk.talk_id][start:start + n_ph])
+                chunks.append(frames[recs[i].talk.talk_id][start : start + n_ph])
                 batch.frames_used[i] += n_ph
         ph = torch.cat(chunks) if chunks else torch.zeros(0, self.model.config.hidden_size, device=self.device, dtype=self.dtype)
         inputs = embed(self.model.get_input_embeddings(), ids, ph, self.layout.placeholder_id)
         positions = batch.next_pos[:, None] + torch.cumsum(new_mask.long(), dim=1) - 1
         positions = positions.clamp(min=0)
         mask = torch.cat([batch.key_mask, new_mask], dim=1)
-        out = self.model(inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions,
-                         past_key_values=batch.cache, use_cache=True)
+        out = self.model(
+            inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions, past_key_values=batch.cache, use_cache=True
+        )
         batch.key_mask = mask
         self._account_kv(batch)
         lengths = new_mask.sum(dim=1)

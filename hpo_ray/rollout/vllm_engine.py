@@ -87,8 +87,7 @@ class VllmEngine:
         self._embedding = torch.nn.Embedding.from_pretrained(table.clone(), freeze=True)
 
     @classmethod
-    def from_config(cls, run_cfg: RunConfig, model_path: str | Path, device: str,
-                    context: tuple[int, int] | None = None) -> "VllmEngine":
+    def from_config(cls, run_cfg: RunConfig, model_path: str | Path, device: str, context: tuple[int, int] | None = None) -> "VllmEngine":
         """Build `vllm.LLM` from the run config: bf16 on CUDA (memory fraction, tensor parallelism,
         sleep mode when colocated), fp32 on CPU (in-process engine, KV space in GiB)."""
         from transformers import AutoTokenizer
@@ -107,11 +106,19 @@ class VllmEngine:
             raise ConfigError("rollout.vllm.block_size", "vLLM's CPU attention needs a multiple of 32")
         dtype = resolve_dtype(run_cfg.model.dtype, device)
         kwargs = dict(
-            model=str(model_path), tokenizer=str(model_path), dtype=str(dtype).removeprefix("torch."),
-            seed=run_cfg.run.seed, max_model_len=v.max_model_len, block_size=v.block_size,
-            enable_prefix_caching=v.enable_prefix_caching, enforce_eager=v.enforce_eager,
-            enable_prompt_embeds=True, logprobs_mode="processed_logprobs", generation_config="vllm",
-            tensor_parallel_size=v.tensor_parallel_size, logits_processors=[BanProcessor],
+            model=str(model_path),
+            tokenizer=str(model_path),
+            dtype=str(dtype).removeprefix("torch."),
+            seed=run_cfg.run.seed,
+            max_model_len=v.max_model_len,
+            block_size=v.block_size,
+            enable_prefix_caching=v.enable_prefix_caching,
+            enforce_eager=v.enforce_eager,
+            enable_prompt_embeds=True,
+            logprobs_mode="processed_logprobs",
+            generation_config="vllm",
+            tensor_parallel_size=v.tensor_parallel_size,
+            logits_processors=[BanProcessor],
         )
         if v.max_num_seqs is not None:
             kwargs["max_num_seqs"] = v.max_num_seqs
@@ -146,8 +153,11 @@ class VllmEngine:
                 raise KeyError(f"engine model has no weight {name!r}")
         if self.tied:  # vLLM keeps one tied table and ignores a separate lm_head tensor
             names = {n for n, _ in batch}
-            batch = [("model.embed_tokens.weight" if n == "lm_head.weight" else n, t) for n, t in batch
-                     if n != "lm_head.weight" or "model.embed_tokens.weight" not in names]
+            batch = [
+                ("model.embed_tokens.weight" if n == "lm_head.weight" else n, t)
+                for n, t in batch
+                if n != "lm_head.weight" or "model.embed_tokens.weight" not in names
+            ]
         loadable = self.weight_names - ({"lm_head.weight"} if self.tied else set())
         if self._kernel_layout and {n for n, _ in batch} != loadable:
             # the CPU build's reload repacks whole layers: complete a partial load with the live weights
@@ -189,9 +199,18 @@ class VllmEngine:
 
         greedy = sampling.greedy or sampling.temperature == 0
         return SamplingParams(
-            n=1, max_tokens=sampling.max_new_tokens, temperature=0.0 if greedy else sampling.temperature,
-            top_p=sampling.top_p, top_k=sampling.top_k, seed=seed, stop_token_ids=[self.layout.end_of_turn_id],
-            extra_args={BANNED_KEY: self.banned_ids}, logprobs=0, detokenize=False, skip_special_tokens=False, skip_clone=True,
+            n=1,
+            max_tokens=sampling.max_new_tokens,
+            temperature=0.0 if greedy else sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            seed=seed,
+            stop_token_ids=[self.layout.end_of_turn_id],
+            extra_args={BANNED_KEY: self.banned_ids},
+            logprobs=0,
+            detokenize=False,
+            skip_special_tokens=False,
+            skip_clone=True,
         )
 
     @torch.no_grad()
@@ -199,10 +218,9 @@ class VllmEngine:
         """Embeddings of `rec.ids[start:]` with the next frames at the placeholders."""
         ids = torch.tensor(rec.ids[start:], dtype=torch.long)
         n = int((ids == self.layout.placeholder_id).sum())
-        return embed(self._embedding, ids, frames[used:used + n], self.layout.placeholder_id), used + n
+        return embed(self._embedding, ids, frames[used : used + n], self.layout.placeholder_id), used + n
 
-    def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig,
-                 seed: int) -> Iterator[Trajectory]:
+    def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig, seed: int) -> Iterator[Trajectory]:
         cap = self.max_total_tokens if self.context is None else self.context[0]
         recs = [DialogueRecorder(self.layout, t, k, cap) for t in talks for k in range(samples_per_talk)]
         keys = [(ti, k) for ti in range(len(talks)) for k in range(samples_per_talk)]

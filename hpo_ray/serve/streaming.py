@@ -50,7 +50,7 @@ class _FrameBuffer:
             grown = self._buf.new_zeros(max(2 * self._buf.shape[0], self.size + n), self._buf.shape[1])
             grown[: self.size] = self._buf[: self.size]
             self._buf = grown
-        self._buf[self.size:self.size + n] = torch.from_numpy(np.asarray(frames, dtype=np.float32)).to(self._buf)
+        self._buf[self.size : self.size + n] = torch.from_numpy(np.asarray(frames, dtype=np.float32)).to(self._buf)
         self.size += n
 
     def view(self) -> torch.Tensor:
@@ -60,8 +60,7 @@ class _FrameBuffer:
 class StreamingTranslator:
     """One live dialogue over `engine`'s model: `turn(frames)` → the assistant's reply to that chunk."""
 
-    def __init__(self, engine: TorchEngine, src_lang: str, tgt_lang: str, sampling: SamplingConfig,
-                 seed: int = 0, talk_id: str = "stream"):
+    def __init__(self, engine: TorchEngine, src_lang: str, tgt_lang: str, sampling: SamplingConfig, seed: int = 0, talk_id: str = "stream"):
         self.engine, self.sampling = engine, sampling
         width = engine.model.config.hidden_size
         talk = TalkInput(talk_id, talk_id, src_lang, tgt_lang, np.zeros((0, width), np.float32), 1)
@@ -98,9 +97,16 @@ class StreamingTranslator:
         frame_table = {rec.talk.talk_id: self.frames.view()}
         logits = self.engine._forward(self._batch, [self._pending], [rec], frame_table, prefill=True)
         (self._pending,) = self.engine._decode_turn(self._batch, [rec], logits, frame_table, self.sampling, self.generator)
-        result = TurnResult(self.engine.layout.decode(rec.turn_ids[-1]), n, len(user), carried,
-                            stats["prefill_tokens"] - before[0], stats["decode_tokens"] - before[1],
-                            int(self._batch.next_pos[0]), slid=slid)
+        result = TurnResult(
+            self.engine.layout.decode(rec.turn_ids[-1]),
+            n,
+            len(user),
+            carried,
+            stats["prefill_tokens"] - before[0],
+            stats["decode_tokens"] - before[1],
+            int(self._batch.next_pos[0]),
+            slid=slid,
+        )
         self.turns.append(result)
         return result
 

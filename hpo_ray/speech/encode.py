@@ -88,25 +88,43 @@ def _write(model: SpeechLLM, manifest: AudioManifest, folder: Path, cfg: RunConf
     (folder / "features").mkdir(parents=True)
     rows, frames_total = [], 0
     step = model.encoder.config.chunk_samples
-    bar = tqdm(total=sum(-(-t.n_samples // step) for t in manifest), unit="chunk", desc="encode",
-               disable=not cfg.logging.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(-(-t.n_samples // step) for t in manifest),
+        unit="chunk",
+        desc="encode",
+        disable=not cfg.logging.progress,
+        dynamic_ncols=True,
+    )
     for talk in manifest:
         bar.set_postfix(talk=talk.talk_id)
         frames = encode_talk(model, talk, bar)
         rel = f"features/{talk.talk_id}.npy"
         np.save(folder / rel, frames, allow_pickle=False)
         frames_total += len(frames)
-        rows.append({
-            "talk_id": talk.talk_id, "features_path": rel, "features_row": None,
-            "frame_seconds": model.encoder.config.frame_seconds, "src_lang": talk.src_lang, "tgt_lang": talk.tgt_lang,
-            "src_sentences": list(talk.src_sentences), "ref_sentences": list(talk.ref_sentences),
-            "segments": [{"start": s, "end": e} for s, e in talk.segments],
-        })
+        rows.append(
+            {
+                "talk_id": talk.talk_id,
+                "features_path": rel,
+                "features_row": None,
+                "frame_seconds": model.encoder.config.frame_seconds,
+                "src_lang": talk.src_lang,
+                "tgt_lang": talk.tgt_lang,
+                "src_sentences": list(talk.src_sentences),
+                "ref_sentences": list(talk.ref_sentences),
+                "segments": [{"start": s, "end": e} for s, e in talk.segments],
+            }
+        )
     bar.close()
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), folder / "manifest.parquet")
-    summary = {"format": FORMAT, "audio_manifest": str(manifest.path.resolve()), "talks": len(rows),
-               "frames": frames_total, "frame_seconds": model.encoder.config.frame_seconds,
-               "hidden_size": model.encoder.config.llm_hidden_size, "encoder": model.encoder.config.to_dict()}
+    summary = {
+        "format": FORMAT,
+        "audio_manifest": str(manifest.path.resolve()),
+        "talks": len(rows),
+        "frames": frames_total,
+        "frame_seconds": model.encoder.config.frame_seconds,
+        "hidden_size": model.encoder.config.llm_hidden_size,
+        "encoder": model.encoder.config.to_dict(),
+    }
     (folder / "encode.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
@@ -116,7 +134,7 @@ def encode_talk(model: SpeechLLM, talk: SpokenTalk, bar: tqdm | None = None) -> 
     samples, stream = talk.samples(), model.stream()
     step, parts = stream.chunk_samples, []
     for start in range(0, len(samples), step):
-        parts.append(stream.push(samples[start:start + step]))
+        parts.append(stream.push(samples[start : start + step]))
         if bar is not None:
             bar.update(1)
     parts.append(stream.flush())

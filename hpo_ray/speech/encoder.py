@@ -52,7 +52,7 @@ class ChunkEncoderConfig(PreTrainedConfig):
     @property
     def subsampling(self) -> int:
         """Log-mel frames per encoder frame."""
-        return 2 ** self.subsampling_layers
+        return 2**self.subsampling_layers
 
     @property
     def frame_seconds(self) -> float:
@@ -66,10 +66,16 @@ class ChunkEncoderConfig(PreTrainedConfig):
     def layer_config(self) -> Qwen3Config:
         """The Qwen3 config the layer stack is built from (full attention; the chunk mask does the rest)."""
         cfg = Qwen3Config(
-            vocab_size=1, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-            num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
-            num_key_value_heads=self.num_kv_heads, head_dim=self.head_dim, rms_norm_eps=self.rms_norm_eps,
-            max_position_embeddings=1 << 20, rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            vocab_size=1,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            rms_norm_eps=self.rms_norm_eps,
+            max_position_embeddings=1 << 20,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
         )
         cfg._attn_implementation = "eager"
         return cfg
@@ -128,8 +134,9 @@ class ChunkCausalEncoder(PreTrainedModel):
         self.layers = nn.ModuleList(Qwen3DecoderLayer(layer_cfg, i) for i in range(config.num_layers))
         self.rotary = Qwen3RotaryEmbedding(layer_cfg)
         self.norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.projector = nn.Sequential(nn.Linear(config.hidden_size, config.llm_hidden_size), nn.GELU(),
-                                       nn.Linear(config.llm_hidden_size, config.llm_hidden_size))
+        self.projector = nn.Sequential(
+            nn.Linear(config.hidden_size, config.llm_hidden_size), nn.GELU(), nn.Linear(config.llm_hidden_size, config.llm_hidden_size)
+        )
         self.post_init()
         # The LLM-style N(0, 0.02) init shrinks the signal through the conv stack; these use torch's fan-in init.
         for module in (*self.subsample.modules(), *self.projector.modules()):
@@ -145,8 +152,9 @@ class ChunkCausalEncoder(PreTrainedModel):
         """[B, T, n_mels] (T a multiple of chunk_frames · 2**layers) → [B, T / 2**layers, llm_hidden]."""
         c = self.config
         if input_features.shape[1] % (c.chunk_frames * c.subsampling):
-            raise ValueError(f"input_features has {input_features.shape[1]} frames; pad to a multiple of "
-                             f"{c.chunk_frames * c.subsampling} (whole chunks)")
+            raise ValueError(
+                f"input_features has {input_features.shape[1]} frames; pad to a multiple of {c.chunk_frames * c.subsampling} (whole chunks)"
+            )
         h, _ = self.subsample(input_features, self.subsample.initial_state(input_features.shape[0], input_features))
         frames = torch.arange(h.shape[1])
         for layer in self.layers:

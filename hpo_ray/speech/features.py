@@ -23,8 +23,14 @@ class LogMel:
         self.context_samples = window_samples - hop_samples
         self.window = window_function(window_samples, "hann")
         self.mel_filters = mel_filter_bank(
-            num_frequency_bins=window_samples // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
-            max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney")
+            num_frequency_bins=window_samples // 2 + 1,
+            num_mel_filters=n_mels,
+            min_frequency=0.0,
+            max_frequency=sample_rate / 2,
+            sampling_rate=sample_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )
 
     @property
     def silence(self) -> float:
@@ -46,9 +52,18 @@ class LogMel:
         """The same frames through transformers' own `spectrogram` (slow; the tests compare the two)."""
         n = (len(samples) - self.context_samples) // self.hop_samples
         x = np.asarray(samples[: self.context_samples + n * self.hop_samples], dtype=np.float64)
-        spec = spectrogram(x, self.window, frame_length=self.window_samples, hop_length=self.hop_samples,
-                           power=2.0, center=False, mel_filters=self.mel_filters, mel_floor=_MEL_FLOOR,
-                           log_mel="log10", dtype=np.float64)
+        spec = spectrogram(
+            x,
+            self.window,
+            frame_length=self.window_samples,
+            hop_length=self.hop_samples,
+            power=2.0,
+            center=False,
+            mel_filters=self.mel_filters,
+            mel_floor=_MEL_FLOOR,
+            log_mel="log10",
+            dtype=np.float64,
+        )
         return ((spec.T + _LOG_OFFSET) / _LOG_SCALE).astype(np.float32)
 
     def talk(self, samples: np.ndarray) -> np.ndarray:

@@ -76,8 +76,9 @@ def ctc_batch(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: list[He
     device = next(encoder.parameters()).device
     logp = _frame_logits(encoder, head, batch).log_softmax(-1).transpose(0, 1)
     targets = torch.tensor([w for x in batch for w in x.words], device=device)
-    return torch.nn.functional.ctc_loss(logp, targets, torch.tensor([x.n_frames for x in batch]),
-                                        torch.tensor([len(x.words) for x in batch]), zero_infinity=True)
+    return torch.nn.functional.ctc_loss(
+        logp, targets, torch.tensor([x.n_frames for x in batch]), torch.tensor([len(x.words) for x in batch]), zero_infinity=True
+    )
 
 
 def word_error_rate(encoder: ChunkCausalEncoder, head: torch.nn.Module, examples: list[HeardSentence], batch_size: int) -> float:
@@ -85,7 +86,7 @@ def word_error_rate(encoder: ChunkCausalEncoder, head: torch.nn.Module, examples
     errors = total = 0
     with torch.no_grad():
         for s in range(0, len(examples), batch_size):
-            batch = examples[s:s + batch_size]
+            batch = examples[s : s + batch_size]
             best = _frame_logits(encoder, head, batch).argmax(-1).cpu().numpy()
             for x, path in zip(batch, best):
                 hyp = [int(t) for k, t in enumerate(path[: x.n_frames]) if t and (k == 0 or t != path[k - 1])]
@@ -103,8 +104,14 @@ def _edit_distance(a: list[int], b: list[int]) -> int:
     return row[-1]
 
 
-def train_hearing(encoder: ChunkCausalEncoder, train: list[HeardSentence], vocab_size: int, cfg: HearConfig,
-                  dev: list[HeardSentence] | None = None, progress: bool = True) -> dict:
+def train_hearing(
+    encoder: ChunkCausalEncoder,
+    train: list[HeardSentence],
+    vocab_size: int,
+    cfg: HearConfig,
+    dev: list[HeardSentence] | None = None,
+    progress: bool = True,
+) -> dict:
     """AdamW + warm-up/cosine on encoder, projector and a fresh CTC head; returns losses and dev WER."""
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -113,8 +120,14 @@ def train_hearing(encoder: ChunkCausalEncoder, train: list[HeardSentence], vocab
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     steps = math.ceil(len(train) / cfg.batch_size)
     total = steps * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: (k + 1) / cfg.warmup_steps if k < cfg.warmup_steps else
-                                              0.5 * (1 + math.cos(math.pi * (k - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda k: (
+            (k + 1) / cfg.warmup_steps
+            if k < cfg.warmup_steps
+            else 0.5 * (1 + math.cos(math.pi * (k - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
+        ),
+    )
     history = {"train_loss": [], "dev_wer_before": word_error_rate(encoder, head, dev, cfg.batch_size) if dev else None}
     bar = tqdm(total=total, desc="sft hear", disable=not progress, dynamic_ncols=True)
     encoder.train()
@@ -122,7 +135,7 @@ def train_hearing(encoder: ChunkCausalEncoder, train: list[HeardSentence], vocab
         order = list(range(len(train)))
         rng.shuffle(order)
         for s in range(steps):
-            loss = ctc_batch(encoder, head, [train[i] for i in order[s * cfg.batch_size:(s + 1) * cfg.batch_size]])
+            loss = ctc_batch(encoder, head, [train[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

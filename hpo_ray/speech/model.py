@@ -24,8 +24,9 @@ class SpeechLLM:
 
     def __init__(self, encoder: ChunkCausalEncoder, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
         if encoder.config.llm_hidden_size != llm.config.hidden_size:
-            raise ValueError(f"the projector writes {encoder.config.llm_hidden_size}-wide frames; "
-                             f"the LLM's hidden size is {llm.config.hidden_size}")
+            raise ValueError(
+                f"the projector writes {encoder.config.llm_hidden_size}-wide frames; the LLM's hidden size is {llm.config.hidden_size}"
+            )
         self.encoder, self.llm, self.tokenizer = encoder, llm, tokenizer
 
     @classmethod
@@ -40,16 +41,19 @@ class SpeechLLM:
         """Load an LLM directory with a `speech_encoder/` subfolder (fp32; the encoder on the LLM's device)."""
         path = Path(path)
         if not (path / ENCODER_FOLDER / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: no {ENCODER_FOLDER}/config.json — not a speech LLM directory "
-                                    "(an LLM-only policy trains on pre-encoded features; see docs/speech.md)")
+            raise FileNotFoundError(
+                f"{path}: no {ENCODER_FOLDER}/config.json — not a speech LLM directory "
+                "(an LLM-only policy trains on pre-encoded features; see docs/speech.md)"
+            )
         llm, tokenizer = load_policy(path, dtype="float32", device=device)
         encoder = ChunkCausalEncoder.from_pretrained(path / ENCODER_FOLDER, local_files_only=True, dtype=torch.float32)
         return cls(encoder.to(resolve_device(device, "device")).eval(), llm, tokenizer)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the LLM directory and `speech_encoder/` inside it, atomically."""
-        return save_policy(self.llm, self.tokenizer, path,
-                           extra=lambda tmp: self.encoder.save_pretrained(tmp / ENCODER_FOLDER, safe_serialization=True))
+        return save_policy(
+            self.llm, self.tokenizer, path, extra=lambda tmp: self.encoder.save_pretrained(tmp / ENCODER_FOLDER, safe_serialization=True)
+        )
 
     def stream(self) -> EncoderStream:
         """A fresh streaming state for one talk: `push(samples)` / `flush()` return LLM-space frames."""

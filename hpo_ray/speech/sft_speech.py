@@ -45,8 +45,10 @@ def point_sft_at_features(sft_dir: Path, out_dir: Path, features: dict[Path, Pat
             rec = json.loads(line)
             source = (sft_dir / rec["manifest"]).resolve()
             if source not in features:
-                raise ValueError(f"{sft_dir / name} line {line_no} field 'manifest': {source} is not one of the encoded "
-                                 f"audio manifests {sorted(map(str, features))}")
+                raise ValueError(
+                    f"{sft_dir / name} line {line_no} field 'manifest': {source} is not one of the encoded "
+                    f"audio manifests {sorted(map(str, features))}"
+                )
             rec["manifest"] = os.path.relpath(features[source], out_dir)
             lines.append(json.dumps(rec, ensure_ascii=False))
         (out_dir / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -79,9 +81,18 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
     with tempfile.TemporaryDirectory(prefix=".speech-sft.", dir=out.parent) as tmp:
         heard = model.save_pretrained(Path(tmp) / "heard")
         translate = finetune(cfg, heard, out, features_dir / "sft")  # keeps heard's speech_encoder/
-    summary = {"hear": {"words": len(vocab), "train_sentences": len(train), "dev_sentences": len(dev or []),
-                        "first_ctc": hear["train_loss"][0], "final_ctc": hear["train_loss"][-1],
-                        "dev_wer_before": hear["dev_wer_before"], "dev_wer": hear["dev_wer"]},
-               "translate": translate, "features": {s: str(features_dir / s / "manifest.parquet") for s in audio}}
+    summary = {
+        "hear": {
+            "words": len(vocab),
+            "train_sentences": len(train),
+            "dev_sentences": len(dev or []),
+            "first_ctc": hear["train_loss"][0],
+            "final_ctc": hear["train_loss"][-1],
+            "dev_wer_before": hear["dev_wer_before"],
+            "dev_wer": hear["dev_wer"],
+        },
+        "translate": translate,
+        "features": {s: str(features_dir / s / "manifest.parquet") for s in audio},
+    }
     (out / "sft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

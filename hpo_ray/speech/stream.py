@@ -44,7 +44,7 @@ class EncoderStream:
         out = []
         while len(self.pending) >= self.chunk_samples:
             out.append(self._chunk(self.pending[: self.chunk_samples]))
-            self.pending = self.pending[self.chunk_samples:]
+            self.pending = self.pending[self.chunk_samples :]
         return np.concatenate(out) if out else np.zeros((0, self.width), np.float32)
 
     def flush(self) -> np.ndarray:
@@ -61,7 +61,7 @@ class EncoderStream:
 
     def _chunk(self, samples: np.ndarray) -> np.ndarray:
         audio = np.concatenate([self.past, samples])
-        self.past = audio[len(audio) - self.front.context_samples:]
+        self.past = audio[len(audio) - self.front.context_samples :]
         mel = torch.from_numpy(self.front.frames(audio))[None]
         param = next(self.encoder.parameters())
         with torch.no_grad():

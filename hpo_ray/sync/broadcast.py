@@ -18,14 +18,12 @@ from hpo_ray.sync.buckets import BucketManifest, WeightBucket
 _MAGIC = 0x48504F57  # "HPOW": guards against a receiver joining a stream at the wrong place
 
 
-def make_sync_group(host: str, port: int, rank: int, world: int, backend: Literal["gloo", "nccl"],
-                    timeout_s: float) -> dist.ProcessGroup:
+def make_sync_group(host: str, port: int, rank: int, world: int, backend: Literal["gloo", "nccl"], timeout_s: float) -> dist.ProcessGroup:
     """A process group for weight sync only (rank 0 hosts the store at host:port)."""
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside sync-group size {world}")
     if backend == "nccl" and (not torch.cuda.is_available() or not hasattr(dist, "ProcessGroupNCCL")):
-        raise RuntimeError("the NCCL weight-sync group needs CUDA and a torch build with NCCL; "
-                           "use sync.backend=object_store on CPU")
+        raise RuntimeError("the NCCL weight-sync group needs CUDA and a torch build with NCCL; use sync.backend=object_store on CPU")
     timeout = timedelta(seconds=timeout_s)
     store = rendezvous_store(host, port, rank, world, timeout)  # listens on host only, not all interfaces
     store = dist.PrefixStore("hpo-weight-sync", store)

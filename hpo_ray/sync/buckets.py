@@ -61,21 +61,27 @@ class BucketManifest:
 
     def to_json(self) -> str:
         """The manifest as JSON (no pickle on the wire)."""
-        return json.dumps({
-            "version": self.version, "index": self.index, "count": self.count, "nbytes": self.nbytes,
-            "checksum": self.checksum, "parts": self.parts,
-            "tensors": [[s.name, str(s.dtype).removeprefix("torch."), list(s.shape), s.offset] for s in self.specs],
-        })
+        return json.dumps(
+            {
+                "version": self.version,
+                "index": self.index,
+                "count": self.count,
+                "nbytes": self.nbytes,
+                "checksum": self.checksum,
+                "parts": self.parts,
+                "tensors": [[s.name, str(s.dtype).removeprefix("torch."), list(s.shape), s.offset] for s in self.specs],
+            }
+        )
 
     @staticmethod
     def from_json(text: str) -> "BucketManifest":
         """Parse and validate a manifest produced by `to_json`."""
         try:
             d = json.loads(text)
-            specs = tuple(TensorSpec(str(n), _dtype(dt), tuple(int(x) for x in shape), int(off))
-                          for n, dt, shape, off in d["tensors"])
-            return BucketManifest(int(d["version"]), int(d["index"]), int(d["count"]), int(d["nbytes"]), specs, d["checksum"],
-                                  bool(d.get("parts", False)))
+            specs = tuple(TensorSpec(str(n), _dtype(dt), tuple(int(x) for x in shape), int(off)) for n, dt, shape, off in d["tensors"])
+            return BucketManifest(
+                int(d["version"]), int(d["index"]), int(d["count"]), int(d["nbytes"]), specs, d["checksum"], bool(d.get("parts", False))
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise BucketCorruptError(f"unreadable bucket manifest: {exc}") from None
 
@@ -140,9 +146,15 @@ class BucketBuffer:
         return self._data[:nbytes]
 
 
-def pack_buckets(state: Mapping[str, Tensor], bucket_mb: float, version: int, checksum: bool = True,
-                 device: torch.device | str | None = None, buffer: BucketBuffer | None = None,
-                 parts: bool = False) -> Iterator[WeightBucket]:
+def pack_buckets(
+    state: Mapping[str, Tensor],
+    bucket_mb: float,
+    version: int,
+    checksum: bool = True,
+    device: torch.device | str | None = None,
+    buffer: BucketBuffer | None = None,
+    parts: bool = False,
+) -> Iterator[WeightBucket]:
     """Yield the buckets of `state` one at a time, allocated on `device` (default: the first tensor's).
 
     With a `buffer`, every bucket is packed into it: a bucket is then valid only until the next one
@@ -158,16 +170,21 @@ def pack_buckets(state: Mapping[str, Tensor], bucket_mb: float, version: int, ch
         nbytes = _align(specs[-1].offset + specs[-1].nbytes)
         if parts:
             tensors = tuple(_contiguous(state[s.name]) for s in specs)
-            yield WeightBucket(BucketManifest(version, index, len(plans), nbytes, tuple(specs),
-                                              bucket_checksum(tensors, parts=True) if checksum else None, parts=True), tensors)
+            yield WeightBucket(
+                BucketManifest(
+                    version, index, len(plans), nbytes, tuple(specs), bucket_checksum(tensors, parts=True) if checksum else None, parts=True
+                ),
+                tensors,
+            )
             continue
         data = buffer.take(nbytes, dev) if buffer is not None else torch.empty(nbytes, dtype=torch.uint8, device=dev)
         for s in specs:
             end = s.offset + s.nbytes
-            data[s.offset:end].copy_(_bytes_of(state[s.name]))
-            data[end:_align(end)].zero_()
-        manifest = BucketManifest(version, index, len(plans), nbytes, tuple(specs),
-                                  bucket_checksum((data,), parts=False) if checksum else None)
+            data[s.offset : end].copy_(_bytes_of(state[s.name]))
+            data[end : _align(end)].zero_()
+        manifest = BucketManifest(
+            version, index, len(plans), nbytes, tuple(specs), bucket_checksum((data,), parts=False) if checksum else None
+        )
         yield WeightBucket(manifest, data)
 
 
@@ -187,15 +204,17 @@ def unpack_bucket(bucket: WeightBucket, verify: bool = True) -> dict[str, Tensor
     for s in m.specs:
         if s.offset % ALIGN or s.offset + s.nbytes > m.nbytes:
             raise BucketCorruptError(f"{where}: tensor {s.name!r} at offset {s.offset} (+{s.nbytes} bytes) does not fit")
-        out[s.name] = data[s.offset:s.offset + s.nbytes].view(s.dtype).view(s.shape)
+        out[s.name] = data[s.offset : s.offset + s.nbytes].view(s.dtype).view(s.shape)
     return out
 
 
 def _unpack_parts(m: BucketManifest, data, verify: bool, where: str) -> dict[str, Tensor]:
     """Named tensors of a parts bucket, each checked against its spec (and the checksum with `verify`)."""
     if not isinstance(data, (tuple, list)) or len(data) != len(m.specs):
-        raise BucketCorruptError(f"{where}: expected {len(m.specs)} tensors, got {type(data).__name__}"
-                                 + (f" of {len(data)}" if isinstance(data, (tuple, list)) else ""))
+        raise BucketCorruptError(
+            f"{where}: expected {len(m.specs)} tensors, got {type(data).__name__}"
+            + (f" of {len(data)}" if isinstance(data, (tuple, list)) else "")
+        )
     for s, t in zip(m.specs, data):
         if not isinstance(t, Tensor) or t.dtype != s.dtype or tuple(t.shape) != s.shape:
             got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
@@ -227,11 +246,11 @@ def apply_bucket(target: nn.Module | Mapping[str, Tensor], bucket: WeightBucket,
         for name, src in unpack_bucket(bucket, verify).items():
             dst = state.get(name)
             if dst is None:
-                raise KeyError(f"weight version {m.version}: tensor {name!r} is not in the target "
-                               f"({len(state)} tensors, e.g. {sorted(state)[:3]})")
+                raise KeyError(
+                    f"weight version {m.version}: tensor {name!r} is not in the target ({len(state)} tensors, e.g. {sorted(state)[:3]})"
+                )
             if dst.shape != src.shape:
-                raise ValueError(f"weight version {m.version}: tensor {name!r} has shape {tuple(src.shape)}, "
-                                 f"target has {tuple(dst.shape)}")
+                raise ValueError(f"weight version {m.version}: tensor {name!r} has shape {tuple(src.shape)}, target has {tuple(dst.shape)}")
             dst.copy_(src)
             names.append(name)
     return names
@@ -245,7 +264,7 @@ def bytes_checksum(data: Tensor) -> str:
     main = words[: n_rows * _BLOCK].view(n_rows, _BLOCK)
     rows = main.sum(1)
     cols = main.sum(0)
-    rest = torch.cat([words[n_rows * _BLOCK:], tail])  # < _BLOCK + 1 words: the last, partial row
+    rest = torch.cat([words[n_rows * _BLOCK :], tail])  # < _BLOCK + 1 words: the last, partial row
     k = torch.arange(1, 2 * _BLOCK + 1, 2, dtype=torch.int64, device=words.device)
     j = torch.arange(1, 2 * n_rows + 1, 2, dtype=torch.int64, device=words.device)
     s1 = rows.sum() + rest.sum()

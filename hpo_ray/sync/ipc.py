@@ -23,8 +23,7 @@ class CudaIpcBackend:
 
     def __init__(self, channel: Channel, device: int | None = None):
         if not torch.cuda.is_available():
-            raise RuntimeError("CUDA-IPC weight sync needs CUDA (torch.cuda.is_available() is False); "
-                               "use sync.backend=object_store on CPU")
+            raise RuntimeError("CUDA-IPC weight sync needs CUDA (torch.cuda.is_available() is False); use sync.backend=object_store on CPU")
         self.channel = channel
         self.device = torch.cuda.current_device() if device is None else device
         self._held: list[torch.Tensor] = []

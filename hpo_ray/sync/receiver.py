@@ -38,8 +38,9 @@ class BucketReceiver:
         if m.index == 0:
             self.version, self.next_index, self.pending = version, 0, []
         if m.version != self.version or m.index != self.next_index:
-            raise BucketCorruptError(f"out-of-order bucket: got #{m.index} of version {m.version}, "
-                                     f"expected #{self.next_index} of version {self.version}")
+            raise BucketCorruptError(
+                f"out-of-order bucket: got #{m.index} of version {m.version}, expected #{self.next_index} of version {self.version}"
+            )
         named = list(unpack_bucket(bucket, verify).items())
         self.next_index += 1
         if not self.whole_state:
@@ -51,8 +52,15 @@ class BucketReceiver:
         return [batch]
 
 
-def send_state(state: Mapping[str, Tensor], backend: WeightSyncBackend, bucket_mb: float, version: int,
-               checksum: bool = True, device: torch.device | str | None = None, buffer: BucketBuffer | None = None) -> SyncStats:
+def send_state(
+    state: Mapping[str, Tensor],
+    backend: WeightSyncBackend,
+    bucket_mb: float,
+    version: int,
+    checksum: bool = True,
+    device: torch.device | str | None = None,
+    buffer: BucketBuffer | None = None,
+) -> SyncStats:
     """Sender side of one sync: pack `state` into buckets and hand them to the backend (call
     `backend.finish()` once the receivers are done). `buffer`: see `pack_buckets`."""
     stats = SyncStats(version)
@@ -70,8 +78,13 @@ def send_state(state: Mapping[str, Tensor], backend: WeightSyncBackend, bucket_m
     return stats
 
 
-def receive_into(target: nn.Module | Mapping[str, Tensor], backend: WeightSyncBackend, verify: bool = True,
-                 expected_version: int | None = None, strict: bool = True) -> SyncStats:
+def receive_into(
+    target: nn.Module | Mapping[str, Tensor],
+    backend: WeightSyncBackend,
+    verify: bool = True,
+    expected_version: int | None = None,
+    strict: bool = True,
+) -> SyncStats:
     """Receiver side of one sync: apply every bucket of one version; check order, version and
     (with `strict`) that every tensor of the target was updated."""
     start = time.perf_counter()
@@ -83,8 +96,9 @@ def receive_into(target: nn.Module | Mapping[str, Tensor], backend: WeightSyncBa
                 raise ValueError(f"received weight version {m.version}, expected {expected_version}")
             stats = SyncStats(m.version)
         if m.version != stats.version or m.index != i:
-            raise BucketCorruptError(f"out-of-order bucket: got #{m.index} of version {m.version}, "
-                                     f"expected #{i} of version {stats.version}")
+            raise BucketCorruptError(
+                f"out-of-order bucket: got #{m.index} of version {m.version}, expected #{i} of version {stats.version}"
+            )
         stats.names.extend(apply_bucket(target, bucket, verify))
         stats.buckets += 1
         stats.bytes += m.nbytes

@@ -36,9 +36,14 @@ class _Event(ctypes.Structure):
     """`espeak_EVENT` on LP64: 6 ints (enum, unsigned, 4 ints), then a pointer and an 8-byte union at offsets 24 and 32."""
 
     _fields_ = [
-        ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-        ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-        ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8),
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
     ]
 
 
@@ -91,15 +96,24 @@ class ESpeak:
     def __init__(self, seed: int):
         global _engine_loaded
         if _engine_loaded:
-            raise RuntimeError("eSpeak NG is already loaded in this process and its state cannot be reset; "
-                               "speak each talk in a fresh process")
+            raise RuntimeError(
+                "eSpeak NG is already loaded in this process and its state cannot be reset; speak each talk in a fresh process"
+            )
         loader = require()
         self._lib = lib = ctypes.CDLL(loader.get_library_path())
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         lib.espeak_Info.restype = ctypes.c_char_p
         lib.espeak_Info.argtypes = [ctypes.c_void_p]
@@ -118,8 +132,10 @@ class ESpeak:
     def set_voice(self, name: str, rate: int, pitch: int) -> None:
         """Select voice `name` (e.g. "en-us", "en-gb-x-rp+f3") at `rate` words per minute and base `pitch` 0..99."""
         if self._lib.espeak_SetVoiceByName(name.encode()) != 0:
-            raise SpeechError(f"eSpeak NG has no voice {name!r} (names are voice files, e.g. en, en-us, en-gb-x-rp, "
-                              "optionally +variant such as +f2 or +m3)")
+            raise SpeechError(
+                f"eSpeak NG has no voice {name!r} (names are voice files, e.g. en, en-us, en-gb-x-rp, "
+                "optionally +variant such as +f2 or +m3)"
+            )
         settings = ((_PARAM_RATE, rate, RATE_RANGE), (_PARAM_PITCH, pitch, PITCH_RANGE), (_PARAM_VOLUME, VOLUME, (0, 200)))
         for param, value, valid in settings:
             if not valid[0] <= value <= valid[1] or self._lib.espeak_SetParameter(param, value, 0) != 0:
@@ -134,10 +150,11 @@ class ESpeak:
         if status != 0 or self._lib.espeak_Synchronize() != 0:
             raise SpeechError(f"espeak_Synth failed ({status}) on {text!r} (voice {self.voice})")
         events = tuple(self._events)
-        heard = [text[e.text_position - 1:e.text_position - 1 + e.length] for e in events]
+        heard = [text[e.text_position - 1 : e.text_position - 1 + e.length] for e in events]
         if heard != list(words):
-            raise SpeechError(f"eSpeak NG (voice {self.voice}) gave {len(events)} word events {heard} for the "
-                              f"{len(words)} words of {text!r}")
+            raise SpeechError(
+                f"eSpeak NG (voice {self.voice}) gave {len(events)} word events {heard} for the {len(words)} words of {text!r}"
+            )
         pcm = np.concatenate(self._pcm) if self._pcm else np.zeros(0, np.int16)
         return Utterance(pcm, self.sample_rate, events)
 

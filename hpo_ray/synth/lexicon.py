@@ -13,14 +13,88 @@ import numpy as np
 from hpo_ray.config import ConfigError, SynthConfig
 
 SOURCE_POOLS: dict[str, tuple[str, ...]] = {
-    "agent": ("man", "woman", "child", "teacher", "doctor", "farmer", "dog", "cat", "bird", "horse",
-              "king", "girl", "boy", "baker", "singer", "pilot", "sailor", "student", "judge", "fox"),
-    "thing": ("apple", "book", "car", "house", "letter", "song", "bread", "ball", "cup", "door",
-              "box", "lamp", "coat", "ship", "stone", "key", "chair", "map", "clock", "bottle"),
-    "adj": ("big", "small", "red", "old", "young", "happy", "green", "quiet", "strange", "warm",
-            "dark", "bright", "heavy", "slow", "tired", "clever"),
-    "verb": ("sees", "takes", "finds", "likes", "holds", "calls", "follows", "watches", "helps",
-             "carries", "knows", "meets", "wants", "paints", "draws", "needs", "visits", "pushes"),
+    "agent": (
+        "man",
+        "woman",
+        "child",
+        "teacher",
+        "doctor",
+        "farmer",
+        "dog",
+        "cat",
+        "bird",
+        "horse",
+        "king",
+        "girl",
+        "boy",
+        "baker",
+        "singer",
+        "pilot",
+        "sailor",
+        "student",
+        "judge",
+        "fox",
+    ),
+    "thing": (
+        "apple",
+        "book",
+        "car",
+        "house",
+        "letter",
+        "song",
+        "bread",
+        "ball",
+        "cup",
+        "door",
+        "box",
+        "lamp",
+        "coat",
+        "ship",
+        "stone",
+        "key",
+        "chair",
+        "map",
+        "clock",
+        "bottle",
+    ),
+    "adj": (
+        "big",
+        "small",
+        "red",
+        "old",
+        "young",
+        "happy",
+        "green",
+        "quiet",
+        "strange",
+        "warm",
+        "dark",
+        "bright",
+        "heavy",
+        "slow",
+        "tired",
+        "clever",
+    ),
+    "verb": (
+        "sees",
+        "takes",
+        "finds",
+        "likes",
+        "holds",
+        "calls",
+        "follows",
+        "watches",
+        "helps",
+        "carries",
+        "knows",
+        "meets",
+        "wants",
+        "paints",
+        "draws",
+        "needs",
+        "visits",
+        "pushes",
+    ),
     "adv": ("today", "yesterday", "again", "often", "sometimes", "now", "later", "tonight", "rarely"),
 }
 DETERMINERS = ("the", "a", "this")
@@ -32,8 +106,7 @@ _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
 _VOWELS = ("a", "e", "i", "o", "u", "a", "e", "i", "o", "u", "ei", "au")
 _CODAS = ("", "", "", "n", "r", "s", "l", "t", "m")
 # Syllables per target word, by word kind (determiners short, adverbs long).
-_SYLLABLES = {"det": (1, 1), "conj": (2, 2), "agent": (2, 2), "thing": (2, 2), "adj": (2, 2),
-              "verb": (2, 3), "adv": (2, 3)}
+_SYLLABLES = {"det": (1, 1), "conj": (2, 2), "agent": (2, 2), "thing": (2, 2), "adj": (2, 2), "verb": (2, 3), "adv": (2, 3)}
 
 
 @dataclass(frozen=True)
@@ -64,8 +137,7 @@ class _SyllableGenerator:
         lo, hi = _SYLLABLES[kind]
         for _ in range(10_000):
             n = int(self.rng.integers(lo, hi + 1))
-            parts = [self._pick(_ONSETS) + self._pick(_VOWELS) + (self._pick(_CODAS) if k == n - 1 else "")
-                     for k in range(n)]
+            parts = [self._pick(_ONSETS) + self._pick(_VOWELS) + (self._pick(_CODAS) if k == n - 1 else "") for k in range(n)]
             word = "".join(parts)
             if word not in self.taken:
                 self.taken.add(word)

@@ -28,8 +28,9 @@ class RenderedTalk:
 
     def segments(self, frame_seconds: float) -> list[dict[str, float]]:
         """Seconds from the talk start of each sentence's first word start to its last word end."""
-        return [{"start": round(spans[0][0] * frame_seconds, 6), "end": round(spans[-1][1] * frame_seconds, 6)}
-                for spans in self.word_spans]
+        return [
+            {"start": round(spans[0][0] * frame_seconds, 6), "end": round(spans[-1][1] * frame_seconds, 6)} for spans in self.word_spans
+        ]
 
 
 def word_frames(word: str, synth: SynthConfig, rng: np.random.Generator) -> int:
@@ -38,8 +39,9 @@ def word_frames(word: str, synth: SynthConfig, rng: np.random.Generator) -> int:
     return int(min(max(base, synth.min_word_frames), synth.max_word_frames))
 
 
-def render_talk(talk_id: str, language: Language, synth: SynthConfig, dim: int, frame_seconds: float,
-                chunk_frames: int, rng: np.random.Generator) -> RenderedTalk:
+def render_talk(
+    talk_id: str, language: Language, synth: SynthConfig, dim: int, frame_seconds: float, chunk_frames: int, rng: np.random.Generator
+) -> RenderedTalk:
     """Draw sentences until the talk lasts `synth.min_talk_seconds`, then pad with silence to a
     whole number of chunks (the trailing pause is never shorter than a sentence pause)."""
     min_frames = math.ceil(synth.min_talk_seconds / frame_seconds - 1e-9)
@@ -73,6 +75,6 @@ def render_talk(talk_id: str, language: Language, synth: SynthConfig, dim: int, 
     pos = 0
     for word, n in pieces:
         noise = rng.standard_normal((n, dim)).astype(np.float32)
-        frames[pos:pos + n] = synth.feature_scale * (language.word_vector(word, dim) + synth.noise * noise)
+        frames[pos : pos + n] = synth.feature_scale * (language.word_vector(word, dim) + synth.noise * noise)
         pos += n
     return RenderedTalk(talk_id, tuple(sentences), frames, tuple(spans), synth.max_word_pause_frames + 1)

@@ -82,8 +82,7 @@ def turn_sizes(n_frames: int, chunk_frames: int, max_merge: int, rng: np.random.
     return sizes
 
 
-def build_dialogue(talk: AlignedTalk, language: Language, synth: SynthConfig, chunk_frames: int,
-                   rng: np.random.Generator) -> SftDialogue:
+def build_dialogue(talk: AlignedTalk, language: Language, synth: SynthConfig, chunk_frames: int, rng: np.random.Generator) -> SftDialogue:
     """One SFT dialogue of `talk` with random turn sizes and the configured corruption."""
     sizes = turn_sizes(talk.n_frames, chunk_frames, synth.sft_max_merge, rng)
     ends = np.cumsum(sizes).tolist()

@@ -61,11 +61,11 @@ class SpokenTalk:
 
     def word_rows(self) -> list[list[dict]]:
         """Per sentence, per source word: {"word", "start", "end"} (seconds), as the audio manifest stores them."""
-        return [[{"word": w, "start": a, "end": b} for w, (a, b) in zip(s.source, spans)]
-                for s, spans in zip(self.sentences, self.words)]
+        return [[{"word": w, "start": a, "end": b} for w, (a, b) in zip(s.source, spans)] for s, spans in zip(self.sentences, self.words)]
 
     def aligned(self, frame_seconds: float, end_margin_frames: int) -> TalkAlignment:
         """The talk on the frame grid: a word spans the frames it overlaps (at least one)."""
+
         def span(a: float, b: float) -> tuple[int, int]:
             first = math.floor(a / frame_seconds + 1e-9)
             return first, max(first + 1, math.ceil(b / frame_seconds - 1e-9))
@@ -107,8 +107,9 @@ class _Track:
         self.append(np.zeros(round(seconds * self.sample_rate), np.float32))
 
 
-def speak_talk(talk_id: str, language: Language, synth: SynthConfig, frame_seconds: float, chunk_frames: int,
-               rng: np.random.Generator) -> SpokenTalk:
+def speak_talk(
+    talk_id: str, language: Language, synth: SynthConfig, frame_seconds: float, chunk_frames: int, rng: np.random.Generator
+) -> SpokenTalk:
     """Draw and speak sentences until the talk lasts `synth.min_talk_seconds`; loads the engine, so
     call it once per process (`speak_talks` does)."""
     speech = synth.speech
@@ -150,8 +151,9 @@ def speech_end(utterance: espeak.Utterance) -> int:
     return min(len(utterance.pcm), (start + int(loud[-1]) + 1) * width)
 
 
-def _place_sentence(track: _Track, utterance: espeak.Utterance, speech: SpeechConfig,
-                    rng: np.random.Generator) -> tuple[tuple[float, float], ...]:
+def _place_sentence(
+    track: _Track, utterance: espeak.Utterance, speech: SpeechConfig, rng: np.random.Generator
+) -> tuple[tuple[float, float], ...]:
     """Append one sentence, cut into runs of words at the boundaries that get a pause; each word's
     (start, end) in seconds is its event-delimited span moved to where its run lands."""
     bounds = word_bounds(utterance)
@@ -162,10 +164,10 @@ def _place_sentence(track: _Track, utterance: espeak.Utterance, speech: SpeechCo
     for k in range(1, n + 1):
         if k < n and rng.random() >= speech.word_pause_rate:
             continue
-        run = pcm[bounds[first]:bounds[k]].copy()
+        run = pcm[bounds[first] : bounds[k]].copy()
         m = min(len(fade), len(run))
         run[:m] *= fade[:m]
-        run[len(run) - m:] *= fade[::-1][len(fade) - m:]
+        run[len(run) - m :] *= fade[::-1][len(fade) - m :]
         at = track.append(run) - bounds[first]
         spans += [((at + bounds[j]) / rate, (at + bounds[j + 1]) / rate) for j in range(first, k)]
         if k < n:
@@ -174,8 +176,7 @@ def _place_sentence(track: _Track, utterance: espeak.Utterance, speech: SpeechCo
     return tuple(spans)
 
 
-def _wav_samples(track: _Track, words: list[tuple[tuple[float, float], ...]], speaker: Speaker,
-                 chunk_samples: int) -> np.ndarray:
+def _wav_samples(track: _Track, words: list[tuple[tuple[float, float], ...]], speaker: Speaker, chunk_samples: int) -> np.ndarray:
     """Resample the track to 16 kHz, pad it to whole chunks, add the speaker's noise, quantise to int16."""
     from scipy.signal import resample_poly  # imported here: only spoken talks need it
 
@@ -183,8 +184,7 @@ def _wav_samples(track: _Track, words: list[tuple[tuple[float, float], ...]], sp
     y = resample_poly(np.concatenate(track.pieces), AUDIO_SAMPLE_RATE // g, track.sample_rate // g).astype(np.float64)
     y = np.concatenate([y, np.zeros(-len(y) % chunk_samples)])
     if speaker.noise_snr_db is not None:
-        speech = np.concatenate([y[round(a * AUDIO_SAMPLE_RATE):round(b * AUDIO_SAMPLE_RATE)]
-                                 for sentence in words for a, b in sentence])
+        speech = np.concatenate([y[round(a * AUDIO_SAMPLE_RATE) : round(b * AUDIO_SAMPLE_RATE)] for sentence in words for a, b in sentence])
         sigma = math.sqrt(np.mean(speech**2) / 10 ** (speaker.noise_snr_db / 10))
         y = y + sigma * np.random.default_rng(speaker.noise_seed).standard_normal(len(y))
     return np.clip(np.rint(y), -32768, 32767).astype("<i2")

@@ -25,13 +25,19 @@ FORMAT = "hpo-ray-synth/1"
 OUTPUTS = (*SPLITS, "sft", "meta.json", "language.json")
 MANIFEST, AUDIO_MANIFEST = "manifest.parquet", "audio_manifest.parquet"
 _SPAN = pa.struct([("start", pa.float64()), ("end", pa.float64())])
-AUDIO_MANIFEST_SCHEMA = pa.schema([
-    ("talk_id", pa.string()), ("audio_path", pa.string()), ("sample_rate", pa.int64()),
-    ("src_lang", pa.string()), ("tgt_lang", pa.string()),
-    ("src_sentences", pa.list_(pa.string())), ("ref_sentences", pa.list_(pa.string())),
-    ("segments", pa.list_(_SPAN)),
-    ("words", pa.list_(pa.list_(pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])))),
-])
+AUDIO_MANIFEST_SCHEMA = pa.schema(
+    [
+        ("talk_id", pa.string()),
+        ("audio_path", pa.string()),
+        ("sample_rate", pa.int64()),
+        ("src_lang", pa.string()),
+        ("tgt_lang", pa.string()),
+        ("src_sentences", pa.list_(pa.string())),
+        ("ref_sentences", pa.list_(pa.string())),
+        ("segments", pa.list_(_SPAN)),
+        ("words", pa.list_(pa.list_(pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])))),
+    ]
+)
 # Purposes mixed into every random stream so talks, dialogues and the lexicon never share one.
 _TALK_STREAM, _SFT_STREAM = 1, 2
 
@@ -73,9 +79,18 @@ def synthesize(cfg: RunConfig, out_dir: str | Path) -> dict:
     language = Language(s.language_seed, s)
     counts = split_counts(s.talks, s.dev_fraction, s.test_fraction)
     meta: dict = {
-        "format": FORMAT, "seed": s.seed, "language_seed": s.language_seed, "hidden_size": cfg.model.tiny.hidden_size,
-        "frame_seconds": d.frame_seconds, "chunk_frames": d.chunk_frames, "src_lang": s.src_lang,
-        "tgt_lang": s.tgt_lang, "talks": {}, "frames": {}, "sentences": {}, "sft": {},
+        "format": FORMAT,
+        "seed": s.seed,
+        "language_seed": s.language_seed,
+        "hidden_size": cfg.model.tiny.hidden_size,
+        "frame_seconds": d.frame_seconds,
+        "chunk_frames": d.chunk_frames,
+        "src_lang": s.src_lang,
+        "tgt_lang": s.tgt_lang,
+        "talks": {},
+        "frames": {},
+        "sentences": {},
+        "sft": {},
         "synth": s.model_dump(mode="json"),
     }
     if s.speech.enabled:
@@ -121,8 +136,10 @@ def _prepare(out: Path) -> None:
 def _write_rendered_split(folder: Path, indices: range, language: Language, cfg: RunConfig, meta: dict) -> list[AlignedTalk]:
     """Render the split's talks as feature vectors: manifest.parquet + features/<talk_id>.npy."""
     s, d = cfg.data.synth, cfg.data
-    talks = [render_talk(talk_id(s.seed, i), language, s, cfg.model.tiny.hidden_size, d.frame_seconds, d.chunk_frames,
-                         talk_rng(s.seed, i)) for i in indices]
+    talks = [
+        render_talk(talk_id(s.seed, i), language, s, cfg.model.tiny.hidden_size, d.frame_seconds, d.chunk_frames, talk_rng(s.seed, i))
+        for i in indices
+    ]
     _write_features(folder, talks, cfg)
     return list(talks)
 
@@ -130,8 +147,9 @@ def _write_rendered_split(folder: Path, indices: range, language: Language, cfg:
 def _write_spoken_split(folder: Path, indices: range, language: Language, cfg: RunConfig, meta: dict) -> list[AlignedTalk]:
     """Speak the split's talks: audio_manifest.parquet + audio/<talk_id>.wav; speakers go to meta.json."""
     s, d = cfg.data.synth, cfg.data
-    talks = speak_talks([(talk_id(s.seed, i), language, s, d.frame_seconds, d.chunk_frames, talk_rng(s.seed, i))
-                         for i in indices], s.speech.workers)
+    talks = speak_talks(
+        [(talk_id(s.seed, i), language, s, d.frame_seconds, d.chunk_frames, talk_rng(s.seed, i)) for i in indices], s.speech.workers
+    )
     _write_audio(folder, talks, cfg)
     meta["speech"]["engine"] = talks[0].engine
     meta["speech"]["speakers"].update({t.talk_id: _speaker_meta(t) for t in talks})
@@ -146,21 +164,30 @@ def _write_features(folder: Path, talks: list[RenderedTalk], cfg: RunConfig) -> 
     for talk in talks:
         rel = f"features/{talk.talk_id}.npy"
         np.save(folder / rel, talk.frames, allow_pickle=False)
-        rows.append({
-            "talk_id": talk.talk_id, "features_path": rel, "features_row": None, "frame_seconds": fs,
-            "src_lang": s.src_lang, "tgt_lang": s.tgt_lang,
-            "src_sentences": [x.source_text for x in talk.sentences],
-            "ref_sentences": [x.target_text for x in talk.sentences],
-            "segments": talk.segments(fs),
-        })
+        rows.append(
+            {
+                "talk_id": talk.talk_id,
+                "features_path": rel,
+                "features_row": None,
+                "frame_seconds": fs,
+                "src_lang": s.src_lang,
+                "tgt_lang": s.tgt_lang,
+                "src_sentences": [x.source_text for x in talk.sentences],
+                "ref_sentences": [x.target_text for x in talk.sentences],
+                "segments": talk.segments(fs),
+            }
+        )
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), folder / MANIFEST)
 
 
 def _check_voices(voices: tuple[str, ...]) -> None:
     unknown = unknown_voices(voices)
     if unknown:
-        raise ConfigError("data.synth.speech.voices", f"eSpeak NG has no voice {', '.join(map(repr, unknown))} "
-                          "(names are voice files such as en, en-us, en-gb-x-rp, optionally +variant like +f2)")
+        raise ConfigError(
+            "data.synth.speech.voices",
+            f"eSpeak NG has no voice {', '.join(map(repr, unknown))} "
+            "(names are voice files such as en, en-us, en-gb-x-rp, optionally +variant like +f2)",
+        )
 
 
 def _write_audio(folder: Path, talks: list[SpokenTalk], cfg: RunConfig) -> None:
@@ -170,13 +197,19 @@ def _write_audio(folder: Path, talks: list[SpokenTalk], cfg: RunConfig) -> None:
     for talk in talks:
         rel = f"audio/{talk.talk_id}.wav"
         write_wav(folder / rel, talk.audio)
-        rows.append({
-            "talk_id": talk.talk_id, "audio_path": rel, "sample_rate": AUDIO_SAMPLE_RATE,
-            "src_lang": s.src_lang, "tgt_lang": s.tgt_lang,
-            "src_sentences": [x.source_text for x in talk.sentences],
-            "ref_sentences": [x.target_text for x in talk.sentences],
-            "segments": talk.segments(), "words": talk.word_rows(),
-        })
+        rows.append(
+            {
+                "talk_id": talk.talk_id,
+                "audio_path": rel,
+                "sample_rate": AUDIO_SAMPLE_RATE,
+                "src_lang": s.src_lang,
+                "tgt_lang": s.tgt_lang,
+                "src_sentences": [x.source_text for x in talk.sentences],
+                "ref_sentences": [x.target_text for x in talk.sentences],
+                "segments": talk.segments(),
+                "words": talk.word_rows(),
+            }
+        )
     pq.write_table(pa.Table.from_pylist(rows, schema=AUDIO_MANIFEST_SCHEMA), folder / AUDIO_MANIFEST)
 
 
@@ -191,8 +224,14 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 
 def _speaker_meta(talk: SpokenTalk) -> dict:
     sp = talk.speaker
-    return {"voice": sp.voice, "rate_wpm": sp.rate_wpm, "pitch": sp.pitch, "engine_seed": sp.engine_seed,
-            "noise_snr_db": sp.noise_snr_db, "seconds": talk.seconds}
+    return {
+        "voice": sp.voice,
+        "rate_wpm": sp.rate_wpm,
+        "pitch": sp.pitch,
+        "engine_seed": sp.engine_seed,
+        "noise_snr_db": sp.noise_snr_db,
+        "seconds": talk.seconds,
+    }
 
 
 def _write_sft(path: Path, split: str, talks: list[tuple[int, AlignedTalk]], language: Language, cfg: RunConfig) -> dict:
@@ -214,8 +253,11 @@ def _sft_record(talk: AlignedTalk, split: str, dialogue: SftDialogue, cfg: RunCo
     s = cfg.data.synth
     manifest = AUDIO_MANIFEST if s.speech.enabled else MANIFEST
     return {
-        "talk_id": talk.talk_id, "split": split, "manifest": f"../{split}/{manifest}",
-        "src_lang": s.src_lang, "tgt_lang": s.tgt_lang,
+        "talk_id": talk.talk_id,
+        "split": split,
+        "manifest": f"../{split}/{manifest}",
+        "src_lang": s.src_lang,
+        "tgt_lang": s.tgt_lang,
         "turns": [{"frames": frames, "text": text} for frames, text in dialogue.turns],
     }
 
