@@ -126,7 +126,7 @@ def test_claim_c_fails_on_shrinking_output_or_latency_blow_up():
 
 
 def test_study_report_states_command_seeds_and_claims():
-    from hpo_ray.cli.study_cmd import render
+    from hpo_ray.study_report import render
 
     cfg = load_config("configs/study.yaml")
     curves = {

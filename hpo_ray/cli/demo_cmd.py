@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 from hpo_ray.cli.common import add_config_arguments
+from hpo_ray.cli.pipeline import build_tiny_model, run_hpo, stage, supervised_start
 from hpo_ray.config import RunConfig, load_config
 
+TAG = "demo"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
@@ -21,12 +23,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--multipliers", default="1,2,3,4", help="chunk multipliers evaluated (latency points)")
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first")
     add_config_arguments(parser)
-
-
-def stage(name: str, done: bool, tag: str = "demo"):
-    """Print a stage header; returns whether to run it."""
-    print(f"[{tag}] {name}: {'already done, skipped' if done else 'running'}", flush=True)
-    return not done
 
 
 def run(args) -> int:
@@ -38,19 +34,13 @@ def run(args) -> int:
     data, init, sft, hpo = root / "data", root / "init", Path(cfg.model.path), root / "hpo"
     started = time.perf_counter()
 
-    if stage("synthesize talks", (data / "meta.json").is_file()):
+    if stage("synthesize talks", (data / "meta.json").is_file(), TAG):
         from hpo_ray.synth import synthesize
 
         synthesize(cfg, data)
-    if stage("build the tiny model", (init / "config.json").is_file()):
-        from hpo_ray.model.prepare import prepare_tiny_policy
-
-        prepare_tiny_policy(cfg, [data / "train" / "manifest.parquet"], init)
-    if stage("supervised fine-tuning", (sft / "sft_summary.json").is_file()):
-        from hpo_ray.sft import finetune
-
-        finetune(cfg, init, sft, Path(cfg.data.sft_dir))
-    if stage("HPO training", (hpo / "config.json").is_file()):
+    build_tiny_model(cfg, data / "train" / "manifest.parquet", init, TAG)
+    supervised_start(cfg, init, sft, Path(cfg.data.sft_dir), "supervised fine-tuning", TAG)
+    if stage("HPO training", (hpo / "config.json").is_file(), TAG):
         run_hpo(cfg, root / "hpo_run", hpo)
     multipliers = [int(m) for m in args.multipliers.split(",")]
     results = evaluate_all(cfg, {"SFT": sft, "HPO": hpo}, multipliers, root / "eval")
@@ -60,36 +50,6 @@ def run(args) -> int:
     return 0
 
 
-def run_hpo(cfg: RunConfig, run_dir: Path, out: Path) -> None:
-    """HPO from the SFT policy; the final policy is exported to `out` (HF format)."""
-    from hpo_ray.cli.train_cmd import connect, preflight
-    from hpo_ray.env import apply_ray_mode
-
-    apply_ray_mode(cfg.cluster.address, cfg.cluster.local_auth)  # before `import ray`, as connect() does
-    import ray
-
-    preflight(cfg)
-    if not ray.is_initialized():
-        connect(cfg)
-    from actors.controller import train
-    from hpo_ray.run_dir import prepare_run_dir
-
-    train(cfg, run_dir, cfg.algorithm.steps, resume=prepare_run_dir(run_dir, "resume_or_start"))
-    ray.shutdown()
-    from hpo_ray.learner.checkpoint import CheckpointStore
-
-    latest = (
-        CheckpointStore(run_dir / "checkpoints", keep_best=cfg.checkpoint.keep_best, keep_last=cfg.checkpoint.keep_last)
-        .latest_verified()
-        .info
-    )
-    if latest is None:
-        raise RuntimeError(f"HPO wrote no checkpoint under {run_dir}")
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(latest.path / "policy", out)
-
-
 def evaluate_all(cfg: RunConfig, policies: dict[str, Path], multipliers: list[int], out: Path) -> dict[str, list[dict]]:
     """Scores of each policy on the test talks at each multiplier (one engine load per policy)."""
     from hpo_ray.eval import evaluate_multipliers
@@ -97,7 +57,7 @@ def evaluate_all(cfg: RunConfig, policies: dict[str, Path], multipliers: list[in
     results: dict[str, list[dict]] = {}
     for name, path in policies.items():
         folders = [out / name.lower() / f"m{m}" for m in multipliers]
-        if stage(f"evaluate {name} at multipliers {multipliers}", all((f / "scores.json").is_file() for f in folders)):
+        if stage(f"evaluate {name} at multipliers {multipliers}", all((f / "scores.json").is_file() for f in folders), TAG):
             evaluate_multipliers(cfg, path, Path(cfg.data.test_manifest), multipliers, out / name.lower())
         results[name] = [json.loads((f / "scores.json").read_text()) for f in folders]
     return results
@@ -115,14 +75,14 @@ def field_scores(cfg: RunConfig, policy: Path, multipliers: list[int], out: Path
     tgt = Manifest(manifest, check_values=False).talks[0].tgt_lang
     if (policy / ENCODER_FOLDER / "config.json").is_file() and (manifest.parent / "encode.json").is_file():
         m, folder = cfg.data.multiplier, out / "hpo_simulstream" / f"m{cfg.data.multiplier}"
-        if stage(f"stream HPO through simulstream + OmniSTEval at m={m}", (folder / FIELD_DIR / SCORES).is_file()):
+        if stage(f"stream HPO through simulstream + OmniSTEval at m={m}", (folder / FIELD_DIR / SCORES).is_file(), TAG):
             evaluate_via_simulstream(cfg, policy, manifest, m, folder)
         field = json.loads((folder / FIELD_DIR / SCORES).read_text())
         return [{"multiplier": m, "source": "simulstream log", **field["omnisteval"], "rtf": field["rtf"], "hardware": field["hardware"]}]
     rows = []
     for m in multipliers:
         folder = out / "hpo" / f"m{m}"
-        if stage(f"OmniSTEval on HPO's instances.log at m={m}", (folder / "omnisteval" / "scores.tsv").is_file()):
+        if stage(f"OmniSTEval on HPO's instances.log at m={m}", (folder / "omnisteval" / "scores.tsv").is_file(), TAG):
             omnisteval_of_eval(folder, cfg, tgt)
         rows.append({"multiplier": m, "source": "instances.log", **read_omnisteval_scores(folder / "omnisteval")})
     return rows

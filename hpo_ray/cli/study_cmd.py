@@ -11,21 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from hpo_ray.cli import demo_cmd
+from hpo_ray.cli import pipeline
 from hpo_ray.cli.common import add_config_arguments
-from hpo_ray.cli.demo_cmd import run_hpo
+from hpo_ray.cli.pipeline import run_hpo
 from hpo_ray.config import RunConfig, load_config
-from hpo_ray.study import (
-    Claim,
-    claim_beats_start,
-    claim_not_below,
-    claim_robust,
-    faster_than_baseline,
-    gain_spread,
-    mean_curve,
-    metric_spread,
-    paired_deltas,
-)
+from hpo_ray.study import mean_curve
+from hpo_ray.study_report import NAMES, render
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "study.yaml"
 COMMAND = "hpo-ray study"
@@ -38,20 +29,14 @@ ARMS = {
 }
 
 
-NAMES = {
-    "sft": "SFT (clean)",
-    "hpo": "HPO",
-    "no-hpo": "No-HPO",
-    "sft-omit": "SFT (corrupted)",
-    "hpo-omit": "HPO from corrupted SFT",
-    "hpo-per-m": "HPO, one model per m",
-    "hpo-omit-per-m": "HPO from corrupted SFT, one model per m",
-}
 PER_M_ARMS = ("hpo", "hpo-omit")  # also trained at each multiplier with --per-multiplier-seeds
 
 
+TAG = "study"
+
+
 def stage(name: str, done: bool) -> bool:
-    return demo_cmd.stage(name, done, tag="study")
+    return pipeline.stage(name, done, tag=TAG)
 
 
 def add_arguments(parser) -> None:
@@ -76,59 +61,28 @@ def run(args) -> int:
     started = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
     multipliers = [int(m) for m in args.multipliers.split(",")]
+    per_m_seeds = [int(s) for s in args.per_multiplier_seeds.split(",") if s.strip()]
+    if not set(per_m_seeds) <= set(seeds):
+        raise SystemExit(f"hpo-ray study: --per-multiplier-seeds {per_m_seeds} must be among --seeds {seeds}")
     config_path = args.config or DEFAULT_CONFIG
     cfg = load_config(config_path, args.overrides)
     root = Path(cfg.run.dir)
     root.mkdir(parents=True, exist_ok=True)
     heldout = prepare_data(cfg, root, args)
     starts = {"sft": root / "sft", "sft-omit": root / "sft-omit"}
-    if stage("build the tiny model", (root / "init" / "config.json").is_file()):
-        from hpo_ray.model.prepare import prepare_tiny_policy
-
-        prepare_tiny_policy(cfg, [root / "data" / "train" / "manifest.parquet"], root / "init")
+    pipeline.build_tiny_model(cfg, root / "data" / "train" / "manifest.parquet", root / "init", TAG)
     for name, data in (("sft", root / "data"), ("sft-omit", root / "data-omit")):
-        if stage(f"SFT {name}", (starts[name] / "sft_summary.json").is_file()):
-            from hpo_ray.sft import finetune
-
-            finetune(cfg, root / "init", starts[name], data / "sft")
-    policies: dict[str, dict[int, Path]] = {}
-    for seed in seeds:
-        for arm, (start, overrides) in ARMS.items():
-            arm_cfg = load_config(
-                config_path,
-                list(args.overrides) + overrides + [f"run.seed={seed}", f"run.name={arm}-seed{seed}", f"model.path={starts[start]}"],
-            )
-            out = root / f"seed{seed}" / arm
-            if stage(f"HPO {arm} seed {seed}", (out / "config.json").is_file()):
-                run_hpo(arm_cfg, root / f"seed{seed}" / f"{arm}_run", out)
-            policies.setdefault(arm, {})[seed] = out
-    per_m_seeds = [int(s) for s in args.per_multiplier_seeds.split(",") if s.strip()]
-    if not set(per_m_seeds) <= set(seeds):
-        raise SystemExit(f"hpo-ray study: --per-multiplier-seeds {per_m_seeds} must be among --seeds {seeds}")
+        pipeline.supervised_start(cfg, root / "init", starts[name], data / "sft", f"SFT {name}", TAG)
+    arm = ArmRunner(config_path, list(args.overrides), starts, root)
+    policies: dict[str, dict[int, Path]] = {name: {} for name in ARMS}
+    for seed in seeds:  # seed-major: a study stopped early already holds every arm of its first seeds
+        for name in ARMS:
+            policies[name][seed] = arm.train(name, seed)
     per_m: dict[str, dict[int, dict[int, Path]]] = {}
     for seed in per_m_seeds:
-        for arm in PER_M_ARMS:
-            start, overrides = ARMS[arm]
-            for m in multipliers:
-                out = policies[arm][seed] if m == cfg.data.multiplier else root / f"seed{seed}" / f"{arm}-m{m}"
-                if m != cfg.data.multiplier and stage(f"HPO {arm} at m = {m} seed {seed}", (out / "config.json").is_file()):
-                    run_hpo(
-                        load_config(
-                            config_path,
-                            list(args.overrides)
-                            + overrides
-                            + [
-                                f"run.seed={seed}",
-                                f"run.name={arm}-m{m}-seed{seed}",
-                                f"model.path={starts[start]}",
-                                f"data.multiplier={m}",
-                                "data.chunk_seconds=null",
-                            ],
-                        ),
-                        root / f"seed{seed}" / f"{arm}-m{m}_run",
-                        out,
-                    )
-                per_m.setdefault(arm, {}).setdefault(seed, {})[m] = out
+        for name in PER_M_ARMS:
+            at = {m: policies[name][seed] if m == cfg.data.multiplier else arm.train(name, seed, m) for m in multipliers}
+            per_m.setdefault(name, {})[seed] = at
     curves = evaluate_policies(cfg, starts, policies, heldout, multipliers, root / "eval")
     curves.update(evaluate_per_multiplier(cfg, per_m, heldout, root / "eval"))
     report = {
@@ -149,6 +103,25 @@ def run(args) -> int:
     args.out.write_text(text)
     print(text)
     return 0
+
+
+class ArmRunner:
+    """One seeded HPO run of an arm (at the config's multiplier, or at `m` for one model per m), skipped
+    when its policy exists; returns the policy directory."""
+
+    def __init__(self, config_path: Path, overrides: list[str], starts: dict[str, Path], root: Path):
+        self.config_path, self.overrides, self.starts, self.root = config_path, overrides, starts, root
+
+    def train(self, arm: str, seed: int, m: int | None = None) -> Path:
+        start, arm_overrides = ARMS[arm]
+        name = arm if m is None else f"{arm}-m{m}"
+        at_m = [] if m is None else [f"data.multiplier={m}", "data.chunk_seconds=null"]
+        keys = [f"run.seed={seed}", f"run.name={name}-seed{seed}", f"model.path={self.starts[start]}", *at_m]
+        out = self.root / f"seed{seed}" / name
+        label = f"HPO {arm} seed {seed}" if m is None else f"HPO {arm} at m = {m} seed {seed}"
+        if stage(label, (out / "config.json").is_file()):
+            run_hpo(load_config(self.config_path, self.overrides + arm_overrides + keys), self.root / f"seed{seed}" / f"{name}_run", out)
+        return out
 
 
 def prepare_data(cfg: RunConfig, root: Path, args) -> Path:
@@ -245,155 +218,3 @@ def command_line(args) -> str:
         parts += ["--per-multiplier-seeds", args.per_multiplier_seeds]
     parts += ["--out", str(args.out)]
     return " ".join(parts + list(args.overrides))
-
-
-def fmt(value, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def render(cfg: RunConfig, report: dict) -> str:
-    """docs/results.md: method, per-arm table (mean ± std over seeds), matched-latency gains, claims."""
-    curves = report["curves"]
-    seeded = {arm: {int(s): c for s, c in curves[arm].items()} for arm in NAMES if arm in curves and arm not in ("sft", "sft-omit")}
-    single = {name: {0: curves[name]} for name in ("sft", "sft-omit")}
-    names = NAMES
-    rows = ["| policy | m | chrF | BLEU | StreamLAAL (s) | length ratio | seeds |", "|---|---|---|---|---|---|---|"]
-    for key in [k for k in NAMES if k in curves]:
-        by_seed = single.get(key) or seeded[key]
-        spreads = {metric: metric_spread(by_seed, metric) for metric in ("chrf", "bleu", "stream_laal", "length_ratio")}
-        for m in report["multipliers"]:
-            cells = [
-                spreads[k][m].plain(3 if k in ("stream_laal", "length_ratio") else 2) if m in spreads[k] else "n/a"
-                for k in ("chrf", "bleu", "stream_laal", "length_ratio")
-            ]
-            rows.append(f"| {names[key]} | {m} | " + " | ".join(cells) + f" | {len(by_seed)} |")
-    compared = [
-        ("HPO vs SFT (clean)", seeded["hpo"], curves["sft"]),
-        ("HPO vs No-HPO (same seed)", seeded["hpo"], seeded["no-hpo"]),
-        ("No-HPO vs SFT (clean)", seeded["no-hpo"], curves["sft"]),
-        ("HPO vs SFT, corrupted start", seeded["hpo-omit"], curves["sft-omit"]),
-    ]
-    if "hpo-per-m" in seeded:
-        compared += [
-            ("HPO one model per m vs SFT (clean)", seeded["hpo-per-m"], curves["sft"]),
-            ("HPO one model per m vs SFT, corrupted start", seeded["hpo-omit-per-m"], curves["sft-omit"]),
-        ]
-    header = [
-        "| comparison | " + " | ".join(f"m = {m}" for m in report["multipliers"]) + " |",
-        "|---|" + "---|" * len(report["multipliers"]),
-    ]
-    gain_rows, strict_rows = list(header), list(header)
-    for label, cand, base in compared:
-        spread, strict = gain_spread(cand, base), gain_spread(cand, base, strict=True)
-        faster = set().union(*(faster_than_baseline(c, base[s] if isinstance(base, dict) else base) for s, c in cand.items()))
-        gain_rows.append(
-            f"| {label} | "
-            + " | ".join((str(spread[m]) + (" †" if m in faster else "")) if m in spread else "n/a" for m in report["multipliers"])
-            + " |"
-        )
-        strict_rows.append(f"| {label} | " + " | ".join(str(strict[m]) if m in strict else "n/a" for m in report["multipliers"]) + " |")
-    pairs = [(label.replace(" vs ", " − "), cand, base) for label, cand, base in compared if not label.startswith("No-HPO")]
-    pair_rows = [
-        "| comparison | " + " | ".join(f"m = {m}: ΔchrF / ΔStreamLAAL (s)" for m in report["multipliers"]) + " |",
-        "|---|" + "---|" * len(report["multipliers"]),
-    ]
-    for label, cand, base in pairs:
-        dq, dl = paired_deltas(cand, base, "chrf"), paired_deltas(cand, base, "stream_laal")
-        pair_rows.append(
-            f"| {label} | "
-            + " | ".join(f"{dq[m].mean:+.2f} / {dl[m].mean:+.2f}" if m in dq and m in dl else "n/a" for m in report["multipliers"])
-            + " |"
-        )
-    claims: list[Claim] = [
-        claim_beats_start(seeded["hpo"], curves["sft"]),
-        claim_not_below(seeded["hpo"], seeded["no-hpo"], "No-HPO"),
-        claim_robust(seeded["hpo-omit"], curves["sft-omit"]),
-    ]
-    if "hpo-per-m" in seeded:
-        claims += [
-            claim_beats_start(seeded["hpo-per-m"], curves["sft"], label=" (one model per m)"),
-            claim_robust(seeded["hpo-omit-per-m"], curves["sft-omit"], label=" (one model per m)"),
-        ]
-    claim_rows = [f"- **{c.name}: {'held' if c.held else 'did not hold'}** — {c.detail}." for c in claims]
-    per_seed = [
-        "| policy | seed | " + " | ".join(f"m = {m} chrF / StreamLAAL / len" for m in report["multipliers"]) + " |",
-        "|---|---|" + "---|" * len(report["multipliers"]),
-    ]
-    for key in seeded:
-        for seed, curve in sorted(seeded[key].items()):
-            cells = [" / ".join(fmt(p.get(k)) for k in ("chrf", "stream_laal", "length_ratio")) for p in curve]
-            per_seed.append(f"| {names[key]} | {seed} | " + " | ".join(cells) + " |")
-    a = cfg.algorithm
-    return "\n".join(
-        [
-            "# Results: HPO on synthetic simultaneous speech translation",
-            "",
-            "Generated by:",
-            "",
-            "```",
-            report["command"],
-            "```",
-            "",
-            f"({report['hpo_runs']['runs']} HPO runs of {cfg.algorithm.steps} steps, {report['hpo_runs']['minutes']:.0f} min of "
-            f"training steps in all on the machine that wrote it; this invocation took {report['minutes']:.0f} min. "
-            "Stages already done are skipped, so "
-            "delete `" + str(cfg.run.dir) + "` to recompute everything). The numbers are deterministic for fixed seeds on one "
-            "machine (fp32, greedy evaluation); the spread below is over HPO seeds, which is the noise to compare against.",
-            "",
-            "## Setup",
-            "",
-            f"- Talks: the toy-SST language (language seed {cfg.data.synth.language_seed}); training data = "
-            f"{cfg.data.synth.talks} talks (synth seed {cfg.data.synth.seed}); evaluation on held-out talks "
-            f"(`{report['heldout']}`, a fresh synthesis), never seen in SFT or HPO.",
-            f"- Policy: tiny Qwen3 (hidden {cfg.model.tiny.hidden_size}, {cfg.model.tiny.num_layers} layers) built from "
-            f"config; SFT {cfg.sft.epochs} epochs (SFT seed {cfg.sft.seed}, one SFT checkpoint per data condition).",
-            f"- Corrupted data: the same talks with {report['omit_rate']:.0%} of the SFT target words omitted "
-            "(`data.synth.omit_rate`); references for the reward and for evaluation stay clean.",
-            f"- RL: {a.steps} steps × {a.talks_per_step} talks × {a.group_size} rollouts, reward quality "
-            f"`{cfg.reward.quality}` (β = {cfg.reward.chrf_beta:g}), latency `{cfg.reward.latency}`. HPO = sentence hinge; "
-            "No-HPO = the flat reward α·z(Q) − β·z(L) (`reward.hinge=none`); everything else equal, same seeds "
-            f"{report['seeds']}.",
-            "- Latency points: chunk multipliers m (a turn = m × "
-            f"{cfg.data.chunk_frames} frames of {cfg.data.frame_seconds:g} s). Two protocols: every arm is trained at "
-            f"m = {cfg.data.multiplier} and evaluated at every m (seeds {report['seeds']}); and, as in the paper, one HPO "
-            'model per m, each trained and evaluated at its own m ("one model per m"; seeds '
-            f"{report.get('per_multiplier_seeds') or 'none'}).",
-            "- Reported chrF is sacrebleu's standard chrF (β = 2); StreamLAAL in seconds; length ratio = output / reference characters.",
-            "",
-            "## Claims",
-            "",
-            *claim_rows,
-            "",
-            "*Matched latency*: at the StreamLAAL L of each of a policy's points (one per multiplier), both curves are "
-            "read at their best chrF among their points with StreamLAAL ≤ L — what each reaches within that latency. "
-            "When every baseline point is slower than L, the baseline cannot run at that latency; it is then read at "
-            "the same multiplier (marked † below), and the *strict rule* reads its fastest point instead.",
-            "",
-            "## Mean ± std over seeds",
-            "",
-            *rows,
-            "",
-            *([f"![chrF vs StreamLAAL]({report['plot']})", ""] if report.get("plot") else []),
-            "## chrF gain at matched latency (mean ± std [min, max] over seeds)",
-            "",
-            *gain_rows,
-            "",
-            "† In at least one seed the policy is faster at this multiplier than every baseline point, so the baseline "
-            "has no point at that latency; it is then compared with the baseline at the same multiplier (the operating "
-            "point it replaces, which is slower). The strict rule compares it with the baseline's fastest point instead "
-            "(quality the baseline only reaches at a higher latency):",
-            "",
-            *strict_rows,
-            "",
-            "## Same multiplier: differences in chrF and StreamLAAL (mean over seeds)",
-            "",
-            "Negative ΔStreamLAAL = lower latency than the baseline at the same chunk size.",
-            "",
-            *pair_rows,
-            "",
-            "## Every seed",
-            "",
-            *per_seed,
-            "",
-        ]
-    )
