@@ -198,6 +198,7 @@ def _measure_one_rank(cfg: RunConfig, policy: Path, items: list[SequenceItem], r
 
 
 def run(args) -> int:
+    # long by its report lines, not its logic: measure side by side, then print each row and the JSON line
     if args.steps < 1 or args.warmup < 0 or args.sequences < args.ranks:
         raise SystemExit("hpo-ray bench learner: need --steps ≥ 1, --warmup ≥ 0 and --sequences ≥ --ranks")
     quiet_transformers()

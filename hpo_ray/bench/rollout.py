@@ -114,6 +114,7 @@ def _vllm_part(cfg: RunConfig, model_dir: Path, talk: TalkInput, group: int, see
 
 
 def run(args) -> int:
+    # long by its report lines, not its logic: measure side by side, then print each row and the JSON line
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, list(args.overrides))
     s, group = cfg.rollout.sampling, cfg.algorithm.group_size

@@ -387,24 +387,7 @@ class SyncBench:
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
-    allowed = DEVICE_BACKENDS[args.device]
-    backends = _parse_list(args.backend, str, "--backend") if args.backend else list(allowed)
-    unknown = sorted(set(backends) - set(allowed))
-    if unknown or not backends:
-        raise SystemExit(
-            f"hpo-ray bench sync: --backend {unknown or args.backend} not available on --device {args.device} "
-            f"(choose from {', '.join(allowed)})"
-        )
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("hpo-ray bench sync: --device cuda but no CUDA device is visible")
-    if args.repeats < 1 or args.warmup < 0:
-        raise SystemExit("hpo-ray bench sync: need --repeats ≥ 1 and --warmup ≥ 0")
-    buckets = _parse_list(args.bucket_mb, float, "--bucket-mb")
-    grid = list(
-        itertools.product(buckets, _parse_list(args.checksum, _on_off, "--checksum"), _parse_list(args.buffer, _on_off, "--buffer"))
-    )
-    if not grid:
-        raise SystemExit("hpo-ray bench sync: --bucket-mb, --checksum and --buffer each need at least one value")
+    backends, buckets, grid = checked_grid(args)
     note = load_note()
     state = {k: v.to(args.device) for k, v in model_like_state(args.size_mb, args.hidden, getattr(torch, args.dtype)).items()}
     bench = SyncBench(state, args.warmup, args.repeats, args.device)
@@ -435,9 +418,37 @@ def run(args) -> int:
         f"baseline: memcpy = one copy_ of the same bytes into a preallocated, touched buffer (measured per row); "
         f"a per-tensor copy of the state into the target runs at {nbytes / copy_s / 1e9:.2f} GB/s"
     )
+    report(bench.rows, nbytes)
+    return 0
+
+
+def checked_grid(args) -> tuple[list[str], list[float], list[tuple]]:
+    """The backends, bucket sizes and (bucket, checksum, buffer) grid asked for; bad flags exit naming them."""
+    allowed = DEVICE_BACKENDS[args.device]
+    backends = _parse_list(args.backend, str, "--backend") if args.backend else list(allowed)
+    unknown = sorted(set(backends) - set(allowed))
+    if unknown or not backends:
+        raise SystemExit(
+            f"hpo-ray bench sync: --backend {unknown or args.backend} not available on --device {args.device} "
+            f"(choose from {', '.join(allowed)})"
+        )
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("hpo-ray bench sync: --device cuda but no CUDA device is visible")
+    if args.repeats < 1 or args.warmup < 0:
+        raise SystemExit("hpo-ray bench sync: need --repeats ≥ 1 and --warmup ≥ 0")
+    buckets = _parse_list(args.bucket_mb, float, "--bucket-mb")
+    checksums, buffers = _parse_list(args.checksum, _on_off, "--checksum"), _parse_list(args.buffer, _on_off, "--buffer")
+    grid = list(itertools.product(buckets, checksums, buffers))
+    if not grid:
+        raise SystemExit("hpo-ray bench sync: --bucket-mb, --checksum and --buffer each need at least one value")
+    return backends, buckets, grid
+
+
+def report(rows: list, nbytes: int) -> None:
+    """One line per measured configuration, the best one, and the last line's JSON object."""
     print(f"{'backend':<24}{'bucket MB':>10}{'checksum':>10}{'buffer':>8}{'median s':>10}{'GB/s':>8}{'memcpy GB/s':>13}{'vs memcpy':>11}")
     table = []
-    for st, sec, copy_sec in bench.rows:
+    for st, sec, copy_sec in rows:
         gbs, memcpy_gbs = nbytes / sec / 1e9, nbytes / copy_sec / 1e9
         ratio = gbs / memcpy_gbs
         mark = "  meets" if ratio >= TARGET else ""
@@ -464,19 +475,7 @@ def run(args) -> int:
         f"({'meets' if best['vs_memcpy'] >= TARGET else 'misses'} the >= {TARGET} target); "
         f"{sum(r['vs_memcpy'] >= TARGET for r in table)}/{len(table)} configurations meet it"
     )
-    print(
-        finite_json(
-            {
-                "sync_vs_memcpy": best["vs_memcpy"],
-                "sync_gbytes_per_s": best["gbytes_per_s"],
-                "memcpy_gbytes_per_s": best["memcpy_gbytes_per_s"],
-                "backend": best["backend"],
-                "bucket_mb": best["bucket_mb"],
-                "checksum": best["checksum"],
-                "buffer": best["buffer"],
-                "state_mb": nbytes / 2**20,
-                "configurations": table,
-            }
-        )
-    )
-    return 0
+    keys = ("backend", "bucket_mb", "checksum", "buffer")
+    summary = {"sync_vs_memcpy": best["vs_memcpy"], "sync_gbytes_per_s": best["gbytes_per_s"]}
+    summary |= {"memcpy_gbytes_per_s": best["memcpy_gbytes_per_s"], **{k: best[k] for k in keys}}
+    print(finite_json({**summary, "state_mb": nbytes / 2**20, "configurations": table}))
