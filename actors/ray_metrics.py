@@ -9,6 +9,8 @@ import re
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
+from hpo_ray.reward.quality import scorer_spec
+
 # step keys whose value is this step's amount: each step adds it to a counter
 STEP_AMOUNTS = {
     "tokens/generated": ("hpo_generated_tokens", "tokens sampled by the rollout engines"),
@@ -18,12 +20,6 @@ STEP_AMOUNTS = {
 # step keys that are running totals of restarts of one pool (`actors/<pool>_restarts`)
 RESTARTS = re.compile(r"^actors/(\w+)_restarts$")
 
-QUALITY_BOUNDS = {  # on each scorer's scale; Ray needs positive bucket boundaries
-    "chrf": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0],
-    "bleu": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0],
-    "comet": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-    "metricx": [1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0],  # observed as the error, −score
-}
 HISTOGRAMS = {
     "latency": (
         "hpo_trajectory_latency_seconds",
@@ -54,14 +50,15 @@ class RayMetrics:
         self.steps = Counter("hpo_steps", description="HPO steps completed", tag_keys=run)
         self.restarts = Counter("hpo_actor_restarts", description="actor restarts seen by the controller", tag_keys=("run", "pool"))
         self.amounts = {key: Counter(name, description=what, tag_keys=run) for key, (name, what) in STEP_AMOUNTS.items()}
-        self.quality_sign = -1.0 if quality_scorer == "metricx" else 1.0
-        scale = quality_scorer + (", error = -score" if self.quality_sign < 0 else "")
+        spec = scorer_spec(quality_scorer)  # buckets, sign and scale are registered with the scorer
+        self.quality_sign = spec.sign
+        scale = quality_scorer + (f", {spec.scale}" if spec.scale else "")
         self.histograms = {
             key: Histogram(name, description=what, boundaries=bounds, tag_keys=run) for key, (name, what, bounds) in HISTOGRAMS.items()
         }
         self.histograms["quality"] = Histogram(
             "hpo_trajectory_quality",
-            boundaries=QUALITY_BOUNDS[quality_scorer],
+            boundaries=list(spec.histogram_bounds),
             description=f"quality of each training trajectory ({scale})",
             tag_keys=run,
         )

@@ -11,13 +11,14 @@ from hpo_ray.env import apply_defaults
 class RewardActor:
     """Holds one quality scorer (chrF/BLEU on CPU; COMET/MetricX models on a GPU when configured)."""
 
-    def __init__(self, reward_cfg: dict, index: int):
+    def __init__(self, cfg: dict, index: int):
         apply_defaults()
-        from hpo_ray.config import RewardConfig
+        from hpo_ray.config import parse_config
         from hpo_ray.reward.pipeline import RewardFunction
 
         self.index, self.incarnation = index, uuid.uuid4().hex  # a restarted actor gets a new one
-        self.fn = RewardFunction(RewardConfig.model_validate(reward_cfg))
+        # the whole run config, so `run.plugins` register their scorers and latency metrics in this process too
+        self.fn = RewardFunction(parse_config(cfg).reward)
 
     def ready(self) -> int:
         return self.index

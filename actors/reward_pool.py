@@ -23,7 +23,7 @@ class RewardPool:
                 max_restarts=c.max_restarts,
                 max_task_retries=c.max_task_retries,
                 scheduling_strategy=in_bundle(pool, i),
-            ).remote(cfg.reward.model_dump(mode="json"), i)
+            ).remote(cfg.model_dump(mode="json"), i)
             for i in range(c.num_reward_actors)
         ]
         ray.get([a.ready.remote() for a in self.actors])

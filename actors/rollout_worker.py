@@ -21,7 +21,7 @@ class RolloutWorker:
         self.engine = make_engine(self.cfg, model_path)
         from hpo_ray.sync.receiver import BucketReceiver
 
-        self.buckets = BucketReceiver(whole_state=getattr(self.engine, "loads_whole_state", False))
+        self.buckets = BucketReceiver(whole_state=self.engine.loads_whole_state)
 
     def ready(self) -> int:
         return self.index
@@ -73,4 +73,4 @@ class RolloutWorker:
         return state_checksum(dict(self.engine.named_weights()))
 
     def engine_stats(self) -> dict:
-        return dict(getattr(self.engine, "stats", {}))
+        return dict(self.engine.stats)

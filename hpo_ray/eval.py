@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from sacrebleu.metrics.bleu import BLEU
@@ -37,6 +38,9 @@ from hpo_ray.reward import (
 )
 from hpo_ray.reward.sacre import bleu_tokenizer
 from hpo_ray.rollout_summary import summarize
+
+if TYPE_CHECKING:
+    from hpo_ray.rollout.protocol import RolloutEngine
 
 INSTANCES = "instances.log"
 SEGMENTS = "segments.yaml"
@@ -271,10 +275,9 @@ def write_outputs(
     return result
 
 
-def kv_memory(engine) -> dict:
+def kv_memory(engine: "RolloutEngine") -> dict:
     """The context bound in force and the KV-cache peaks the engine measured (so far, if it is shared)."""
-    stats = getattr(engine, "stats", {})
-    context = getattr(engine, "context", None)
+    stats, context = engine.stats, engine.context
     out = {"context_max_tokens": context[0] if context else None}
     out.update({k: stats[k] for k in ("peak_kv_tokens", "peak_kv_bytes") if k in stats})
     return out

@@ -144,3 +144,19 @@ def test_context_window_must_fit_the_position_range(tiny_model, layout):
     with pytest.raises(ConfigError, match="rollout.context.keep_tokens"):
         load_config(None, ["rollout.context.max_tokens=512", "rollout.context.keep_tokens=512"])
     assert load_config(None, ["rollout.max_total_tokens=1000"]).rollout.context_window() == (1000, 500)
+
+
+def test_registered_torch_engine_satisfies_the_engine_protocol(tiny_policy_dir):
+    from hpo_ray.config import load_config
+    from hpo_ray.rollout.factory import make_engine
+    from hpo_ray.rollout.protocol import RolloutEngine
+
+    engine = make_engine(load_config(None, ["rollout.engine=torch", "rollout.device=cpu"]), tiny_policy_dir)
+    assert isinstance(engine, TorchEngine) and isinstance(engine, RolloutEngine)
+    assert engine.loads_whole_state is False and engine.context is None and engine.weight_version == 0
+
+    class NoStats:  # an engine that forgot a member is not one
+        weight_version, max_total_tokens, context, loads_whole_state = 0, 16, None, False
+        generate = load_weights = named_weights = TorchEngine.generate
+
+    assert not isinstance(NoStats(), RolloutEngine)

@@ -266,3 +266,10 @@ def test_bounded_context_gives_the_torch_engines_dialogues(engine, policy, layou
     assert [t.stats["window_starts"] for t in trajs] == [t.stats["window_starts"] for t in ref]
     for mine, theirs in zip(trajs, ref):
         torch.testing.assert_close(torch.tensor(mine.logprobs), torch.tensor(theirs.logprobs), atol=1e-4, rtol=0)
+
+
+def test_vllm_engine_satisfies_the_engine_protocol(engine):
+    from hpo_ray.rollout.protocol import RolloutEngine
+
+    assert isinstance(engine, RolloutEngine)
+    assert engine.loads_whole_state in (True, False) and isinstance(engine.stats, dict) and engine.context is None

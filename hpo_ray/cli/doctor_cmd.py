@@ -2,7 +2,7 @@
 
 Builds the tiny model in memory and checks the torch engine (KV reuse exact against a full forward,
 bans respected, throughput) and, where vLLM imports, the vLLM engine (same greedy dialogues as the
-torch engine, prefix-cache hits, in-place weight load, sleep/wake). `--gpu` runs on CUDA in bf16;
+torch engine, prefix-cache hits, in-place weight load). `--gpu` runs on CUDA in bf16;
 without it everything runs on CPU in fp32. Prints one PASS / FAIL / SKIP line per check; exits 1
 on any FAIL.
 """
@@ -139,7 +139,6 @@ class _Doctor:
                     f"rollout.device={self.device.type}",
                     "model.dtype=" + str(self.dtype).removeprefix("torch."),
                     "rollout.vllm.gpu_memory_utilization=0.3",
-                    "rollout.vllm.sleep_between_phases=true",
                 ],
             )
             self.vllm = VllmEngine.from_config(cfg, self.model_dir, self.device.type)
@@ -199,19 +198,6 @@ class _Doctor:
             raise AssertionError(f"weights read back differ for {bad[:3]}" if bad else "outputs unchanged by new weights")
         return f"in-place load took {load_s * 1e3:.0f} ms; weights read back bit-exact; outputs changed"
 
-    def vllm_sleep(self) -> str:
-        from hpo_ray.config import SamplingConfig
-
-        engine = self._vllm_engine()
-        if not engine.sleep_mode:
-            raise _Skip("sleep mode needs CUDA")
-        free0 = self.torch.cuda.mem_get_info()[0]
-        engine.sleep(1)
-        freed = self.torch.cuda.mem_get_info()[0] - free0
-        engine.wake_up()
-        (traj,) = engine.generate(self.talks[:1], 1, SamplingConfig(greedy=True, max_new_tokens=4), seed=0)
-        return f"sleep(1) freed {freed / 2**30:.2f} GiB; generation works after wake_up ({traj.num_generated} tokens)"
-
 
 def run(args) -> int:
     results: list[tuple[str, str, str]] = []
@@ -253,7 +239,6 @@ def run(args) -> int:
         check(f"vLLM engine equals torch engine [{where}]", doc.vllm_matches_torch)
         check(f"vLLM prefix caching [{where}]", doc.vllm_prefix_cache)
         check(f"vLLM in-place weight load [{where}]", doc.vllm_weights)
-        check(f"vLLM sleep / wake_up [{where}]", doc.vllm_sleep)
         if args.benches:
             check(f"bench learner (ZeRO-2 vs torch AdamW) [{where}]", lambda: _bench_learner(args.gpu))
             check(f"bench sync (bucketed sync vs memcpy) [{doc.device.type}]", lambda: _bench_sync(args.gpu))

@@ -172,14 +172,35 @@ def to_yaml(cfg: RunConfig) -> str:
 
 def check_consistency(cfg: RunConfig) -> None:
     """Cross-field rules no single field can express; each raises with the key path to fix."""
-    d = cfg.data
+    _check_extensions(cfg)
+    _check_turns(cfg)
+    _check_model(cfg)
+    _check_reward(cfg)
+    _check_learner_and_sync(cfg)
+
+
+def _check_extensions(cfg: RunConfig) -> None:
+    """Plugins imported, then the scorer, latency metric and engine are registered and their needs met."""
+    from hpo_ray.registry import import_plugins
+    from hpo_ray.reward.latency import latency_spec
+    from hpo_ray.reward.quality import check_scorer_config
+    from hpo_ray.rollout.factory import check_engine_config
+
+    import_plugins(cfg.run.plugins)
+    check_scorer_config(cfg.reward)
+    latency_spec(cfg.reward.latency)
+    check_engine_config(cfg)
+
+
+def _check_turns(cfg: RunConfig) -> None:
+    """Chunks, turns and the token budget of one dialogue agree with each other."""
+    d, r = cfg.data, cfg.rollout
     if d.chunk_seconds is not None and abs(d.chunk_seconds - d.turn_seconds) > 1e-6:
         raise ConfigError(
             "data.chunk_seconds",
             f"{d.chunk_seconds} != chunk_frames × frame_seconds × multiplier "
             f"= {d.chunk_frames} × {d.frame_seconds} × {d.multiplier} = {d.turn_seconds:.6g}",
         )
-    r = cfg.rollout
     if r.max_turns is not None and d.max_talk_seconds is not None:
         covered = r.max_turns * d.turn_seconds
         if covered + 1e-6 < d.max_talk_seconds:
@@ -193,16 +214,11 @@ def check_consistency(cfg: RunConfig) -> None:
     most, keep = r.context_window()
     if keep >= most:
         raise ConfigError("rollout.context.keep_tokens", f"{keep} must be smaller than rollout.context.max_tokens={most}")
-    if r.engine == "vllm" and r.vllm.block_size % 32 and r.device != "cuda":
-        raise ConfigError("rollout.vllm.block_size", "vLLM's CPU attention needs a multiple of 32")
-    smp = r.sampling
-    if r.engine == "vllm" and (smp.top_p < 1.0 or smp.top_k) and cfg.algorithm.is_correction:
-        raise ConfigError(
-            "rollout.sampling.top_p",
-            "with the vLLM engine, top-p/top-k sampling reports truncated-distribution "
-            "logprobs the learner cannot reproduce; keep top_p=1, top_k=0 or set algorithm.is_correction=false",
-        )
-    sp = cfg.model.speech
+
+
+def _check_model(cfg: RunConfig) -> None:
+    """The speech encoder's frames and chunks fit the data's; head counts divide."""
+    d, sp, t = cfg.data, cfg.model.speech, cfg.model.tiny
     if abs(sp.frame_seconds - d.frame_seconds) > 1e-9:
         raise ConfigError(
             "model.speech.hop_samples",
@@ -217,22 +233,24 @@ def check_consistency(cfg: RunConfig) -> None:
         raise ConfigError("model.speech.num_kv_heads", f"must divide num_heads={sp.num_heads}")
     if sp.window_samples < sp.hop_samples:
         raise ConfigError("model.speech.window_samples", f"must be at least hop_samples={sp.hop_samples}")
-    t = cfg.model.tiny
     if t.num_heads % t.num_kv_heads:
         raise ConfigError("model.tiny.num_kv_heads", f"must divide num_heads={t.num_heads}")
-    if r.engine == "vllm" and cfg.model.path is None and t.head_dim not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512):
-        raise ConfigError("model.tiny.head_dim", "vLLM's CPU attention supports 32, 64, 80, 96, 112, 128, ... only")
-    rw = cfg.reward
-    if rw.quality in ("comet", "metricx") and rw.quality_model_path is None:
-        raise ConfigError("reward.quality_model_path", f"required for reward.quality={rw.quality} (a local model directory)")
+
+
+def _check_reward(cfg: RunConfig) -> None:
+    """The segmenter's model, the splitter sets and group normalisation (the scorer's needs: `_check_extensions`)."""
+    rw, a = cfg.reward, cfg.algorithm
     if rw.segmenter == "embedding" and rw.embedding_model_path is None:
         raise ConfigError("reward.embedding_model_path", "required for reward.segmenter=embedding")
     for lang, chars in rw.splitters.items():
         if not chars:
             raise ConfigError(f"reward.splitters.{lang}", "needs at least one splitter character")
-    a = cfg.algorithm
     if rw.normalize and a.group_size < 2:
         raise ConfigError("algorithm.group_size", "group normalisation (reward.normalize) needs at least 2 rollouts per talk")
+
+
+def _check_learner_and_sync(cfg: RunConfig) -> None:
+    """Batch sizes divide over ranks, checkpoints can be ranked, the sync backend suits the placement."""
     lb = cfg.learner
     if lb.global_batch_size is not None and lb.global_batch_size % lb.num_ranks:
         raise ConfigError("learner.global_batch_size", f"must be a multiple of learner.num_ranks={lb.num_ranks}")

@@ -32,15 +32,12 @@ CLAUSE_SPLITTERS: dict[str, str] = {
     "zh": "。，！？",
     "ja": "。，！？",  # the original's ja set: full-width comma, not 、
 }
-# Quality threshold of the hinge when `target_quality` is None, per scorer, on the scorer's own
-# scale (higher is better): MetricX −5 is the paper's setting; the others are comparable "good" bars.
-DEFAULT_TARGET_QUALITY: dict[str, float] = {"chrf": 50.0, "bleu": 30.0, "comet": 0.8, "metricx": -5.0}
 
 
 class RewardConfig(Section):
     """How a finished rollout becomes a scalar reward (see docs/reward.md)."""
 
-    quality: Literal["chrf", "bleu", "comet", "metricx"] = "chrf"
+    quality: str = "chrf"  # a registered quality scorer (hpo_ray/reward/quality.py): chrf, bleu, comet, metricx, ...
     # chrF's recall weight: sacrebleu's default 2 rewards over-generation; 1 weighs precision equally.
     chrf_beta: int = Field(2, ge=1)
     quality_model_path: Path | None = None
@@ -57,10 +54,10 @@ class RewardConfig(Section):
     embedding_skip_cost: PositiveFloat = 0.5  # cost of leaving one sentence unaligned (vs 1 − cos)
     splitting: Literal["sentence", "clause"] = "sentence"
     splitters: dict[str, str] = Field(default_factory=dict)  # per-language override of the splitter set
-    latency: Literal["hpo", "laal"] = "laal"
+    latency: str = "laal"  # a registered latency metric (hpo_ray/reward/latency.py): laal, hpo, ...
     target_latency: float | None = Field(None, ge=0.0)
     hinge: Literal["sentence", "document", "none"] = "sentence"
-    target_quality: float | None = None  # None: DEFAULT_TARGET_QUALITY[quality]
+    target_quality: float | None = None  # None: the scorer's registered default_target
     max_latency: PositiveFloat = 10.0
     alpha: float = Field(1.0, ge=0.0)  # weight of z(quality); both weights ≥ 0 (0 switches a term off)
     beta: float = Field(0.5, ge=0.0)  # weight of z(latency)
@@ -76,8 +73,12 @@ class RewardConfig(Section):
 
     @property
     def quality_threshold(self) -> float:
-        """The hinge's quality bar: `target_quality`, or the scorer's default when it is None."""
-        return DEFAULT_TARGET_QUALITY[self.quality] if self.target_quality is None else self.target_quality
+        """The hinge's quality bar: `target_quality`, or the scorer's registered default when it is None."""
+        if self.target_quality is not None:
+            return self.target_quality
+        from hpo_ray.reward.quality import scorer_spec  # the registry imports config: resolved at call time
+
+        return scorer_spec(self.quality).default_target
 
     def is_char_level(self, lang: str) -> bool:
         """Whether units of `lang` are characters (zh, ja) rather than whitespace words."""

@@ -27,9 +27,8 @@ class VllmConfig(Section):
     """vLLM engine settings: one engine per GPU (or per tensor-parallel group) in production, the
     in-process CPU build in tests. `max_model_len` must cover `rollout.max_total_tokens`.
 
-    `gpu_memory_utilization` is the share of GPU memory vLLM may take (weights + KV cache); sleep
-    mode is enabled on CUDA when `cluster.colocate` or `sleep_between_phases` is set (the engine's
-    `sleep(level)` / `wake_up()` are checked by `hpo-ray doctor`; the controller does not call them yet).
+    `gpu_memory_utilization` is the share of GPU memory vLLM may take (weights + KV cache), held for
+    the whole run: colocated with the learner, leave the learner the rest (engines never sleep).
     `cpu_kvcache_space_gib` sizes the KV cache of the CPU build. `max_num_seqs` None = vLLM's default.
     """
 
@@ -41,7 +40,6 @@ class VllmConfig(Section):
     max_model_len: PositiveInt = 4096
     max_num_seqs: PositiveInt | None = None
     cpu_kvcache_space_gib: PositiveInt = 1
-    sleep_between_phases: bool = False
 
 
 class ContextConfig(Section):
@@ -61,7 +59,7 @@ class ContextConfig(Section):
 class RolloutConfig(Section):
     """Which engine runs dialogues, and the per-dialogue limits."""
 
-    engine: Literal["torch", "vllm"] = "torch"
+    engine: str = "torch"  # a registered rollout engine (hpo_ray/rollout/factory.py): torch, vllm, ...
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_turns: PositiveInt | None = None
     max_total_tokens: PositiveInt = 4096

@@ -84,8 +84,10 @@ class LoggingConfig(Section):
 
 
 class RunSection(Section):
-    """Identity of the run."""
+    """Identity of the run, and the plugin modules it imports: each registers its own quality scorers,
+    latency metrics or rollout engines (`hpo_ray.registry`), in every process that reads the config."""
 
     name: str = "hpo"
     dir: Path = Path("runs/default")
     seed: Seed = 0
+    plugins: list[str] = Field(default_factory=list)  # importable module names, e.g. ["my_lab.scorers"]

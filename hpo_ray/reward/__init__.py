@@ -5,14 +5,18 @@ Pure and Ray-free; reward actors, evaluation and the controller call `RewardFunc
 """
 
 from .group import group_rewards
-from .latency import hpo_latency, laal, stream_laal
+from .latency import LatencySpec, hpo_latency, laal, register_latency, stream_laal
 from .pipeline import RewardFunction, segment_rollout
-from .quality import QualityScorer, make_scorer
+from .quality import QualityScorer, ScorerSpec, make_scorer, register_scorer
 from .segmenter import MwerSegmenter, Segmenter, make_segmenter
 from .types import RolloutFormatError, RolloutScore, RolloutText, SentenceScore
 from .units import Units, units_from_turns, units_of_text
 
 __all__ = [
+    "LatencySpec",
+    "ScorerSpec",
+    "register_latency",
+    "register_scorer",
     "MwerSegmenter",
     "QualityScorer",
     "RewardFunction",

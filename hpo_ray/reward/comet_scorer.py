@@ -1,10 +1,11 @@
-"""COMET scores (unbabel-comet regression or unified models) from a local checkpoint, batched in-process."""
+"""COMET scores (unbabel-comet regression or unified models) from a local checkpoint, batched in-process; `comet`."""
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .comet_compat import load_comet
+from .quality import ScorerSpec, register_scorer
 
 
 def _to_device(batch: Any, device: str) -> Any:
@@ -37,3 +38,17 @@ class CometScorer:
                 out = self.model.predict_step(_to_device(batch, self.device))
             scores.extend(float(s) for s in out.scores.float().cpu().view(-1))
         return scores
+
+
+register_scorer(
+    ScorerSpec(
+        "comet",
+        lambda cfg, device: CometScorer(cfg.quality_model_path, cfg.quality_batch_size, device),
+        default_target=0.8,
+        histogram_bounds=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+        scale="about 0-1",
+        needs_model_path=True,
+        requires=("comet",),
+        install_hint="pip install 'hpo-ray[comet]' && pip install --no-deps unbabel-comet (see the Makefile)",
+    )
+)

@@ -1,10 +1,37 @@
-"""Per-sentence latency in seconds: the original HPO formula, standard LAAL, and the StreamLAAL mean.
+"""Per-sentence latency in seconds: the original HPO formula, standard LAAL, the StreamLAAL mean, and
+the registry of latency metrics `reward.latency` chooses from (`hpo`, `laal`, or one of your own).
 
 `delays` are absolute (seconds from talk start, one per hypothesis unit of the sentence); `start`
 and `end` are the reference sentence's audio span; `ref_len` is the reference length in units.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hpo_ray.registry import Registry
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    """A registered per-sentence latency metric: `sentence_latency(delays, start, end, ref_len)` in seconds
+    (lower is better; the hinge caps it at reward.max_latency). It is only called on non-empty sentences."""
+
+    name: str
+    sentence_latency: Callable[[Sequence[float], float, float, int], float]
+    summary: str = ""
+
+
+LATENCIES: Registry[LatencySpec] = Registry("latency metric", "reward.latency")
+
+
+def register_latency(spec: LatencySpec, replace: bool = False) -> LatencySpec:
+    """Make `spec.name` a valid `reward.latency` (call it at the bottom of the metric's module)."""
+    return LATENCIES.register(spec, replace)
+
+
+def latency_spec(name: str) -> LatencySpec:
+    """The metric registered as `name` (a ConfigError at reward.latency listing the names)."""
+    return LATENCIES.get(name)
 
 
 def hpo_latency(delays: Sequence[float], start: float, end: float, ref_len: int) -> float:
@@ -45,3 +72,7 @@ def stream_laal(sentence_laal: Sequence[float | None]) -> float | None:
     """Mean LAAL over the non-empty resegmented sentences (None entries); None when all are empty."""
     values = [v for v in sentence_laal if v is not None]
     return sum(values) / len(values) if values else None
+
+
+register_latency(LatencySpec("hpo", hpo_latency, "the original HPO formula (no cut-off at the source end)"))
+register_latency(LatencySpec("laal", laal, "LAAL relative to the sentence start, as StreamLAAL computes it"))

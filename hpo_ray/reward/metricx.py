@@ -1,4 +1,4 @@
-"""MetricX-24 (an mT5 regression model) from a local path; the reward uses −score, worst −25.
+"""MetricX-24 (an mT5 regression model) from a local path, registered as `metricx`; the reward uses −score, worst −25.
 
 The checkpoint holds the weights of google-research/metricx's `MT5ForRegression`, whose names match
 transformers' `MT5ForConditionalGeneration`; its forward is reproduced here: encode
@@ -9,6 +9,8 @@ transformers' `MT5ForConditionalGeneration`; its forward is reproduced here: enc
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+
+from .quality import ScorerSpec, register_scorer
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +74,18 @@ class MetricXScorer:
     def score(self, src: Sequence[str], hyp: Sequence[str], ref: Sequence[str], lang: str) -> list[float]:
         """−MetricX of each triple (the reward's quality)."""
         return [-e for e in self.errors(src, hyp, ref)]
+
+
+register_scorer(
+    ScorerSpec(
+        "metricx",
+        lambda cfg, device: MetricXScorer(
+            cfg.quality_model_path, cfg.quality_tokenizer_path, cfg.quality_batch_size, cfg.quality_max_tokens, device
+        ),
+        default_target=-5.0,  # the paper's setting
+        histogram_bounds=(1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0),
+        sign=-1.0,  # observed as the error, −score
+        scale="error = -score, 0-25",
+        needs_model_path=True,
+    )
+)

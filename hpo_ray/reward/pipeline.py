@@ -13,7 +13,7 @@ from hpo_ray.config import RewardConfig
 
 from .group import group_rewards
 from .hinge import aggregate
-from .latency import hpo_latency, laal, stream_laal
+from .latency import laal, latency_spec, stream_laal
 from .quality import QualityScorer, make_scorer
 from .segmenter import Segmenter, make_segmenter
 from .splitting import split_sentences
@@ -51,6 +51,7 @@ class RewardFunction:
         self.cfg = cfg
         self.scorer = scorer if scorer is not None else make_scorer(cfg)
         self.segmenter = segmenter if segmenter is not None else make_segmenter(cfg)
+        self.latency = latency_spec(cfg.latency).sentence_latency
 
     def _latencies(self, rollout: RolloutText) -> list[_Sentence]:
         cfg = self.cfg
@@ -62,8 +63,8 @@ class RewardFunction:
                 continue
             start, end = rollout.segments[k]
             ref_len = len(units_of_text(rollout.ref_sentences[k], char_level))
-            sentence_laal = laal(segment.delays, start, end, ref_len)
-            latency = sentence_laal if cfg.latency == "laal" else hpo_latency(segment.delays, start, end, ref_len)
+            sentence_laal = laal(segment.delays, start, end, ref_len)  # StreamLAAL's term, whatever the reward's metric
+            latency = self.latency(segment.delays, start, end, ref_len)
             if cfg.target_latency is not None:
                 latency = max(0.0, latency - cfg.target_latency)
             out.append(_Sentence(segment, latency, sentence_laal))

@@ -1,9 +1,11 @@
-"""chrF and BLEU sentence scores via sacrebleu (0–100; an empty hypothesis scores 0)."""
+"""chrF and BLEU sentence scores via sacrebleu (0–100; an empty hypothesis scores 0), registered as `chrf` and `bleu`."""
 
 from collections.abc import Sequence
 
 from sacrebleu.metrics.bleu import BLEU
 from sacrebleu.metrics.chrf import CHRF
+
+from .quality import ScorerSpec, register_scorer
 
 
 class ChrfScorer:
@@ -47,3 +49,10 @@ class BleuScorer:
             self._metrics[tokenize] = BLEU(tokenize=tokenize, effective_order=True)
         metric = self._metrics[tokenize]
         return [float(metric.sentence_score(h, [r]).score) for h, r in zip(hyp, ref)]
+
+
+_PERCENT = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
+register_scorer(
+    ScorerSpec("chrf", lambda cfg, device: ChrfScorer(cfg.chrf_beta), default_target=50.0, histogram_bounds=_PERCENT, scale="0-100")
+)
+register_scorer(ScorerSpec("bleu", lambda cfg, device: BleuScorer(), default_target=30.0, histogram_bounds=_PERCENT, scale="0-100"))

@@ -7,7 +7,7 @@ Finished trajectories are yielded as soon as their talk ends, so scoring can sta
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -77,10 +77,25 @@ class Trajectory:
         return cls(**d)
 
 
+@runtime_checkable
 class RolloutEngine(Protocol):
-    """A generation backend holding one copy of the policy weights."""
+    """A generation backend holding one copy of the policy weights; every member is used by a caller
+    (rollout worker, evaluation, serving), so callers read them directly instead of probing.
+
+    There is no sleep / wake: nothing frees engine memory between phases (colocated engines keep the
+    `rollout.vllm.gpu_memory_utilization` share and the learner the rest; docs/rollout.md).
+    """
 
     weight_version: int
+    """The version of the weights last loaded (0: the checkpoint the engine was built from)."""
+    max_total_tokens: int
+    """The per-dialogue token cap of training rollouts."""
+    context: tuple[int, int] | None
+    """(max_tokens, keep_tokens) of the bounded inference context, or None (stop at the cap)."""
+    stats: dict
+    """Running counters since the engine was built (tokens, calls, cache use); JSON-friendly values."""
+    loads_whole_state: bool
+    """True when a partial `load_weights` is costly, so a weight sync should hand over whole state at once."""
 
     def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig, seed: int) -> Iterator[Trajectory]:
         """Run `samples_per_talk` dialogues for each talk; yield each trajectory when its talk ends."""

@@ -101,6 +101,8 @@ class _Batch:
 class TorchEngine:
     """A `RolloutEngine` over a transformers causal LM (CPU or CUDA)."""
 
+    loads_whole_state = False  # a partial load copies just those tensors
+
     def __init__(
         self, model, layout: DialogueLayout, max_total_tokens: int = 4096, kv_reuse: bool = True, context: tuple[int, int] | None = None
     ):

@@ -64,7 +64,6 @@ class VllmEngine:
         self.vocab_size = int(hf.vocab_size)
         self.tied = bool(getattr(hf, "tie_word_embeddings", False))
         self.dtype = llm.llm_engine.model_config.dtype
-        self.sleep_mode = bool(getattr(llm.llm_engine.model_config, "enable_sleep_mode", False))
         max_len = int(llm.llm_engine.model_config.max_model_len)
         if max_total_tokens > max_len:
             raise ConfigError("rollout.max_total_tokens", f"{max_total_tokens} exceeds the vLLM engine's max_model_len={max_len}")
@@ -88,8 +87,8 @@ class VllmEngine:
 
     @classmethod
     def from_config(cls, run_cfg: RunConfig, model_path: str | Path, device: str, context: tuple[int, int] | None = None) -> "VllmEngine":
-        """Build `vllm.LLM` from the run config: bf16 on CUDA (memory fraction, tensor parallelism,
-        sleep mode when colocated), fp32 on CPU (in-process engine, KV space in GiB)."""
+        """Build `vllm.LLM` from the run config: bf16 on CUDA (memory fraction, tensor parallelism),
+        fp32 on CPU (in-process engine, KV space in GiB)."""
         from transformers import AutoTokenizer
         from vllm import LLM
 
@@ -124,7 +123,6 @@ class VllmEngine:
             kwargs["max_num_seqs"] = v.max_num_seqs
         if cuda:
             kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
-            kwargs["enable_sleep_mode"] = run_cfg.cluster.colocate or v.sleep_between_phases
         else:
             if v.tensor_parallel_size != 1:
                 raise ConfigError("rollout.vllm.tensor_parallel_size", "the CPU build runs one in-process engine (use 1)")
@@ -171,23 +169,6 @@ class VllmEngine:
         self.llm.reset_prefix_cache()
         self.weight_version = version
         self.stats["weight_loads"] += 1
-
-    # -- colocated phases --------------------------------------------------------------------
-    def sleep(self, level: int = 1) -> bool:
-        """Free accelerator memory for the learner phase (level 1: weights to host RAM, KV cache
-        dropped; level 2: weights dropped too, load new ones after `wake_up`). False, doing
-        nothing, when the engine was built without sleep mode (CPU, or not colocated)."""
-        if not self.sleep_mode:
-            return False
-        self.llm.sleep(level=level)
-        return True
-
-    def wake_up(self) -> bool:
-        """Re-allocate weights and KV cache after `sleep` (the prefix cache starts empty)."""
-        if not self.sleep_mode:
-            return False
-        self.llm.wake_up()
-        return True
 
     # -- generation ------------------------------------------------------------------------
     def _sampling_params(self, sampling: SamplingConfig, seed: int):
