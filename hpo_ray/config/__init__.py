@@ -233,6 +233,12 @@ def check_consistency(cfg: RunConfig) -> None:
     a = cfg.algorithm
     if rw.normalize and a.group_size < 2:
         raise ConfigError("algorithm.group_size", "group normalisation (reward.normalize) needs at least 2 rollouts per talk")
+    if a.max_staleness > 0 and cfg.cluster.colocate:
+        raise ConfigError(
+            "algorithm.max_staleness",
+            f"{a.max_staleness} overlaps rollouts with training, which needs separate pools; with cluster.colocate=true the "
+            "rollout workers share the learner's devices and stay synchronous (set algorithm.max_staleness=0 or cluster.colocate=false)",
+        )
     lb = cfg.learner
     if lb.global_batch_size is not None and lb.global_batch_size % lb.num_ranks:
         raise ConfigError("learner.global_batch_size", f"must be a multiple of learner.num_ranks={lb.num_ranks}")
