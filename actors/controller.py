@@ -39,6 +39,7 @@ from hpo_ray.model.build import export_policy
 from hpo_ray.rollout.protocol import Trajectory
 from hpo_ray.rollout_summary import criterion, summarize
 from hpo_ray.run_dir import cut_logs, prepare_run_dir
+from hpo_ray.staleness import check_staleness
 
 
 def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> list[dict]:
@@ -70,10 +71,6 @@ def train(cfg: RunConfig, run_dir: Path, steps: int, resume: bool = False) -> li
     finally:
         ctl.close(ok)
     return history
-
-
-class StalenessError(RuntimeError):
-    """A trajectory is more weight versions behind the learner than `algorithm.max_staleness` allows."""
 
 
 @dataclass
@@ -153,16 +150,11 @@ class Controller:
 
     def finish_rollout(self, pending: "PendingRollout") -> tuple[list[Trajectory], list, dict]:
         """Wait for a started rollout's trajectories and scores; each trajectory's weight version must be
-        within `algorithm.max_staleness` of the learner's."""
+        within `algorithm.max_staleness` of the learner's (validation runs after a sync: on-policy)."""
         t0 = time.perf_counter()
         trajectories, scores, timing = pending.result.result()
-        staleness = self.staleness(trajectories)
-        bound = self.cfg.algorithm.max_staleness
-        if not pending.validation and max(staleness, default=0) > bound:
-            raise StalenessError(
-                f"step {pending.step + 1}: a trajectory sampled with weight version {self.version - max(staleness)} "
-                f"is {max(staleness)} versions behind the learner's {self.version} (algorithm.max_staleness={bound})"
-            )
+        bound = 0 if pending.validation else self.cfg.algorithm.max_staleness
+        staleness = check_staleness(self.version, [t.weight_version for t in trajectories], bound, pending.step + 1)
         timing["time/wait_rollout"] = time.perf_counter() - t0
         timing["rollout/staleness_mean"] = sum(staleness) / max(len(staleness), 1)
         timing["rollout/staleness_max"] = float(max(staleness, default=0))
