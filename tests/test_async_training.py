@@ -59,7 +59,7 @@ def test_async_run_stopped_after_a_checkpoint_resumes_with_the_same_talks_per_st
     from actors.controller import Controller, train
 
     _, _, overrides = small_run
-    cfg = load_config(None, overrides + CPU_SPLIT + ASYNC + ["data.dev_manifest=null", "checkpoint.every=2"])
+    cfg = load_config(None, overrides + CPU_SPLIT + ASYNC + ["data.dev_manifest=null", "validation.every=2", "checkpoint.every=2"])
     save = Controller.save_checkpoint
 
     def save_then_die(self, step):
