@@ -11,6 +11,7 @@ own cadence; both also run after the last step. Step k's log lines and its check
 """
 
 import json
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -123,6 +124,7 @@ class Controller:
         self.version, self._state, self.validated = 0, None, (-1, {})
         self._collector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-rollout")  # one rollout at a time, in order
         self.rollout_busy: list[tuple[float, float]] = []  # wall intervals in which the rollout workers generated
+        self.generating: list[threading.Event] = []  # set when a started rollout's generation has finished
         if latest is not None:
             self.learner.load(str(latest.path / "deepspeed"))
             self.sync_weights(version=self.step)
@@ -146,7 +148,9 @@ class Controller:
         samples = samples or self.cfg.algorithm.group_size
         seed = step_seed(self.cfg.run.seed, step, 1 if validation else 0)
         job = self.rollout.submit(talks, samples, seed, validation=validation)
-        return PendingRollout(step, talks, self._collector.submit(self._collect, job, talks, stream), validation)
+        generated = threading.Event()
+        self.generating.append(generated)
+        return PendingRollout(step, talks, self._collector.submit(self._collect, job, talks, stream, generated), validation)
 
     def finish_rollout(self, pending: "PendingRollout") -> tuple[list[Trajectory], list, dict]:
         """Wait for a started rollout's trajectories and scores; each trajectory's weight version must be
@@ -171,7 +175,7 @@ class Controller:
         after all rollouts finish, for the bubble benchmark)."""
         return self.finish_rollout(self.start_rollout(talks, step, stream, validation, samples))
 
-    def _collect(self, job, talks: list[Talk], stream: bool) -> tuple[list[Trajectory], list, dict]:
+    def _collect(self, job, talks: list[Talk], stream: bool, generated: threading.Event) -> tuple[list[Trajectory], list, dict]:
         """On the collector thread: each trajectory to a reward actor as it arrives; then all scores."""
         by_id = {t.talk_id: t for t in talks}
         trajectories: list[Trajectory] = []
@@ -185,7 +189,10 @@ class Controller:
                 refs.append(self.rewards.submit([rollout_record(traj, by_id[traj.talk_id], self.cfg.data, rid)]))
                 inflight[0] = max(inflight[0], len(ray.wait(refs, num_returns=len(refs), timeout=0)[1]))
 
-        run = self.rollout.collect(job, on_trajectory)
+        try:
+            run = self.rollout.collect(job, on_trajectory)
+        finally:
+            generated.set()
         t_gen = time.perf_counter()
         t0 = max(job.submitted, self.rollout_busy[-1][1] if self.rollout_busy else 0.0)  # workers run queued calls in order
         self.rollout_busy.append((t0, t_gen))
@@ -231,10 +238,17 @@ class Controller:
         return self._state[1]
 
     def sync_weights(self, version: int) -> dict:
+        """Every worker gets weight `version`. A worker applies it after the talks already queued on it,
+        so first wait for those to be generated: that wait is the learner idling, not the sync."""
         t0 = time.perf_counter()
+        for generated in self.generating:
+            generated.wait()
+        self.generating = [g for g in self.generating if not g.is_set()]
+        t1 = time.perf_counter()
         self.version = version
         stats = self.weight_sync.sync(version, self._weights)
-        stats["time/sync"] = time.perf_counter() - t0
+        stats["time/sync"] = time.perf_counter() - t1
+        stats["time/wait_workers"] = t1 - t0
         return stats
 
     def validate(self, step: int) -> dict:

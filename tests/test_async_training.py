@@ -60,26 +60,26 @@ def test_async_run_stopped_after_a_checkpoint_resumes_with_the_same_talks_per_st
 
     _, _, overrides = small_run
     cfg = load_config(None, overrides + CPU_SPLIT + ASYNC + ["data.dev_manifest=null", "validation.every=2", "checkpoint.every=2"])
-    save = Controller.save_checkpoint
+    log = Controller.log
 
-    def save_then_die(self, step):
-        out = save(self, step)
-        if step == 2:
-            raise RuntimeError("killed after the step-2 checkpoint")
+    def log_then_die(self, metrics, started=None, step=None):
+        out = log(self, metrics, started, step)
+        if out["step"] == 2:
+            raise RuntimeError("killed after step 2 was checkpointed and logged")
         return out
 
     with monkeypatch.context() as patch:
-        patch.setattr(Controller, "save_checkpoint", save_then_die)
+        patch.setattr(Controller, "log", log_then_die)
         with pytest.raises(RuntimeError, match="killed after"):
-            train(cfg, tmp_path / "run", steps=4)
+            train(cfg, tmp_path / "run", steps=3)
     drawn = [json.loads(line)["step"] for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
     assert drawn == [1, 2, 3]  # the prefetch of step 3 was drawn before the stop
     seen = recording_versions(monkeypatch)
-    assert [h["step"] for h in train(cfg, tmp_path / "run", steps=4, resume=True)] == [3, 4]
-    assert seen == [(2, [2] * 4), (3, [2] * 4)]  # resumed: step 3 on the checkpoint's weights, step 4 one behind
+    assert [h["step"] for h in train(cfg, tmp_path / "run", steps=3, resume=True)] == [3]
+    assert seen == [(2, [2] * 4)]  # resumed: step 3 sampled anew with the checkpoint's weights
     order = [json.loads(line) for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
-    assert [o["step"] for o in order] == [1, 2, 3, 4]
+    assert [o["step"] for o in order] == [1, 2, 3]
     talks = Manifest(next(o.split("=", 1)[1] for o in overrides if o.startswith("data.train_manifest=")))
     sampler = TalkSampler(len(talks), seed=cfg.data.seed, shuffle=cfg.data.shuffle)  # an uninterrupted run's draws
-    assert [o["talks"] for o in order] == [[talks[i].talk_id for i in sampler.draw(2)] for _ in range(4)]
-    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
+    assert [o["talks"] for o in order] == [[talks[i].talk_id for i in sampler.draw(2)] for _ in range(3)]
+    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3]
