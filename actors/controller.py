@@ -276,6 +276,7 @@ class Controller:
         self.learner.save(str(tmp / "deepspeed"), {"step": step})
         export_policy(self._weights(), self.policy_path, tmp / "policy")
         sampler = self.sampler_after[step]  # not the live sampler: it may have drawn the prefetched steps already
+        self.sampler_after = {k: v for k, v in self.sampler_after.items() if k >= step}
         state = {"step": step, "sampler": sampler.__dict__, "weight_version": self.version, "seed": self.cfg.run.seed}
         self.store.commit(step, state, score)
         return {"time/checkpoint": time.perf_counter() - t0}

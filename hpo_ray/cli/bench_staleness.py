@@ -110,10 +110,11 @@ def _report(cfg, args, values: list[int], summaries: dict[int, dict], note: str)
         f"{args.warmup} warm-up + {args.steps} timed + 1 untimed last step per setting; {note}; "
         f"1-min load average {_load()} at the end"
     )
-    print(f"{'max_staleness':<15}{'steps/min':>10}" + "".join(f"{label:>14}" for label, _ in REPORTED))
+    width = {label: max(10, len(label) + 2) for label, _ in REPORTED}
+    print(f"{'max_staleness':<15}{'steps/min':>10}" + "".join(f"{label:>{width[label]}}" for label, _ in REPORTED))
     for k in values:
         s = summaries[k]
-        print(f"{k:<15}{s['steps_per_min']:>10.2f}" + "".join(f"{s[key]:>14.2f}" for _, key in REPORTED))
+        print(f"{k:<15}{s['steps_per_min']:>10.2f}" + "".join(f"{s[key]:>{width[label]}.2f}" for label, key in REPORTED))
     base, last = summaries[values[0]], summaries[values[-1]]
     ratio = last["steps_per_min"] / base["steps_per_min"]
     print(f"async vs sync (max_staleness {values[-1]} vs {values[0]}): {ratio:.2f}x steps per minute")
