@@ -31,31 +31,11 @@ def recording_versions(monkeypatch) -> list[tuple[int, list[int]]]:
     return seen
 
 
-def test_one_step_off_trains_each_step_on_rollouts_sampled_one_version_behind(ray_cluster, small_run, tmp_path, monkeypatch):
-    from actors.controller import train
-
-    _, _, overrides = small_run
-    cfg = load_config(None, overrides + CPU_SPLIT + ASYNC + ["validation.every=3", "checkpoint.every=3"])
-    seen = recording_versions(monkeypatch)
-    history = train(cfg, tmp_path / "run", steps=3)
-    # step 2's rollouts were sampled (with version 0) while step 1 trained: the overlap really happened
-    assert seen == [(0, [0] * 4), (1, [0] * 4), (2, [1] * 4)]
-    assert all(v - s <= cfg.algorithm.max_staleness for v, sampled in seen for s in sampled)
-    assert [h["rollout/staleness_max"] for h in history] == [0, 1, 1]
-    assert [h["rollout/staleness_mean"] for h in history] == [0, 1, 1]
-    assert [h["rollout/weight_version_min"] for h in history] == [0, 0, 1] and [h["weight_version"] for h in history] == [1, 2, 3]
-    for h in history:
-        assert 0 <= h["idle/rollout_share"] <= 1 and 0 <= h["idle/learner_share"] <= 1
-        assert h["throughput/trajectories_per_s"] == pytest.approx(4 / h["time/step"])
-        assert h["throughput/tokens_per_s"] == pytest.approx(h["tokens/generated"] / h["time/step"])
-    assert "val/quality" in history[-1]  # validation after the last step: on-policy (its bound is 0)
-    order = [json.loads(line)["step"] for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
-    assert order == [1, 2, 3]  # no step drawn beyond the last
-
-
-def test_async_run_stopped_after_a_checkpoint_resumes_with_the_same_talks_per_step(ray_cluster, small_run, tmp_path, monkeypatch):
-    """Step 3's talks were drawn (its rollout prefetched) before step 2's checkpoint was saved; the
-    checkpoint still holds the sampler as of step 2, so the resumed run draws step 3's talks again."""
+def test_one_step_off_run_stays_within_the_bound_and_resumes_with_the_same_talks_per_step(ray_cluster, small_run, tmp_path, monkeypatch):
+    """Step 2's rollouts are sampled (with version 0) while step 1 trains, so every later step trains one
+    version behind, never more. Step 3's talks are drawn (its rollout prefetched) before step 2's checkpoint
+    is saved; the checkpoint still holds the sampler as of step 2, so a run stopped after step 2 and resumed
+    draws step 3's talks again: the same talks per step as an uninterrupted run."""
     from actors.controller import Controller, train
 
     _, _, overrides = small_run
@@ -68,18 +48,28 @@ def test_async_run_stopped_after_a_checkpoint_resumes_with_the_same_talks_per_st
             raise RuntimeError("killed after step 2 was checkpointed and logged")
         return out
 
+    seen = recording_versions(monkeypatch)
     with monkeypatch.context() as patch:
         patch.setattr(Controller, "log", log_then_die)
         with pytest.raises(RuntimeError, match="killed after"):
             train(cfg, tmp_path / "run", steps=3)
+    assert seen == [(0, [0] * 4), (1, [0] * 4)]  # step 2 sampled before the first sync: the overlap happened
     drawn = [json.loads(line)["step"] for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
     assert drawn == [1, 2, 3]  # the prefetch of step 3 was drawn before the stop
-    seen = recording_versions(monkeypatch)
     assert [h["step"] for h in train(cfg, tmp_path / "run", steps=3, resume=True)] == [3]
-    assert seen == [(2, [2] * 4)]  # resumed: step 3 sampled anew with the checkpoint's weights
+    assert seen[2:] == [(2, [2] * 4)]  # resumed: step 3 sampled anew with the checkpoint's weights
+    assert all(v - s <= cfg.algorithm.max_staleness for v, sampled in seen for s in sampled)
+
+    logged = read_metrics(tmp_path / "run")
+    assert [m["step"] for m in logged] == [1, 2, 3]
+    assert [m["rollout/staleness_max"] for m in logged] == [0, 1, 0] and [m["rollout/staleness_mean"] for m in logged] == [0, 1, 0]
+    assert [m["rollout/weight_version_min"] for m in logged] == [0, 0, 2] and [m["weight_version"] for m in logged] == [1, 2, 3]
+    for m in logged:
+        assert 0 <= m["idle/rollout_share"] <= 1 and 0 <= m["idle/learner_share"] <= 1
+        assert m["throughput/trajectories_per_s"] == pytest.approx(4 / m["time/step"])
+        assert m["throughput/tokens_per_s"] == pytest.approx(m["tokens/generated"] / m["time/step"])
     order = [json.loads(line) for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
     assert [o["step"] for o in order] == [1, 2, 3]
     talks = Manifest(next(o.split("=", 1)[1] for o in overrides if o.startswith("data.train_manifest=")))
     sampler = TalkSampler(len(talks), seed=cfg.data.seed, shuffle=cfg.data.shuffle)  # an uninterrupted run's draws
     assert [o["talks"] for o in order] == [[talks[i].talk_id for i in sampler.draw(2)] for _ in range(3)]
-    assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3]
