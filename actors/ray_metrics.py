@@ -2,7 +2,7 @@
 
 The kind is chosen per quantity: what accumulates over a run is a Counter (steps, tokens, retries,
 restarts; Prometheus adds `_total`), a per-step level is a Gauge, and per-trajectory distributions
-are Histograms (quality, latency, length). Every series carries the `run` tag.
+are Histograms (quality, latency, length, staleness). Every series carries the `run` tag.
 """
 
 import re
@@ -30,6 +30,11 @@ HISTOGRAMS = {
         "hpo_trajectory_generated_tokens",
         "tokens generated in each training trajectory",
         [4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0],
+    ),
+    "staleness": (  # half-integer bounds keep 0 (on-policy), 1, 2, ... versions in buckets of their own
+        "hpo_trajectory_staleness",
+        "weight versions each training trajectory's sampler was behind the learner (0 = on-policy)",
+        [0.5, 1.5, 2.5, 3.5, 4.5, 8.5, 16.5],
     ),
 }
 
@@ -79,9 +84,10 @@ class RayMetrics:
             else:
                 self._gauge(key).set(float(value), tags=self.tags)
 
-    def observe(self, quality: list[float], latency: list[float], length: list[float]) -> None:
-        """Per-trajectory values of one training step."""
-        for key, values in (("quality", [self.quality_sign * q for q in quality]), ("latency", latency), ("length", length)):
+    def observe(self, quality: list[float], latency: list[float], length: list[float], staleness: list[float]) -> None:
+        """Per-trajectory values of one training step (staleness too when 0, so its panel always has data)."""
+        signed = [self.quality_sign * q for q in quality]
+        for key, values in (("quality", signed), ("latency", latency), ("length", length), ("staleness", staleness)):
             for value in values:
                 if value == value:
                     self.histograms[key].observe(float(value), tags=self.tags)

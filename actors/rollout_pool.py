@@ -6,6 +6,7 @@ and re-runs that worker's unfinished talks, so a step still returns every trajec
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -17,6 +18,19 @@ from hpo_ray.data.manifest import Talk
 from hpo_ray.rollout.protocol import Trajectory
 
 _LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+@dataclass
+class Submitted:
+    """A rollout whose generate calls are queued on the workers: its shards and what each talk still owes."""
+
+    shards: dict[int, list[Talk]]
+    need: dict[str, int]
+    samples: int
+    seed: int
+    validation: bool
+    submitted: float
+    streams: dict = field(default_factory=dict)
 
 
 class RolloutPool:
@@ -39,6 +53,7 @@ class RolloutPool:
         ]
         ray.get([w.ready.remote() for w in self.workers])
         self._resync: Callable[[object], None] | None = None
+        self.stopping = False  # set on close: a collect still running gives up instead of waiting for restarts
 
     def on_restart(self, resync: Callable[[object], None]) -> None:
         """`resync(worker)` brings a restarted worker to the current weights before it is reused."""
@@ -48,20 +63,34 @@ class RolloutPool:
         self, talks: list[Talk], samples: int, seed: int, on_trajectory: Callable[[Trajectory], None], validation: bool = False
     ) -> dict:
         """Generate `samples` dialogues per talk; `on_trajectory` is called for each as it arrives."""
-        pending: dict[int, list[Talk]] = {}
+        return self.collect(self.submit(talks, samples, seed, validation), on_trajectory)
+
+    def submit(self, talks: list[Talk], samples: int, seed: int, validation: bool = False) -> "Submitted":
+        """Queue the talks' generate calls on the workers now (each worker runs its calls and weight
+        syncs in the order they were sent, so a later sync lands between these talks and the next)."""
+        shards: dict[int, list[Talk]] = {}
         for k, talk in enumerate(talks):
-            pending.setdefault(k % len(self.workers), []).append(talk)
-        need: dict[str, int] = {t.talk_id: samples for t in talks}
-        started = time.perf_counter()
-        attempts = 0
+            shards.setdefault(k % len(self.workers), []).append(talk)
+        job = Submitted(shards, {t.talk_id: samples for t in talks}, samples, seed, validation, time.perf_counter())
+        job.streams = self._generate(job, shards)
+        return job
+
+    def _generate(self, job: "Submitted", shards: dict[int, list[Talk]]) -> dict:
+        return {
+            i: self.workers[i].generate.options(num_returns="streaming").remote(shard, job.samples, job.seed, job.validation)
+            for i, shard in shards.items()
+        }
+
+    def collect(self, job: "Submitted", on_trajectory: Callable[[Trajectory], None]) -> dict:
+        """Stream a submitted job's trajectories to `on_trajectory`; a lost worker's unfinished talks are re-run."""
+        pending, need, attempts = job.shards, job.need, 0
         while pending:
-            streams = {
-                i: self.workers[i].generate.options(num_returns="streaming").remote(shard, samples, seed, validation)
-                for i, shard in pending.items()
-            }
+            streams = job.streams if attempts == 0 else self._generate(job, pending)
             failed: dict[int, list[Talk]] = {}
             live = dict(streams)
             while live:
+                if self.stopping:
+                    raise RuntimeError("the rollout pool was closed while a rollout was still running")
                 ready, _ = ray.wait(list(live.values()), num_returns=1, timeout=self.cfg.rollout.timeout_s, fetch_local=False)
                 if not ready:
                     raise TimeoutError(f"no trajectory within rollout.timeout_s={self.cfg.rollout.timeout_s} s")
@@ -80,13 +109,13 @@ class RolloutPool:
                     need[traj.talk_id] -= 1
                     on_trajectory(traj)
             attempts += 1
-            if failed and attempts > self.cfg.cluster.max_restarts + 1:
+            if failed and (attempts > self.cfg.cluster.max_restarts + 1 or self.stopping):
                 raise RuntimeError(f"rollout workers {sorted(failed)} kept failing; gave up after {attempts} attempts")
             for i in failed:
                 self.restarts += 1
                 self._wait_restarted(i)
             pending = {i: shard for i, shard in failed.items() if shard}
-        return {"rollout_seconds": time.perf_counter() - started, "rollout_retries": attempts - 1}
+        return {"rollout_seconds": time.perf_counter() - job.submitted, "rollout_retries": attempts - 1}
 
     def _wait_restarted(self, i: int) -> None:
         deadline = time.time() + 300
@@ -95,7 +124,7 @@ class RolloutPool:
                 ray.get(self.workers[i].ready.remote(), timeout=60)
                 break
             except _LOST:
-                if time.time() > deadline:
+                if time.time() > deadline or self.stopping:
                     raise
                 time.sleep(1.0)
         if self._resync is not None:

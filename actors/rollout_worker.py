@@ -29,7 +29,10 @@ class RolloutWorker:
     def generate(self, talks: list[Talk], samples: int, seed: int, validation: bool = False):
         sampling = self.cfg.rollout.validation_sampling if validation else self.cfg.rollout.sampling
         inputs = [talk_input(t, self.cfg.data, self.cfg.rollout.max_turns) for t in talks]
+        version = self.engine.weight_version  # a sync is a later call on this actor: never inside a talk
         for traj in self.engine.generate(inputs, samples, sampling, seed):
+            if traj.weight_version != version:
+                raise RuntimeError(f"worker {self.index}: weights changed from version {version} to {traj.weight_version} inside a talk")
             traj.stats["worker"] = self.index
             yield traj
 

@@ -137,9 +137,31 @@ def test_bench_step_reports_bubble_share_for_streaming_and_after_all_rewards(ray
     assert result["rollouts_per_step"] == 4
 
 
+@pytest.mark.ray
+def test_bench_step_max_staleness_times_the_sync_and_async_loop_and_ends_with_their_ratio(ray_cluster, capsys):
+    code = main(
+        ["bench", "step", "--max-staleness", "0,1", "--steps", "1", "--warmup", "0", "--talk-seconds", "6", "--talks-per-length", "4"]
+        + ["algorithm.talks_per_step=2", "algorithm.group_size=2", "rollout.sampling.max_new_tokens=4"]
+        + ["cluster.cpus_per_learner=0.5", "cluster.cpus_per_rollout_worker=0.5", "cluster.cpus_per_reward_actor=0.25"]
+    )
+    out = capsys.readouterr().out
+    result = json.loads([line for line in out.splitlines() if line.strip()][-1])
+    assert code == 0
+    assert_finite(result, ["async_vs_sync", "steps_per_min_s0", "steps_per_min_s1", "idle_rollout_share_s1", "idle_learner_share_s1"])
+    assert result["async_vs_sync"] == pytest.approx(result["steps_per_min_s1"] / result["steps_per_min_s0"])
+    assert result["steps_per_min_s0"] == pytest.approx(60 / result["step_s_s0"])
+    assert "max_staleness" in out and "async vs sync" in out
+
+
 def test_bench_sync_refuses_a_backend_its_device_cannot_run(capsys):
     with pytest.raises(SystemExit, match="not available on --device cpu"):
         main(["bench", "sync", "--backend", "ipc", "--size-mb", "1"])
     if not __import__("torch").cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device"):
             main(["bench", "sync", "--device", "cuda", "--size-mb", "1"])
+
+
+@pytest.mark.parametrize("values", ["1", "0,0", "0,x", "-1,0"])
+def test_bench_step_refuses_a_max_staleness_list_without_two_distinct_values(values):
+    with pytest.raises(SystemExit, match="--max-staleness needs two or more distinct integers"):
+        main(["bench", "step", f"--max-staleness={values}"])

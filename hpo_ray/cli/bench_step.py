@@ -8,6 +8,8 @@ sampling seed (the order alternates step by step, so drifting load hits both mod
 bubble is the controller's: reward time not overlapped with generation (`time/reward_tail`) as a
 share of the step (`time/step`). Reward work is real scoring (mWER resegmentation + the
 configured quality scorer); raise it with more or longer talks and larger groups.
+`--max-staleness 0,1` times the training loop synchronously and asynchronously instead
+(`hpo_ray/cli/bench_staleness.py`).
 """
 
 import argparse
@@ -54,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, help="Ray address (default: start a private local Ray)")
     parser.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of the local Ray (default: cores)")
     parser.add_argument("--config", default=None, help="YAML config (defaults when omitted)")
+    parser.add_argument(
+        "--max-staleness",
+        default=None,
+        metavar="K,K",
+        help="e.g. 0,1: instead of the bubble bench, time the training loop at each algorithm.max_staleness "
+        "(rollout worker and learner on a core each) and report steps/min, async vs sync",
+    )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -164,6 +173,10 @@ def run(args) -> int:
     if args.steps < 1 or args.warmup < 0:
         raise SystemExit("hpo-ray bench step: --steps must be ≥ 1 and --warmup ≥ 0")
     quiet_transformers()
+    if args.max_staleness is not None:
+        from hpo_ray.cli import bench_staleness
+
+        return bench_staleness.run(args, _prepare, _connect)
     note = load_note()
     with tempfile.TemporaryDirectory(prefix="hpo-bench-step-") as tmp:
         cfg = _prepare(args, Path(tmp))

@@ -250,7 +250,15 @@ def _check_reward(cfg: RunConfig) -> None:
 
 
 def _check_learner_and_sync(cfg: RunConfig) -> None:
-    """Batch sizes divide over ranks, checkpoints can be ranked, the sync backend suits the placement."""
+    """Batch sizes divide over ranks, checkpoints can be ranked, the sync backend suits the placement,
+    and asynchronous (bounded-staleness) training has separate pools."""
+    a = cfg.algorithm
+    if a.max_staleness > 0 and cfg.cluster.colocate:
+        raise ConfigError(
+            "algorithm.max_staleness",
+            f"{a.max_staleness} overlaps rollouts with training, which needs separate pools; with cluster.colocate=true the "
+            "rollout workers share the learner's devices and stay synchronous (set algorithm.max_staleness=0 or cluster.colocate=false)",
+        )
     lb = cfg.learner
     if lb.global_batch_size is not None and lb.global_batch_size % lb.num_ranks:
         raise ConfigError("learner.global_batch_size", f"must be a multiple of learner.num_ranks={lb.num_ranks}")

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from .base import Section, Seed
 
@@ -16,6 +16,8 @@ class AlgorithmConfig(Section):
     [1 − clip_low, 1 + clip_high], optional dual clip c; IS weight π_old/π_rollout (nan/inf → 0),
     optionally capped at `is_truncate`; KL estimator k1/k2/k3 weighted by π_θ/π_rollout when
     `on_policy_kl`; `loss_agg` token (÷ global assistant tokens) or sequence (÷ global rollouts).
+    `max_staleness` k: the rollouts of up to k coming steps run while the learner trains, so a step may
+    train on trajectories sampled up to k weight versions ago (0: the synchronous loop; needs separate pools).
     """
 
     steps: PositiveInt = 30
@@ -34,6 +36,7 @@ class AlgorithmConfig(Section):
     baseline: Literal["none", "group_mean", "group_norm", "leave_one_out"] = "none"
     dynamic_sampling: bool = False
     truncated_reward: float | None = None
+    max_staleness: NonNegativeInt = 0
 
 
 class OptimizerConfig(Section):
