@@ -6,6 +6,7 @@ names. Built-in modules are imported on first use; modules of your own are named
 """
 
 import importlib
+import importlib.util
 from collections.abc import Iterable
 from typing import Generic, Protocol, TypeVar
 
@@ -14,6 +15,12 @@ from hpo_ray.config.base import ConfigError
 
 class Named(Protocol):
     name: str
+
+
+class NeedsModules(Protocol):
+    name: str
+    requires: tuple[str, ...]  # importable modules the component needs (optional dependencies)
+    install_hint: str  # how to get them
 
 
 S = TypeVar("S", bound=Named)
@@ -59,6 +66,13 @@ class Registry(Generic[S]):
             self._loaded = True
             for module in self._builtins:
                 importlib.import_module(module)
+
+
+def check_installed(spec: NeedsModules, field: str) -> None:
+    """A `ConfigError` at `field` when a module `spec` needs is not importable, saying how to get it."""
+    missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(field, f"{spec.name} needs {', '.join(missing)}, which is not installed: {spec.install_hint}")
 
 
 def import_plugins(modules: Iterable[str]) -> None:

@@ -11,6 +11,7 @@ import pytest
 from hpo_ray.config import ConfigError, RewardConfig, load_config
 from hpo_ray.reward import RewardFunction, RolloutText, ScorerSpec, register_scorer
 from hpo_ray.reward.quality import SCORERS, make_scorer
+from hpo_ray.rollout.factory import ENGINES, EngineSpec, make_engine, register_engine
 from tests.registry_plugin import char_overlap_f
 
 PLUGIN = "run.plugins=[tests.registry_plugin]"
@@ -96,6 +97,17 @@ def test_a_scorer_declared_model_path_and_dependencies_are_checked_from_its_spec
             make_scorer(cfg)
     finally:
         SCORERS.unregister("needs_extras")
+
+
+def test_an_engine_whose_dependency_is_missing_is_refused_at_rollout_engine():
+    spec = EngineSpec("needs_extras", lambda *a: pytest.fail("must not be built"), requires=("no_such_engine_mod",), install_hint="pip it")
+    register_engine(spec)
+    try:
+        cfg = load_config(None, ["rollout.engine=needs_extras"])
+        with pytest.raises(ConfigError, match="at rollout.engine: needs_extras needs no_such_engine_mod, which is not installed: pip it"):
+            make_engine(cfg, "/models/none")
+    finally:
+        ENGINES.unregister("needs_extras")
 
 
 def test_a_corpus_level_scorer_is_refused_as_the_reward():

@@ -5,13 +5,12 @@ needs to know about it; `reward.quality` names one. Built in: chrF and BLEU (`sa
 COMET (`comet_scorer.py`) and MetricX-24 (`metricx.py`), which load a local checkpoint.
 """
 
-import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from hpo_ray.config.base import ConfigError
-from hpo_ray.registry import Registry
+from hpo_ray.registry import Registry, check_installed
 
 if TYPE_CHECKING:
     from hpo_ray.config import RewardConfig
@@ -76,8 +75,6 @@ def make_scorer(cfg: "RewardConfig") -> QualityScorer:
 
     check_scorer_config(cfg)
     spec = scorer_spec(cfg.quality)
-    missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError("reward.quality", f"{spec.name} needs {', '.join(missing)}, which is not installed: {spec.install_hint}")
+    check_installed(spec, "reward.quality")
     device = resolve_device(cfg.device, "reward.device") if spec.needs_model_path else "cpu"
     return spec.factory(cfg, device)

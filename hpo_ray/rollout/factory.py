@@ -6,14 +6,13 @@ reads them and `torch_engine` / `vllm_engine` import torch (and vLLM) at the top
 registers from its own module (`run.plugins`).
 """
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpo_ray.config.base import ConfigError
-from hpo_ray.registry import Registry
+from hpo_ray.registry import Registry, check_installed
 
 if TYPE_CHECKING:
     from hpo_ray.config import RunConfig
@@ -52,9 +51,7 @@ def make_engine(cfg: "RunConfig", model_path: str | Path, bounded_context: bool 
     from hpo_ray.devices import resolve_device
 
     spec = ENGINES.get(cfg.rollout.engine)
-    missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError("rollout.engine", f"{spec.name} needs {', '.join(missing)}, which is not installed: {spec.install_hint}")
+    check_installed(spec, "rollout.engine")
     device = resolve_device(cfg.rollout.device, "rollout.device")
     context = cfg.rollout.context_window() if bounded_context else None
     return spec.build(cfg, Path(model_path), device, context)
