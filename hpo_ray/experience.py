@@ -8,8 +8,8 @@ from hpo_ray.rollout.protocol import TalkInput, Trajectory
 
 
 def talk_input(talk: Talk, data: DataConfig, max_turns: int | None = None) -> TalkInput:
-    """The engine's view of a talk: memory-mapped frames cut into turns of data.turn_frames."""
-    return TalkInput(talk.talk_id, talk.group_id, talk.src_lang, talk.tgt_lang, talk.frames(), data.turn_frames, max_turns)
+    """The engine's view of a talk: memory-mapped frames cut into turns of data.turn_frames (data.multiplier chunks)."""
+    return TalkInput(talk.talk_id, talk.group_id, talk.src_lang, talk.tgt_lang, talk.frames(), data.turn_frames, max_turns, data.multiplier)
 
 
 def rollout_record(traj: Trajectory, talk: Talk, data: DataConfig, rollout_id: str) -> dict:

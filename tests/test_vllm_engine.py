@@ -273,3 +273,13 @@ def test_vllm_engine_satisfies_the_engine_protocol(engine):
 
     assert isinstance(engine, RolloutEngine)
     assert engine.loads_whole_state in (True, False) and isinstance(engine.stats, dict) and engine.context is None
+
+
+def test_a_turn_at_m_2_gets_the_scaled_reply_budget_as_in_the_torch_engine(engine, policy, layout):
+    talks = [TalkInput(t.talk_id, t.group_id, "en", "de", t.frames, 28, multiplier=2) for t in make_talks()]  # 5 turns of 2 chunks
+    greedy = SamplingConfig(greedy=True, max_new_tokens=4)  # per base chunk: 8 new tokens per turn
+    ours = list(engine.generate(talks, 1, greedy, seed=0))
+    ref = list(TorchEngine(policy, layout).generate(talks, 1, greedy, seed=0))
+    assert [t.input_ids for t in ours] == [t.input_ids for t in ref]
+    lengths = [len(t) for traj in ours for t in traj.turn_token_ids]
+    assert max(lengths) == 8

@@ -52,7 +52,7 @@ def _policy(cfg: RunConfig, turns: int, workdir: Path):
     from hpo_ray.model.tokenizer import train_tokenizer
 
     def needed(layout: DialogueLayout) -> int:
-        per_turn = len(layout.user_ids(cfg.data.turn_frames, first=True)) + cfg.rollout.sampling.max_new_tokens + 1
+        per_turn = len(layout.user_ids(cfg.data.turn_frames, first=True)) + cfg.rollout.sampling.reply_budget(cfg.data.multiplier) + 1
         return len(layout.system_ids("en", "de")) + turns * per_turn
 
     if cfg.model.path is not None:
@@ -96,7 +96,8 @@ def _vllm_part(cfg: RunConfig, model_dir: Path, talk: TalkInput, group: int, see
     start = time.perf_counter()
     engine = VllmEngine.from_config(cfg, model_dir, "cpu")
     init_s = time.perf_counter() - start
-    warm = TalkInput("warm-up", "warm-up", talk.src_lang, talk.tgt_lang, talk.frames[: talk.turn_frames * 2], talk.turn_frames)
+    frames = talk.frames[: talk.turn_frames * 2]
+    warm = TalkInput("warm-up", "warm-up", talk.src_lang, talk.tgt_lang, frames, talk.turn_frames, multiplier=talk.multiplier)
     start = time.perf_counter()
     list(engine.generate([warm], 2, cfg.rollout.sampling, seed + 1))
     warm_s = time.perf_counter() - start
@@ -127,10 +128,11 @@ def run(args) -> int:
         model = model.float().eval()
         hidden = model.config.hidden_size
         frames = np.random.default_rng(args.seed).standard_normal((args.turns * width, hidden)).astype(np.float32)
-        talk = TalkInput("bench", "bench", "en", "de", frames, width)
+        talk = TalkInput("bench", "bench", "en", "de", frames, width, multiplier=cfg.data.multiplier)
         n_params = sum(p.numel() for p in model.parameters())
         print(
-            f"rollout bench: 1 talk x {args.turns} turns x G={group}; max_new_tokens={s.max_new_tokens} T={s.temperature} "
+            f"rollout bench: 1 talk x {args.turns} turns x G={group}; reply budget={s.reply_budget(cfg.data.multiplier)} tokens/turn "
+            f"T={s.temperature} "
             f"top_p={s.top_p} top_k={s.top_k} greedy={s.greedy}; model {model.config.model_type} hidden={hidden} "
             f"layers={model.config.num_hidden_layers} ({n_params / 1e6:.2f} M params) fp32 on CPU, {args.threads} thread(s), "
             f"length cap {cap}"

@@ -209,11 +209,28 @@ def _check_turns(cfg: RunConfig) -> None:
                 f"{r.max_turns} turns × {d.turn_seconds:.6g} s = {covered:.6g} s is shorter than "
                 f"data.max_talk_seconds = {d.max_talk_seconds}",
             )
-    if r.sampling.max_new_tokens >= r.max_total_tokens:
-        raise ConfigError("rollout.sampling.max_new_tokens", "must be smaller than rollout.max_total_tokens")
+    for name in ("sampling", "validation_sampling"):
+        _check_reply_budgets(f"rollout.{name}", getattr(r, name), d.multiplier, r.max_total_tokens)
     most, keep = r.context_window()
     if keep >= most:
         raise ConfigError("rollout.context.keep_tokens", f"{keep} must be smaller than rollout.context.max_tokens={most}")
+
+
+def _check_reply_budgets(path: str, sampling: SamplingConfig, multiplier: int, max_total_tokens: int) -> None:
+    """Every reply budget the config can produce — at `data.multiplier` and at each multiplier the map
+    names (eval and the study re-run it at other m) — stays below the dialogue's token cap."""
+    scaled = sampling.reply_budget(multiplier)
+    if multiplier not in sampling.max_new_tokens_by_multiplier and scaled >= max_total_tokens:
+        raise ConfigError(
+            f"{path}.max_new_tokens",
+            f"{sampling.max_new_tokens} per base chunk × data.multiplier={multiplier} = {scaled} new tokens per turn "
+            f"must be smaller than rollout.max_total_tokens={max_total_tokens}",
+        )
+    for m, cap in sorted(sampling.max_new_tokens_by_multiplier.items()):
+        if cap >= max_total_tokens:
+            raise ConfigError(
+                f"{path}.max_new_tokens_by_multiplier.{m}", f"{cap} must be smaller than rollout.max_total_tokens={max_total_tokens}"
+            )
 
 
 def _check_model(cfg: RunConfig) -> None:

@@ -8,13 +8,26 @@ from .base import Section
 
 
 class SamplingConfig(Section):
-    """How an assistant turn is sampled. `top_k = 0` and `top_p = 1` switch those filters off."""
+    """How an assistant turn is sampled. `top_k = 0` and `top_p = 1` switch those filters off.
+
+    `max_new_tokens` is a budget per *base chunk*: a turn at chunk multiplier m covers m chunks of
+    speech, so its reply may have up to m × `max_new_tokens` tokens, unless `max_new_tokens_by_multiplier`
+    names m (the original's 40 / 80 / 160 / 160 for m = 1..4 is `max_new_tokens: 40` with `{3: 160}`).
+    `reply_budget` is the one place this rule lives.
+    """
 
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: NonNegativeInt = 0
     max_new_tokens: PositiveInt = 40
+    max_new_tokens_by_multiplier: dict[PositiveInt, PositiveInt] = Field(default_factory=dict)
     greedy: bool = False
+
+    def reply_budget(self, multiplier: int) -> int:
+        """The most new tokens of one assistant turn at chunk multiplier `multiplier`."""
+        if multiplier < 1:
+            raise ValueError(f"chunk multiplier must be a positive integer, got {multiplier}")
+        return self.max_new_tokens_by_multiplier.get(multiplier, self.max_new_tokens * multiplier)
 
 
 class ValidationSamplingConfig(SamplingConfig):

@@ -70,10 +70,12 @@ def tokens_needed(talk: Talk, layout, turn_frames: int, max_new_tokens: int, max
     return len(layout.system_ids(talk.src_lang, talk.tgt_lang)) + turns
 
 
-def check_talks_fit(talks, layout, cfg, max_new_tokens: int, source: str) -> None:
-    """Refuse, naming it, a talk of `source` whose dialogue could pass `rollout.max_total_tokens`:
-    every rollout of it would be truncated and dropped, leaving nothing to learn from."""
+def check_talks_fit(talks, layout, cfg, sampling, source: str) -> None:
+    """Refuse, naming it, a talk of `source` whose dialogue could pass `rollout.max_total_tokens` with
+    every reply at its full budget at `data.multiplier` (`sampling.reply_budget`): every rollout of it
+    would be truncated and dropped, leaving nothing to learn from."""
     cap = cfg.rollout.max_total_tokens
+    max_new_tokens = sampling.reply_budget(cfg.data.multiplier)
     for talk in talks:
         need = tokens_needed(talk, layout, cfg.data.turn_frames, max_new_tokens, cfg.rollout.max_turns)
         if need > cap:
@@ -85,7 +87,8 @@ def check_talks_fit(talks, layout, cfg, max_new_tokens: int, source: str) -> Non
             raise ConfigError(
                 "rollout.max_total_tokens",
                 f"{source}: talk {talk.talk_id!r} ({talk.seconds:.1f} s) may need {need} tokens "
-                f"(frames, turn templates, {max_new_tokens} new tokens per turn), more than {cap}: "
+                f"(frames, turn templates, {max_new_tokens} new tokens per turn at data.multiplier={cfg.data.multiplier}), "
+                f"more than {cap}: "
                 f"its rollouts would be truncated; {hint}, or raise rollout.max_total_tokens",
             )
 
@@ -105,4 +108,4 @@ def check_run_talks(cfg) -> None:
     for path, sampling in ((cfg.data.train_manifest, r.sampling), (cfg.data.dev_manifest, r.validation_sampling)):
         if path is not None:
             talks = training_talks(Manifest(path, check_values=False), cfg.data.max_talk_seconds)
-            check_talks_fit(talks, layout, cfg, sampling.max_new_tokens, str(path))
+            check_talks_fit(talks, layout, cfg, sampling, str(path))

@@ -18,7 +18,8 @@ from hpo_ray.dialogue import TurnSpan
 
 @dataclass
 class TalkInput:
-    """One talk to translate: its frames (already in the LLM's embedding space) and languages."""
+    """One talk to translate: its frames (already in the LLM's embedding space) and languages.
+    `multiplier` = base chunks per turn (`data.multiplier`): a turn's reply budget scales with it."""
 
     talk_id: str
     group_id: str
@@ -27,6 +28,7 @@ class TalkInput:
     frames: np.ndarray
     turn_frames: int
     max_turns: int | None = None
+    multiplier: int = 1
 
     def turn_sizes(self) -> list[int]:
         """Frames in each user turn (the last one carries the remainder)."""

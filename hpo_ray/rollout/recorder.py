@@ -6,11 +6,12 @@ from hpo_ray.rollout.protocol import TalkInput, Trajectory
 
 
 class DialogueRecorder:
-    """Grows one dialogue turn by turn exactly as `DialogueLayout.build` would lay it out."""
+    """Grows one dialogue turn by turn exactly as `DialogueLayout.build` would lay it out.
+    `max_new_tokens` is the reply budget of each of its turns (`SamplingConfig.reply_budget` at the talk's multiplier)."""
 
-    def __init__(self, layout: DialogueLayout, talk: TalkInput, sample_index: int, max_total_tokens: int):
+    def __init__(self, layout: DialogueLayout, talk: TalkInput, sample_index: int, max_total_tokens: int, max_new_tokens: int):
         self.layout, self.talk, self.sample_index = layout, talk, sample_index
-        self.max_total_tokens = max_total_tokens
+        self.max_total_tokens, self.max_new_tokens = max_total_tokens, max_new_tokens
         self.ids = layout.system_ids(talk.src_lang, talk.tgt_lang)
         self.mask = [False] * len(self.ids)
         self.placeholders: list[int] = []
@@ -40,18 +41,18 @@ class DialogueRecorder:
         """The first frame of the kept turns."""
         return sum(s.n_frames for s in self.spans[: self.window_turn])
 
-    def turn_need(self, n_frames: int, max_new_tokens: int) -> int:
+    def turn_need(self, n_frames: int) -> int:
         """Tokens another user turn plus a full reply (and a closing `<|im_end|>`) can add."""
-        return len(self.layout.user_ids(n_frames, first=not self.turn_ids)) + max_new_tokens + 1
+        return len(self.layout.user_ids(n_frames, first=not self.turn_ids)) + self.max_new_tokens + 1
 
-    def fits(self, n_frames: int, max_new_tokens: int) -> bool:
+    def fits(self, n_frames: int) -> bool:
         """Whether another user turn plus a full reply stays within the dialogue's token cap."""
-        return self.context_len() + self.turn_need(n_frames, max_new_tokens) <= self.max_total_tokens
+        return self.context_len() + self.turn_need(n_frames) <= self.max_total_tokens
 
-    def slide(self, n_frames: int, max_new_tokens: int, keep_tokens: int) -> bool:
+    def slide(self, n_frames: int, keep_tokens: int) -> bool:
         """Bounded context, between turns: if the next turn would not fit, drop the oldest turns until at
         most `keep_tokens` remain and the turn fits (all of them if need be). True when the window moved."""
-        need = self.turn_need(n_frames, max_new_tokens)
+        need = self.turn_need(n_frames)
         if self.context_len() + need <= self.max_total_tokens:
             return False
         if self.n_system + need > self.max_total_tokens:
@@ -121,15 +122,13 @@ class DialogueRecorder:
         )
 
 
-def partition_live(
-    recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int, max_new_tokens: int
-) -> tuple[list[int], list[DialogueRecorder]]:
+def partition_live(recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int) -> tuple[list[int], list[DialogueRecorder]]:
     """Before turn `turn`: indices of the dialogues that run it, and the dialogues that end now —
     because their talk has no chunk left, or (flagged `truncated`) because the token cap would be hit."""
     keep, ended = [], []
     for i, rec in enumerate(recs):
         todo = sizes[rec.talk.talk_id]
-        if turn < len(todo) and rec.fits(todo[turn], max_new_tokens):
+        if turn < len(todo) and rec.fits(todo[turn]):
             keep.append(i)
         else:
             rec.truncated = turn < len(todo)
@@ -137,13 +136,13 @@ def partition_live(
     return keep, ended
 
 
-def slide_windows(recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int, max_new_tokens: int, keep_tokens: int) -> None:
+def slide_windows(recs: list[DialogueRecorder], sizes: dict[str, list[int]], turn: int, keep_tokens: int) -> None:
     """Bounded context, before turn `turn`: each dialogue that has that turn ahead and could not fit it
     drops its oldest turns (`DialogueRecorder.slide`)."""
     for rec in recs:
         todo = sizes[rec.talk.talk_id]
         if turn < len(todo):
-            rec.slide(todo[turn], max_new_tokens, keep_tokens)
+            rec.slide(todo[turn], keep_tokens)
 
 
 def check_positions(context: tuple[int, int] | None, max_positions: int | None) -> None:

@@ -148,7 +148,8 @@ class TorchEngine:
     def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig, seed: int) -> Iterator[Trajectory]:
         gen = torch.Generator(device=self.device).manual_seed(seed)
         cap = self.max_total_tokens if self.context is None else self.context[0]
-        recs = [DialogueRecorder(self.layout, t, k, cap) for t in talks for k in range(samples_per_talk)]
+        budgets = [sampling.reply_budget(t.multiplier) for t in talks]  # per talk: m × max_new_tokens, or the map's cap
+        recs = [DialogueRecorder(self.layout, t, k, cap, n) for t, n in zip(talks, budgets) for k in range(samples_per_talk)]
         frames = {t.talk_id: torch.from_numpy(np.array(t.frames, dtype=np.float32)).to(self.device, self.dtype) for t in talks}
         sizes = {t.talk_id: t.turn_sizes() for t in talks}
         pending: list[list[int]] = [list(r.ids) for r in recs]  # tokens not yet in the cache
@@ -156,8 +157,8 @@ class TorchEngine:
         turn = 0
         while recs:
             if self.context is not None:
-                slide_windows(recs, sizes, turn, sampling.max_new_tokens, self.context[1])
-            keep, ended = partition_live(recs, sizes, turn, sampling.max_new_tokens)
+                slide_windows(recs, sizes, turn, self.context[1])
+            keep, ended = partition_live(recs, sizes, turn)
             for rec in ended:
                 yield self._finish(rec)
             if len(keep) < len(recs):
@@ -182,10 +183,11 @@ class TorchEngine:
             turn += 1
 
     def _decode_turn(self, batch, recs, logits, frames, sampling, gen) -> list[list[int]]:
-        """Sample one assistant turn for every row; returns each row's tokens not yet cached."""
+        """Sample one assistant turn for every row (at most its recorder's `max_new_tokens`); returns each
+        row's tokens not yet cached."""
         active = torch.ones(len(recs), dtype=torch.bool, device=self.device)
         pending: list[list[int]] = [[] for _ in recs]
-        for step in range(sampling.max_new_tokens):
+        for step in range(max(rec.max_new_tokens for rec in recs)):
             logprobs = policy_log_probs(logits, self.banned, sampling.temperature)
             tokens = sample_tokens(logprobs, sampling, gen)
             chosen = logprobs.gather(1, tokens[:, None]).squeeze(1)
@@ -198,7 +200,7 @@ class TorchEngine:
                 rec.add_token(tok, float(chosen[i]))
                 if self.capture_logits:
                     rec.captured.append(logits[i].clone())
-                if tok == self.layout.end_of_turn_id or step == sampling.max_new_tokens - 1:
+                if tok == self.layout.end_of_turn_id or step == rec.max_new_tokens - 1:
                     active[i] = False
                     pending[i] = [tok]
                     feed.append([])

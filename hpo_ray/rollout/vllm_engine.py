@@ -171,9 +171,10 @@ class VllmEngine:
         self.stats["weight_loads"] += 1
 
     # -- generation ------------------------------------------------------------------------
-    def _sampling_params(self, sampling: SamplingConfig, seed: int):
-        """One request's parameters; bans go to `BanProcessor` (a −inf mask, like `allowed_token_ids`
-        but without its per-request O(vocab) cost); each request owns its params (no deep copy)."""
+    def _sampling_params(self, sampling: SamplingConfig, max_tokens: int, seed: int):
+        """One request's parameters (`max_tokens`: its dialogue's reply budget); bans go to `BanProcessor`
+        (a −inf mask, like `allowed_token_ids` but without its per-request O(vocab) cost); each request
+        owns its params (no deep copy)."""
         from vllm import SamplingParams
 
         from hpo_ray.rollout.vllm_bans import BANNED_KEY
@@ -181,7 +182,7 @@ class VllmEngine:
         greedy = sampling.greedy or sampling.temperature == 0
         return SamplingParams(
             n=1,
-            max_tokens=sampling.max_new_tokens,
+            max_tokens=max_tokens,
             temperature=0.0 if greedy else sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,
@@ -203,7 +204,8 @@ class VllmEngine:
 
     def generate(self, talks: list[TalkInput], samples_per_talk: int, sampling: SamplingConfig, seed: int) -> Iterator[Trajectory]:
         cap = self.max_total_tokens if self.context is None else self.context[0]
-        recs = [DialogueRecorder(self.layout, t, k, cap) for t in talks for k in range(samples_per_talk)]
+        budgets = [sampling.reply_budget(t.multiplier) for t in talks]  # per talk: m × max_new_tokens, or the map's cap
+        recs = [DialogueRecorder(self.layout, t, k, cap, n) for t, n in zip(talks, budgets) for k in range(samples_per_talk)]
         keys = [(ti, k) for ti in range(len(talks)) for k in range(samples_per_talk)]
         frames = {t.talk_id: torch.from_numpy(np.array(t.frames, dtype=np.float32)).to(self.dtype) for t in talks}
         sizes = {t.talk_id: t.turn_sizes() for t in talks}
@@ -217,8 +219,8 @@ class VllmEngine:
         turn = 0
         while recs:
             if self.context is not None:
-                slide_windows(recs, sizes, turn, sampling.max_new_tokens, self.context[1])
-            keep, ended = partition_live(recs, sizes, turn, sampling.max_new_tokens)
+                slide_windows(recs, sizes, turn, self.context[1])
+            keep, ended = partition_live(recs, sizes, turn)
             for rec in ended:
                 yield self._finish(rec, dist)
             if len(keep) < len(recs):
@@ -240,7 +242,7 @@ class VllmEngine:
                 embedded[i] = len(rec.ids)
                 history[i] = torch.cat([history[i], rows])
                 prompts.append({"prompt_embeds": history[i]})
-                params.append(self._sampling_params(sampling, _request_seed(seed, keys[i], turn)))
+                params.append(self._sampling_params(sampling, rec.max_new_tokens, _request_seed(seed, keys[i], turn)))
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
             hits = queries = 0
             for rec, out, prompt in zip(recs, outputs, prompts):

@@ -87,7 +87,7 @@ class StreamingPolicy:
                 "latency_unit",
                 f"{self.settings.latency_unit!r}, but {tgt_lang} is scored in {'char' if char else 'word'} units (reward.char_languages)",
             )
-        translator = StreamingTranslator(engine, src_lang, tgt_lang, self.sampling, self.settings.seed, talk_id)
+        translator = StreamingTranslator(engine, src_lang, tgt_lang, self.sampling, self.settings.seed, talk_id, self.run.data.multiplier)
         return SpeechSession(self.model.stream(), translator, self.run.data.turn_frames, char)
 
 

@@ -58,14 +58,24 @@ class _FrameBuffer:
 
 
 class StreamingTranslator:
-    """One live dialogue over `engine`'s model: `turn(frames)` → the assistant's reply to that chunk."""
+    """One live dialogue over `engine`'s model: `turn(frames)` → the assistant's reply to that chunk.
+    `multiplier` (base chunks per turn, `data.multiplier`) sets each reply's budget, as in `TorchEngine.generate`."""
 
-    def __init__(self, engine: TorchEngine, src_lang: str, tgt_lang: str, sampling: SamplingConfig, seed: int = 0, talk_id: str = "stream"):
+    def __init__(
+        self,
+        engine: TorchEngine,
+        src_lang: str,
+        tgt_lang: str,
+        sampling: SamplingConfig,
+        seed: int = 0,
+        talk_id: str = "stream",
+        multiplier: int = 1,
+    ):
         self.engine, self.sampling = engine, sampling
         width = engine.model.config.hidden_size
-        talk = TalkInput(talk_id, talk_id, src_lang, tgt_lang, np.zeros((0, width), np.float32), 1)
+        talk = TalkInput(talk_id, talk_id, src_lang, tgt_lang, np.zeros((0, width), np.float32), 1, multiplier=multiplier)
         cap = engine.max_total_tokens if engine.context is None else engine.context[0]
-        self.recorder = DialogueRecorder(engine.layout, talk, 0, cap)
+        self.recorder = DialogueRecorder(engine.layout, talk, 0, cap, sampling.reply_budget(multiplier))
         self.frames = _FrameBuffer(width, engine.device, engine.dtype)
         self.generator = torch.Generator(device=engine.device).manual_seed(seed)
         self._batch = _Batch(1, engine.device)
@@ -83,7 +93,7 @@ class StreamingTranslator:
         n = int(frames.shape[0])
         rec = self.recorder
         slid = not rec.truncated and self._slide(n)
-        if not rec.truncated and not rec.fits(n, self.sampling.max_new_tokens):
+        if not rec.truncated and not rec.fits(n):
             rec.truncated = True
         if rec.truncated:  # the engine ends such a dialogue for good; later chunks get no reply
             result = TurnResult("", n, 0, 0, 0, 0, int(self._batch.next_pos[0]), truncated=True)
@@ -114,7 +124,7 @@ class StreamingTranslator:
         """Bounded context: drop the oldest turns if this one would not fit, and queue the kept window
         for re-prefill at fresh positions (what `TorchEngine.generate` does between turns)."""
         rec, context = self.recorder, self.engine.context
-        if context is None or not rec.slide(n_frames, self.sampling.max_new_tokens, context[1]):
+        if context is None or not rec.slide(n_frames, context[1]):
             return False
         self._batch.reset_row(0, rec.window_frame_start())
         self._batch.compact()
