@@ -17,6 +17,7 @@ _SYNTH_OPTIONS = {
     "language_seed": "language_seed",
     "omit_rate": "omit_rate",
     "premature_rate": "premature_rate",
+    "segmentation_slip_rate": "segmentation_slip_rate",
     "speech": "speech.enabled",
 }
 
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language-seed", type=int, default=None, help="seed of the language (data.synth.language_seed)")
     parser.add_argument("--omit-rate", type=float, default=None, help="fraction of SFT target words dropped")
     parser.add_argument("--premature-rate", type=float, default=None, help="fraction of SFT target words emitted early")
+    parser.add_argument(
+        "--segmentation-slip-rate",
+        type=float,
+        default=None,
+        help="fraction of SFT sentence boundaries whose closing word is written a turn late",
+    )
     parser.add_argument(
         "--speech", action="store_true", default=None, help="speak the talks with eSpeak NG into 16 kHz wavs (data.synth.speech.enabled)"
     )
@@ -63,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
     for split, st in meta["sft"].items():
         print(
             f"  sft/{split}.jsonl: {st['dialogues']} dialogues, {st['words']} target words, "
-            f"omitted {st['omitted']}, premature {st['premature']} ({st['wrong']} wrong)"
+            f"omitted {st['omitted']}, premature {st['premature']} ({st['wrong']} wrong), slipped sentence ends {st['slipped']}"
         )
     return 0

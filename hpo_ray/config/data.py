@@ -104,6 +104,7 @@ class SynthConfig(Section):
     premature_rate: float = Field(0.0, ge=0.0, le=1.0)
     premature_max_turns: PositiveInt = 2
     premature_wrong_rate: float = Field(0.5, ge=0.0, le=1.0)
+    segmentation_slip_rate: float = Field(0.0, ge=0.0, le=1.0)  # per sentence boundary: its closing word a turn late
     # Spoken talks instead of rendered feature vectors.
     speech: SpeechConfig = SpeechConfig()
 

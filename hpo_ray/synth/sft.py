@@ -3,7 +3,9 @@
 A target word becomes writable once every source word it depends on, and every source word an
 earlier target word depends on, has been heard; a sentence's last word (it carries the period)
 also waits until the sentence-final pause is audible. Turns merge c ∈ [1, max_merge] base chunks.
-Optional corruption omits words or emits them turns before they are writable (premature guesses).
+Optional corruption, the errors synthetic dialogue data has: omitted words, premature guesses (words
+emitted turns before they are writable, some wrong), and segmentation slips (a sentence's closing word
+written one turn late, merged into the next sentence's turn). References are never corrupted.
 """
 
 import bisect
@@ -46,13 +48,15 @@ class TalkAlignment:
 
 @dataclass(frozen=True)
 class SftDialogue:
-    """One dialogue of a talk: (frames, assistant text) per turn, plus what corruption did to it."""
+    """One dialogue of a talk: (frames, assistant text) per turn, plus what corruption did to it
+    (`slipped`: sentence boundaries whose closing word was written one turn late)."""
 
     turns: tuple[tuple[int, str], ...]
     words: int
     omitted: int
     premature: int
     wrong: int
+    slipped: int
 
 
 def word_deadlines(talk: AlignedTalk) -> list[int]:
@@ -88,7 +92,10 @@ def build_dialogue(talk: AlignedTalk, language: Language, synth: SynthConfig, ch
     ends = np.cumsum(sizes).tolist()
     words: list[TargetWord] = [w for sentence in talk.sentences for w in sentence.target]
     turn_of = [bisect.bisect_left(ends, need) for need in word_deadlines(talk)]
-    emit_at, premature = _premature_turns(turn_of, synth, rng)
+    emit_at, _ = _premature_turns(turn_of, synth, rng)
+    sentence_ends = np.cumsum([len(sentence.target) for sentence in talk.sentences]).tolist()
+    emit_at, slipped = _slip_sentence_ends(emit_at, turn_of, sentence_ends, len(sizes) - 1, synth.segmentation_slip_rate, rng)
+    premature = [emit < writable for emit, writable in zip(emit_at, turn_of)]
     texts: list[list[str]] = [[] for _ in sizes]
     omitted = wrong = 0
     for word, turn, early in zip(words, emit_at, premature):
@@ -102,7 +109,7 @@ def build_dialogue(talk: AlignedTalk, language: Language, synth: SynthConfig, ch
             continue
         texts[turn].append(text)
     turns = tuple((size, " ".join(t)) for size, t in zip(sizes, texts))
-    return SftDialogue(turns, len(words), omitted, sum(premature), wrong)
+    return SftDialogue(turns, len(words), omitted, sum(premature), wrong, slipped)
 
 
 def _premature_turns(turn_of: list[int], synth: SynthConfig, rng: np.random.Generator) -> tuple[list[int], list[bool]]:
@@ -131,3 +138,30 @@ def _premature_turns(turn_of: list[int], synth: SynthConfig, rng: np.random.Gene
         prev_turn = emit[j - 1]
         i = j
     return emit, early
+
+
+def _slip_sentence_ends(
+    emit: list[int], turn_of: list[int], sentence_ends: list[int], last_turn: int, rate: float, rng: np.random.Generator
+) -> tuple[list[int], int]:
+    """Segmentation slips: at each boundary between two sentences, with probability `rate`, the first
+    sentence's last word (the one closing it) is emitted one turn after the turn it is writable in, and
+    every word of the next sentence emitted earlier than that moves along (word order kept): the end of
+    the sentence merges into the next turn. A sentence writable in the dialogue's last turn cannot
+    slip. Returns the emission turns and the number of slips."""
+    emit = list(emit)
+    if rate <= 0:
+        return emit, 0
+    slipped = 0
+    for stop in sentence_ends[:-1]:
+        if rng.random() >= rate:
+            continue
+        last = stop - 1
+        later = turn_of[last] + 1
+        if later > last_turn:
+            continue
+        for i in range(last, len(emit)):
+            if i > last and emit[i] >= later:  # emission turns are monotonic: the rest is already later
+                break
+            emit[i] = max(emit[i], later)
+        slipped += 1
+    return emit, slipped

@@ -237,14 +237,14 @@ def _speaker_meta(talk: SpokenTalk) -> dict:
 def _write_sft(path: Path, split: str, talks: list[tuple[int, AlignedTalk]], language: Language, cfg: RunConfig) -> dict:
     s = cfg.data.synth
     path.parent.mkdir(parents=True, exist_ok=True)
-    totals = {"dialogues": 0, "words": 0, "omitted": 0, "premature": 0, "wrong": 0}
+    totals = {"dialogues": 0, "words": 0, "omitted": 0, "premature": 0, "wrong": 0, "slipped": 0}
     with path.open("w", encoding="utf-8") as fh:
         for talk_index, talk in talks:
             for k in range(s.sft_dialogues_per_talk):
                 dialogue = build_dialogue(talk, language, s, cfg.data.chunk_frames, dialogue_rng(s.seed, talk_index, k))
                 fh.write(json.dumps(_sft_record(talk, split, dialogue, cfg), ensure_ascii=False) + "\n")
                 totals["dialogues"] += 1
-                for key in ("words", "omitted", "premature", "wrong"):
+                for key in ("words", "omitted", "premature", "wrong", "slipped"):
                     totals[key] += getattr(dialogue, key)
     return totals
 
