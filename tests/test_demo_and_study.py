@@ -56,6 +56,7 @@ def test_demo_runs_every_stage_then_skips_them_on_rerun(tmp_path):
     out = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert "| SFT | 1 |" in out and "| HPO | 2 |" in out
     assert "scored by OmniSTEval longform" in out and "| 2 | instances.log |" in out  # features-only demo: ideal latency
+    assert "**Input: feature vectors, not audio**" in out and "| HPO training |" in out
     for path in (
         "data/meta.json",
         "sft/config.json",
