@@ -14,10 +14,15 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint format test-vllm env env-dev env-vllm lock-gpu clean
+.PHONY: demo demo-speech test lint format test-vllm env env-dev env-vllm lock-gpu clean
 
 demo: $(VENV)/.stamp-base
 	$(BIN)/hpo-ray demo
+
+# The same job on spoken talks (configs/demo-speech.yaml, runs/demo-speech/). Its OmniSTEval section streams the
+# test audio through simulstream_inference and scores it with omnisteval: both come with the dev install.
+demo-speech: $(VENV)/.stamp-dev
+	$(BIN)/hpo-ray demo --speech
 
 # vLLM's tests run in their own pytest process: vLLM sets up a process group and pins torch to one
 # thread in the process that imports it.

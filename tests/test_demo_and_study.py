@@ -1,13 +1,18 @@
-"""`hpo-ray demo` and `hpo-ray study` end to end at toy size: every stage runs for real (synthesis,
-tiny model, SFT, HPO on a local Ray, evaluation), in a subprocess each (they start and stop Ray)."""
+"""`hpo-ray demo` (on feature vectors and on spoken talks) and `hpo-ray study` end to end at toy size:
+every stage runs for real (synthesis, tiny model, SFT, HPO on a local Ray, evaluation), in a subprocess
+each (they start and stop Ray)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from hpo_ray.synth.espeak import missing_reason
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = {
@@ -51,6 +56,7 @@ def test_demo_runs_every_stage_then_skips_them_on_rerun(tmp_path):
     out = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert "| SFT | 1 |" in out and "| HPO | 2 |" in out
     assert "scored by OmniSTEval longform" in out and "| 2 | instances.log |" in out  # features-only demo: ideal latency
+    assert "**Input: feature vectors, not audio**" in out and "| HPO training |" in out
     for path in (
         "data/meta.json",
         "sft/config.json",
@@ -63,6 +69,53 @@ def test_demo_runs_every_stage_then_skips_them_on_rerun(tmp_path):
         assert (root / path).is_file(), path
     rerun = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert rerun.count("already done, skipped") == 8  # synth, model, SFT, HPO, two evaluations, two OmniSTEval runs
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
+def test_speech_demo_runs_on_audio_end_to_end_then_skips_every_stage_on_rerun(tmp_path):
+    from hpo_ray.data.audio import AudioManifest
+    from hpo_ray.speech.model import SpeechLLM
+
+    root = tmp_path / "demo-speech"
+    tree = {"base": str(REPO / "configs" / "demo-speech.yaml"), "run": {"dir": str(root)}, **TOY}
+    tree["data"] = {
+        "synth": {"talks": 6, "min_talk_seconds": 15, "speech": {"workers": 1}},
+        **{f"{s}_manifest": str(root / "features" / s / "manifest.parquet") for s in ("train", "dev", "test")},
+    }
+    tree["model"] = {"path": str(root / "sft")}
+    tree["sft"] = {"epochs": 1, "hear": {"epochs": 1}}
+    tree["algorithm"] = {**TOY["algorithm"], "steps": 2}
+    config = tmp_path / "demo-speech-toy.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    hpo_ray("demo", "--speech", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
+    report = (root / "report.md").read_text()
+    assert "**Input: audio.** 6 synthetic talks spoken by eSpeak NG" in report
+    assert "streams the test talks' wav files through simulstream" in report
+    for m in (1, 2):
+        assert f"| SFT | {m} |" in report and f"| HPO | {m} |" in report
+    number = r"\d+\.\d+"
+    # OmniSTEval on the simulstream log: BLEU, chrF, ideal and computation-aware StreamLAAL, LongYAAL, RTF.
+    assert re.search(rf"\| 1 \| simulstream log \| {number} \| {number} \| {number} \| {number} \| {number} \| {number} \|", report)
+    assert "Computation-aware latency and RTF measured on" in report
+    assert re.search(rf"\| two-stage speech SFT \(hear by CTC, encode train/dev/test, translate\) \| {number} \|", report)
+    # The test frames SFT and HPO were scored on are the HPO policy's own encoder streaming the test audio.
+    talk = next(iter(AudioManifest(root / "data" / "test" / "audio_manifest.parquet")))
+    frames = np.load(root / "features" / "test" / "features" / f"{talk.talk_id}.npy")
+    np.testing.assert_allclose(SpeechLLM.from_pretrained(root / "hpo").encode(talk.samples()), frames, atol=1e-5)
+    rerun = hpo_ray("demo", "--speech", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
+    assert rerun.count("already done, skipped") == 7  # synth, model, speech SFT, HPO, two evaluations, simulstream
+    assert not re.search(r"^\[demo\] .*: running$", rerun, re.M)
+    assert re.search(rf"\| HPO training \| {number} \(earlier run\) \|", (root / "report.md").read_text())  # times kept
+
+
+def test_speech_demo_refuses_manifests_outside_its_features_folder(tmp_path):
+    root = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hpo_ray.cli.main", "demo", "--speech", "--config", str(REPO / "configs" / "demo.yaml"), f"run.dir={root}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "config error at data.train_manifest" in done.stderr, done.stderr[-2000:]
+    assert str(root / "features" / "train" / "manifest.parquet") in done.stderr and not root.exists()
 
 
 @pytest.mark.ray

@@ -2,68 +2,96 @@
 
 synthesize talks → build the tiny model → SFT → HPO → evaluate SFT and HPO at several latency
 points (chunk multipliers) → OmniSTEval on the HPO policy (via simulstream when it is a speech LLM
-with spoken test talks) → runs/demo/report.md with tables and quality–latency plots.
-Each stage is skipped when its output already exists, so a rerun continues where it stopped.
+with spoken test talks) → runs/demo/report.md with tables, quality–latency plots and stage times.
+`--speech` (configs/demo-speech.yaml) runs it on spoken talks: a speech encoder and two-stage SFT
+(`demo_speech.py`). Each stage is skipped when its output already exists, so a rerun continues.
 """
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
+from hpo_ray.cli import demo_speech
 from hpo_ray.cli.common import add_config_arguments
-from hpo_ray.cli.pipeline import build_tiny_model, run_hpo, stage, supervised_start
+from hpo_ray.cli.pipeline import StageLog, build_tiny_model, run_hpo, stage, supervised_start
 from hpo_ray.config import RunConfig, load_config
 
 TAG = "demo"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+STAGE_TIMES = "stage_seconds.json"
+VECTOR_INPUT = (
+    "**Input: feature vectors, not audio** (each source word a fixed random vector plus noise); "
+    "`hpo-ray demo --speech` runs the same job on spoken talks."
+)
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--multipliers", default="1,2,3,4", help="chunk multipliers evaluated (latency points)")
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first")
+    parser.add_argument(
+        "--speech", action="store_true", help="spoken talks: configs/demo-speech.yaml unless --config, data.synth.speech.enabled=true"
+    )
     add_config_arguments(parser)
 
 
+def demo_config(args) -> RunConfig:
+    """demo.yaml, or demo-speech.yaml with `--speech`; an explicit `--config` wins, `--speech` still speaks the talks."""
+    if args.speech:
+        return load_config(args.config or demo_speech.SPEECH_CONFIG, [*args.overrides, "data.synth.speech.enabled=true"])
+    return load_config(args.config or DEFAULT_CONFIG, args.overrides)
+
+
 def run(args) -> int:
-    cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-    root = Path(cfg.run.dir)
+    cfg = demo_config(args)
+    speech, root = cfg.data.synth.speech.enabled, Path(cfg.run.dir)
+    if speech:
+        demo_speech.check_feature_paths(cfg, root)
     if args.fresh:
         shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     data, init, sft, hpo = root / "data", root / "init", Path(cfg.model.path), root / "hpo"
-    started = time.perf_counter()
+    log, started = StageLog(TAG, root / STAGE_TIMES), time.perf_counter()
 
-    if stage("synthesize talks", (data / "meta.json").is_file(), TAG):
+    if log("synthesize talks" + (" (spoken)" if speech else ""), (data / "meta.json").is_file()):
         from hpo_ray.synth import synthesize
 
         synthesize(cfg, data)
-    build_tiny_model(cfg, data / "train" / "manifest.parquet", init, TAG)
-    supervised_start(cfg, init, sft, Path(cfg.data.sft_dir), "supervised fine-tuning", TAG)
-    if stage("HPO training", (hpo / "config.json").is_file(), TAG):
+    if speech:
+        demo_speech.speech_start(cfg, root, log)
+    else:
+        build_tiny_model(cfg, data / "train" / "manifest.parquet", init, log)
+        supervised_start(cfg, init, sft, Path(cfg.data.sft_dir), "supervised fine-tuning", log)
+    if log("HPO training", (hpo / "config.json").is_file()):
         run_hpo(cfg, root / "hpo_run", hpo)
     multipliers = [int(m) for m in args.multipliers.split(",")]
-    results = evaluate_all(cfg, {"SFT": sft, "HPO": hpo}, multipliers, root / "eval")
-    field = field_scores(cfg, hpo, multipliers, root / "eval")
-    write_report(cfg, results, root, time.perf_counter() - started, field)
+    results = evaluate_all(cfg, {"SFT": sft, "HPO": hpo}, multipliers, root / "eval", log)
+    field = field_scores(cfg, hpo, multipliers, root / "eval", log)
+    log.close()
+    streamed = any(row["source"] == "simulstream log" for row in field)
+    notes = demo_speech.input_lines(cfg, root, streamed) if speech else [VECTOR_INPUT]
+    write_report(cfg, results, root, time.perf_counter() - started, field, notes, log)
     print((root / "report.md").read_text())
     return 0
 
 
-def evaluate_all(cfg: RunConfig, policies: dict[str, Path], multipliers: list[int], out: Path) -> dict[str, list[dict]]:
+def evaluate_all(
+    cfg: RunConfig, policies: dict[str, Path], multipliers: list[int], out: Path, tag: "str | StageLog" = TAG
+) -> dict[str, list[dict]]:
     """Scores of each policy on the test talks at each multiplier (one engine load per policy)."""
     from hpo_ray.eval import evaluate_multipliers
 
     results: dict[str, list[dict]] = {}
     for name, path in policies.items():
         folders = [out / name.lower() / f"m{m}" for m in multipliers]
-        if stage(f"evaluate {name} at multipliers {multipliers}", all((f / "scores.json").is_file() for f in folders), TAG):
+        if stage(f"evaluate {name} at multipliers {multipliers}", all((f / "scores.json").is_file() for f in folders), tag):
             evaluate_multipliers(cfg, path, Path(cfg.data.test_manifest), multipliers, out / name.lower())
         results[name] = [json.loads((f / "scores.json").read_text()) for f in folders]
     return results
 
 
-def field_scores(cfg: RunConfig, policy: Path, multipliers: list[int], out: Path) -> list[dict]:
+def field_scores(cfg: RunConfig, policy: Path, multipliers: list[int], out: Path, tag: "str | StageLog" = TAG) -> list[dict]:
     """The HPO policy as OmniSTEval scores it (docs/evaluation.md): a speech LLM whose test talks have audio is
     streamed through simulstream_inference (ideal and computation-aware latency, real-time factor) at
     `data.multiplier`; otherwise OmniSTEval scores its `instances.log` at every multiplier (ideal latency only)."""
@@ -75,14 +103,14 @@ def field_scores(cfg: RunConfig, policy: Path, multipliers: list[int], out: Path
     tgt = Manifest(manifest, check_values=False).talks[0].tgt_lang
     if (policy / ENCODER_FOLDER / "config.json").is_file() and (manifest.parent / "encode.json").is_file():
         m, folder = cfg.data.multiplier, out / "hpo_simulstream" / f"m{cfg.data.multiplier}"
-        if stage(f"stream HPO through simulstream + OmniSTEval at m={m}", (folder / FIELD_DIR / SCORES).is_file(), TAG):
+        if stage(f"stream HPO through simulstream + OmniSTEval at m={m}", (folder / FIELD_DIR / SCORES).is_file(), tag):
             evaluate_via_simulstream(cfg, policy, manifest, m, folder)
         field = json.loads((folder / FIELD_DIR / SCORES).read_text())
         return [{"multiplier": m, "source": "simulstream log", **field["omnisteval"], "rtf": field["rtf"], "hardware": field["hardware"]}]
     rows = []
     for m in multipliers:
         folder = out / "hpo" / f"m{m}"
-        if stage(f"OmniSTEval on HPO's instances.log at m={m}", (folder / "omnisteval" / "scores.tsv").is_file(), TAG):
+        if stage(f"OmniSTEval on HPO's instances.log at m={m}", (folder / "omnisteval" / "scores.tsv").is_file(), tag):
             omnisteval_of_eval(folder, cfg, tgt)
         rows.append({"multiplier": m, "source": "instances.log", **read_omnisteval_scores(folder / "omnisteval")})
     return rows
@@ -125,7 +153,17 @@ def field_table(field: list[dict]) -> list[str]:
     return lines
 
 
-def write_report(cfg: RunConfig, results: dict[str, list[dict]], root: Path, seconds: float, field: list[dict] | None = None) -> None:
+def write_report(
+    cfg: RunConfig,
+    results: dict[str, list[dict]],
+    root: Path,
+    seconds: float,
+    field: list[dict] | None = None,
+    notes: list[str] | None = None,
+    stages: StageLog | None = None,
+) -> None:
+    """report.md: what the input was (`notes`), SFT and HPO per multiplier, the plots, the OmniSTEval
+    section and each stage's wall time."""
     from hpo_ray.plot import plot_curves
 
     plot_curves(results, "chrf", "stream_laal", root / "chrf_vs_streamlaal.png")
@@ -141,13 +179,17 @@ def write_report(cfg: RunConfig, results: dict[str, list[dict]], root: Path, sec
                 f"| {name} | {p['multiplier']} | {fmt(p['chrf'], 2)} | {fmt(p['bleu'], 2)} | {fmt(p['stream_laal'], 3)} | "
                 f"{fmt(p['hpo_latency'], 3)} | {fmt(p['length_ratio'], 3)} |"
             )
+    total = f"; the stages below took {stages.total() / 60:.1f} min in all" if stages else ""
     text = "\n".join(
         [
             "# hpo-ray demo report",
             "",
             f"Synthetic talks (seed {cfg.data.synth.seed}, language seed {cfg.data.synth.language_seed}), test split; "
-            f"tiny Qwen3 policy; SFT → {cfg.algorithm.steps} HPO steps. Wall time {seconds / 60:.1f} min on this machine.",
+            f"tiny Qwen3 policy; SFT → {cfg.algorithm.steps} HPO steps. Wall time {seconds / 60:.1f} min on this machine "
+            f"for this invocation{total} ({len(os.sched_getaffinity(0))} usable cores, load average "
+            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end).",
             "",
+            *([*notes, ""] if notes else []),
             *rows,
             "",
             "![chrF vs StreamLAAL](chrf_vs_streamlaal.png)",
@@ -155,6 +197,7 @@ def write_report(cfg: RunConfig, results: dict[str, list[dict]], root: Path, sec
             "![BLEU vs StreamLAAL](bleu_vs_streamlaal.png)",
             "",
             *(field_table(field) + [""] if field else []),
+            *(["## Stages", "", *stages.table(), ""] if stages else []),
         ]
     )
     (root / "report.md").write_text(text)

@@ -24,11 +24,7 @@ def run(args) -> int:
     ]
     if not manifests:
         raise SystemExit(f"hpo-ray build-model: no manifest.parquet or audio_manifest.parquet under {args.data}/train or /dev")
-    out = prepare_tiny_policy(cfg, manifests, args.out)
-    if args.speech:
-        from hpo_ray.speech.model import SpeechLLM
-
-        out = SpeechLLM.from_policy(out, cfg.model.speech).save_pretrained(out)
+    out = prepare_tiny_policy(cfg, manifests, args.out, speech=args.speech)
     n = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({n / 1e6:.1f} MB)")
     return 0

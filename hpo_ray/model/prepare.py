@@ -34,9 +34,15 @@ def tokenizer_corpus(manifests: list[Path], instruction: str) -> list[str]:
     return texts
 
 
-def prepare_tiny_policy(cfg: RunConfig, manifests: list[Path], out_dir: Path) -> Path:
-    """Train the tokenizer on `manifests`, build the tiny model from `cfg.model.tiny`, save to `out_dir`."""
+def prepare_tiny_policy(cfg: RunConfig, manifests: list[Path], out_dir: Path, speech: bool = False) -> Path:
+    """Train the tokenizer on `manifests`, build the tiny model from `cfg.model.tiny`, save to `out_dir`;
+    with `speech`, a freshly initialised speech encoder from `cfg.model.speech` is saved beside it."""
     texts = tokenizer_corpus(manifests, cfg.model.instruction)
     tokenizer = train_tokenizer(texts, cfg.model.tiny.vocab_size, cfg.model.placeholder_token)
     model = build_tiny_model(cfg.model.tiny, tokenizer)
-    return save_policy(model, tokenizer, out_dir)
+    out = save_policy(model, tokenizer, out_dir)
+    if speech:
+        from hpo_ray.speech.model import SpeechLLM
+
+        out = SpeechLLM.from_policy(out, cfg.model.speech).save_pretrained(out)
+    return out

@@ -10,6 +10,7 @@ The result is a speech LLM (the SFT LLM + the stage-1 encoder); HPO trains on `f
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from hpo_ray.config import RunConfig
@@ -57,9 +58,11 @@ def point_sft_at_features(sft_dir: Path, out_dir: Path, features: dict[Path, Pat
 
 
 def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, features_dir: Path) -> dict:
-    """Stage 1 (hear) → encode every split → stage 2 (translate, encoder frozen); returns the summary."""
+    """Stage 1 (hear) → encode every split → stage 2 (translate, encoder frozen); returns the summary
+    (with each part's wall seconds)."""
     from hpo_ray.sft import finetune
 
+    started = time.perf_counter()
     model = open_speech_llm(Path(init), cfg)
     check_compatible(model, cfg)
     audio = {s: data_dir / s / AUDIO_MANIFEST for s in SPLITS if (data_dir / s / AUDIO_MANIFEST).is_file()}
@@ -71,16 +74,19 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
     train = sentence_examples(manifests["train"], vocab, model.encoder, margin)
     dev = sentence_examples(manifests["dev"], vocab, model.encoder, margin) if "dev" in manifests else None
     hear = train_hearing(model.encoder, train, len(vocab), cfg.sft.hear, dev, progress=cfg.logging.progress)
+    seconds = {"hear": time.perf_counter() - started}
     features = {}
     for split, path in audio.items():
         encode_manifest(model, path, features_dir / split, cfg)
         features[path.resolve()] = (features_dir / split / "manifest.parquet").resolve()
     point_sft_at_features(data_dir / "sft", features_dir / "sft", features)
+    seconds["encode"] = time.perf_counter() - started - seconds["hear"]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".speech-sft.", dir=out.parent) as tmp:
         heard = model.save_pretrained(Path(tmp) / "heard")
         translate = finetune(cfg, heard, out, features_dir / "sft")  # keeps heard's speech_encoder/
+    seconds["translate"] = time.perf_counter() - started - seconds["hear"] - seconds["encode"]
     summary = {
         "hear": {
             "words": len(vocab),
@@ -93,6 +99,7 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
         },
         "translate": translate,
         "features": {s: str(features_dir / s / "manifest.parquet") for s in audio},
+        "seconds": seconds,
     }
     (out / "sft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
