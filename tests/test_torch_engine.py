@@ -1,5 +1,8 @@
 """Torch rollout engine: persistent KV reuse is exact, termination is per dialogue, weights load in place."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +163,42 @@ def test_registered_torch_engine_satisfies_the_engine_protocol(tiny_policy_dir):
         generate = load_weights = named_weights = TorchEngine.generate
 
     assert not isinstance(NoStats(), RolloutEngine)
+
+
+# Fixed-seed runs whose token ids and logprobs were recorded from the engine before its decode loop
+# was vectorised (tests/data/torch_engine_fingerprint.json): any optimisation must reproduce them bit for bit.
+FINGERPRINT = Path(__file__).parent / "data" / "torch_engine_fingerprint.json"
+FINGERPRINT_CASES = {
+    # name: (talk lengths, samples per talk, engine kwargs, sampling, seed)
+    "sampled": ((50, 80), 3, {}, SamplingConfig(max_new_tokens=20), 1),
+    "top_p_top_k": ((60,), 4, {}, SamplingConfig(max_new_tokens=12, temperature=0.7, top_p=0.9, top_k=50), 5),
+    "greedy": ((40, 30), 2, {}, SamplingConfig(greedy=True, max_new_tokens=8), 0),
+    "length_cap": ((40, 160), 2, {"max_total_tokens": 260}, SamplingConfig(max_new_tokens=8), 2),
+    "bounded_context": ((300, 200), 2, {"max_total_tokens": 260, "context": (200, 100)}, SamplingConfig(max_new_tokens=6), 3),
+    "reprefill": ((50, 80), 2, {"kv_reuse": False}, SamplingConfig(max_new_tokens=10), 4),
+}
+
+
+def fingerprint_run(model, layout, name: str) -> list[dict]:
+    """Every trajectory of one fixed-seed case: its ids, sampled logprobs and truncation flag, in yield order."""
+    lengths, group, kwargs, sampling, seed = FINGERPRINT_CASES[name]
+    engine = TorchEngine(model, layout, **kwargs)
+    return [
+        {"talk_id": t.talk_id, "input_ids": t.input_ids, "logprobs": t.logprobs, "truncated": t.truncated}
+        for t in engine.generate(make_talks(lengths), group, sampling, seed)
+    ]
+
+
+@pytest.fixture
+def one_thread():
+    """The recording used 1 torch thread: the matmuls' low bits depend on the thread count (and the CPU's kernels)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", sorted(FINGERPRINT_CASES))
+def test_fixed_seed_trajectories_are_bit_identical_to_the_recorded_ones(tiny_model, layout, one_thread, name):
+    recorded = json.loads(FINGERPRINT.read_text())[name]
+    assert fingerprint_run(tiny_model, layout, name) == recorded
