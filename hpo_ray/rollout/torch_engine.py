@@ -7,6 +7,7 @@ compacted away at each turn start. `kv_reuse=False` re-prefills the whole dialog
 as HF-generate-based multi-turn trainers do (the baseline of `hpo-ray bench rollout`).
 """
 
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -124,6 +125,7 @@ class TorchEngine:
             "prefill_tokens": 0,
             "decode_tokens": 0,
             "forward_calls": 0,
+            "forward_seconds": 0.0,  # wall time inside the model's forward calls (the rest is the engine's overhead)
             "context_slides": 0,
             "peak_kv_tokens": 0,
             "peak_kv_width": 0,
@@ -233,9 +235,10 @@ class TorchEngine:
         positions = batch.next_pos[:, None] + torch.cumsum(new_mask.long(), dim=1) - 1
         positions = positions.clamp(min=0)
         mask = torch.cat([batch.key_mask, new_mask], dim=1)
-        out = self.model(
-            inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions, past_key_values=batch.cache, use_cache=True
-        )
+        mask_ids = mask.long()
+        start = self._clock()
+        out = self.model(inputs_embeds=inputs, attention_mask=mask_ids, position_ids=positions, past_key_values=batch.cache, use_cache=True)
+        self.stats["forward_seconds"] += self._clock() - start
         batch.key_mask = mask
         self._account_kv(batch)
         lengths = new_mask.sum(dim=1)
@@ -245,6 +248,12 @@ class TorchEngine:
         self.stats["forward_calls"] += 1
         last = (lengths - 1).clamp(min=0)
         return out.logits[torch.arange(len(new_ids), device=self.device), last].float()
+
+    def _clock(self) -> float:
+        """perf_counter, after the queued GPU work has finished when the model is on CUDA."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _account_kv(self, batch: _Batch) -> None:
         """Peak KV-cache size, measured on the cache itself (tokens per row, width, allocated bytes)."""
