@@ -118,6 +118,7 @@ class TorchEngine:
         self.kv_reuse = kv_reuse
         self.context = context
         self.banned = policy_ban_mask(layout, model.config.vocab_size, self.device)
+        self._may_sample_placeholder = not bool(self.banned[layout.placeholder_id])
         self.pad_id = layout.tokenizer.pad_token_id if layout.tokenizer.pad_token_id is not None else layout.end_of_turn_id
         self.weight_version = 0
         self.capture_logits = False  # tests: keep every generation-time logit row on the trajectory
@@ -184,70 +185,80 @@ class TorchEngine:
             turn += 1
 
     def _decode_turn(self, batch, recs, logits, frames, sampling, gen) -> list[list[int]]:
-        """Sample one assistant turn for every row; returns each row's tokens not yet cached."""
+        """Sample one assistant turn for every row; returns each row's tokens not yet cached.
+
+        Rows stay on the device as tensors for the whole turn (one host sync per step: did every row
+        end?); the recorders get each row's reply in one piece at the end."""
+        steps, eot = sampling.max_new_tokens, self.layout.end_of_turn_id
         active = torch.ones(len(recs), dtype=torch.bool, device=self.device)
-        pending: list[list[int]] = [[] for _ in recs]
-        for step in range(sampling.max_new_tokens):
+        tokens_by_step, logprobs_by_step, logits_by_step = [], [], []
+        for step in range(steps):
             logprobs = policy_log_probs(logits, self.banned, sampling.temperature)
-            tokens = sample_tokens(logprobs, sampling, gen)
-            chosen = logprobs.gather(1, tokens[:, None]).squeeze(1)
-            feed: list[list[int]] = []
-            for i, rec in enumerate(recs):
-                if not active[i]:
-                    feed.append([])
-                    continue
-                tok = int(tokens[i])
-                rec.add_token(tok, float(chosen[i]))
-                if self.capture_logits:
-                    rec.captured.append(logits[i].clone())
-                if tok == self.layout.end_of_turn_id or step == sampling.max_new_tokens - 1:
-                    active[i] = False
-                    pending[i] = [tok]
-                    feed.append([])
-                else:
-                    feed.append([tok])
-            if not bool(active.any()):
+            tokens = sample_tokens(logprobs, sampling, gen)  # every row draws, ended ones too: the generator's stream stays per step
+            tokens_by_step.append(tokens)
+            logprobs_by_step.append(logprobs.gather(1, tokens[:, None]).squeeze(1))
+            if self.capture_logits:
+                logits_by_step.append(logits)
+            active = active & (tokens != eot)  # the rows that feed their token back
+            if step == steps - 1 or not bool(active.any()):
                 break
-            logits = self._forward(batch, feed, recs, frames, prefill=False)
-        for i, rec in enumerate(recs):
+            logits = self._decode_forward(batch, recs, frames, tokens, active)
+        self._account_kv(batch)  # within a turn the cache only grows: its peak is here
+        sampled = torch.stack(tokens_by_step, dim=1)
+        ended_before = (torch.cumsum((sampled == eot).long(), dim=1) - (sampled == eot).long()) > 0
+        counts = (~ended_before).sum(dim=1).tolist()  # a row's reply runs to its first <|im_end|> or the cap
+        self.stats["decode_tokens"] += sum(counts) - len(counts)  # each but the reply's last token was fed back
+        pending: list[list[int]] = []
+        for i, (rec, row, lps, n) in enumerate(zip(recs, sampled.tolist(), torch.stack(logprobs_by_step, dim=1).tolist(), counts)):
+            rec.add_reply(row[:n], lps[:n])
+            if self.capture_logits:
+                rec.captured.extend(step_logits[i] for step_logits in logits_by_step[:n])
             extra = rec.end_turn()
-            if extra is not None:
-                pending[i].append(extra)
+            pending.append([row[n - 1]] + ([extra] if extra is not None else []))
         return pending
+
+    def _decode_forward(self, batch: _Batch, recs, frames, tokens: torch.Tensor, feed: torch.Tensor) -> torch.Tensor:
+        """One decode step: each `feed` row's sampled token through the model (the others padded and masked)."""
+        if self._may_sample_placeholder:  # a sampled placeholder would take a frame: the general path handles it
+            fed = [[t] if f else [] for t, f in zip(tokens.tolist(), feed.tolist())]
+            return self._forward(batch, fed, recs, frames, prefill=False)
+        ids = torch.where(feed, tokens, self.pad_id)[:, None]
+        return self._step(batch, self.model.get_input_embeddings()(ids), feed[:, None])
 
     def _forward(self, batch: _Batch, new_ids: list[list[int]], recs, frames, prefill: bool) -> torch.Tensor:
         """Run the rows' new tokens (right-padded, pads masked) through the model; last-token logits."""
         width = max(len(ids) for ids in new_ids)
-        ids = torch.full((len(new_ids), width), self.pad_id, dtype=torch.long, device=self.device)
-        new_mask = torch.zeros(len(new_ids), width, dtype=torch.bool, device=self.device)
+        padded = [row + [self.pad_id] * (width - len(row)) for row in new_ids]
+        ids = torch.tensor(padded, dtype=torch.long, device=self.device)
+        new_mask = torch.tensor([[k < len(row) for k in range(width)] for row in new_ids], dtype=torch.bool, device=self.device)
         chunks = []
         for i, row in enumerate(new_ids):
-            if row:
-                ids[i, : len(row)] = torch.tensor(row, device=self.device)
-                new_mask[i, : len(row)] = True
-            n_ph = sum(1 for t in row if t == self.layout.placeholder_id)
+            n_ph = row.count(self.layout.placeholder_id)
             if n_ph:
                 start = batch.frames_used[i]
                 chunks.append(frames[recs[i].talk.talk_id][start : start + n_ph])
                 batch.frames_used[i] += n_ph
         ph = torch.cat(chunks) if chunks else torch.zeros(0, self.model.config.hidden_size, device=self.device, dtype=self.dtype)
-        inputs = embed(self.model.get_input_embeddings(), ids, ph, self.layout.placeholder_id)
-        positions = batch.next_pos[:, None] + torch.cumsum(new_mask.long(), dim=1) - 1
-        positions = positions.clamp(min=0)
+        if prefill:
+            self.stats["prefill_tokens"] += sum(len(row) for row in new_ids)
+        return self._step(batch, embed(self.model.get_input_embeddings(), ids, ph, self.layout.placeholder_id), new_mask)
+
+    def _step(self, batch: _Batch, inputs: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
+        """The model's forward over the new positions `new_mask` marks, appending them to the cache; last-token logits."""
+        lengths = new_mask.sum(dim=1)
+        positions = (batch.next_pos[:, None] + torch.cumsum(new_mask.long(), dim=1) - 1).clamp(min=0)
         mask = torch.cat([batch.key_mask, new_mask], dim=1)
         mask_ids = mask.long()
         start = self._clock()
         out = self.model(inputs_embeds=inputs, attention_mask=mask_ids, position_ids=positions, past_key_values=batch.cache, use_cache=True)
         self.stats["forward_seconds"] += self._clock() - start
-        batch.key_mask = mask
-        self._account_kv(batch)
-        lengths = new_mask.sum(dim=1)
-        batch.next_pos = batch.next_pos + lengths
-        real = int(lengths.sum())
-        self.stats["prefill_tokens" if prefill else "decode_tokens"] += real
         self.stats["forward_calls"] += 1
+        batch.key_mask = mask
+        batch.next_pos = batch.next_pos + lengths
+        if new_mask.shape[1] == 1:
+            return out.logits[:, 0].float()
         last = (lengths - 1).clamp(min=0)
-        return out.logits[torch.arange(len(new_ids), device=self.device), last].float()
+        return out.logits[torch.arange(len(lengths), device=self.device), last].float()
 
     def _clock(self) -> float:
         """perf_counter, after the queued GPU work has finished when the model is on CUDA."""
