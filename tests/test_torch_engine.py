@@ -202,3 +202,15 @@ def one_thread():
 def test_fixed_seed_trajectories_are_bit_identical_to_the_recorded_ones(tiny_model, layout, one_thread, name):
     recorded = json.loads(FINGERPRINT.read_text())[name]
     assert fingerprint_run(tiny_model, layout, name) == recorded
+
+
+def test_cache_compaction_takes_the_same_entries_as_a_gather_on_the_token_dim():
+    from hpo_ray.rollout.torch_engine import _take_entries
+
+    buffer = torch.randn(3, 2, 40, 8)
+    cache = buffer[:, :, :25]  # the growing layer's view: strided, wider storage
+    order = torch.stack([torch.randperm(25)[:17] for _ in range(3)])
+    expected = torch.gather(cache, 2, order[:, None, :, None].expand(3, 2, 17, 8))
+    assert torch.equal(_take_entries(cache, order), expected)
+    assert torch.equal(_take_entries(cache.contiguous(), order), expected)
+    assert torch.equal(_take_entries(cache.transpose(1, 2).contiguous().transpose(1, 2), order), expected)  # odd strides

@@ -53,6 +53,22 @@ class _GrowingCache(DynamicCache):
         Cache.__init__(self, layer_class_to_replicate=_GrowingLayer)
 
 
+def _take_entries(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """`t[b, h, order[b, j]]` for a [rows, heads, tokens, dim] cache tensor (= torch.gather on dim 2), copying whole
+    `dim`-long rows by their offsets in `t`'s storage: an order of magnitude faster than the gather, and no copy of a
+    strided view (the growing buffer's) first."""
+    rows, heads, _, dim = t.shape
+    if t.stride(3) != 1 or t.stride(2) != dim or t.stride(1) % dim or t.stride(0) % dim:
+        t = t.contiguous()
+    starts = (torch.arange(rows, device=t.device)[:, None] * (t.stride(0) // dim)) + torch.arange(heads, device=t.device) * (
+        t.stride(1) // dim
+    )
+    index = (starts[:, :, None] + order[:, None, :]).reshape(-1)
+    span = (rows - 1) * (t.stride(0) // dim) + (heads - 1) * (t.stride(1) // dim) + t.shape[2]
+    as_rows = t.as_strided((span, dim), (dim, 1))
+    return as_rows.index_select(0, index).view(rows, heads, order.shape[1], dim)
+
+
 class _Batch:
     """The shared cache with its key mask and each row's next position and frame cursor."""
 
@@ -78,10 +94,7 @@ class _Batch:
         width = int(self.key_mask.sum(dim=1).max())
         order = order[:, :width]
         for layer in self.cache.layers:
-            for name in ("keys", "values"):
-                t = getattr(layer, name)
-                gather = order[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
-                setattr(layer, name, torch.gather(t, 2, gather))
+            layer.keys, layer.values = _take_entries(layer.keys, order), _take_entries(layer.values, order)
         self.key_mask = torch.gather(self.key_mask, 1, order)
 
     def reset_row(self, i: int, frame_start: int) -> None:
