@@ -45,6 +45,21 @@ class _GrowingLayer(DynamicLayer):
         self._view = self.keys
         return self.keys, self.values
 
+    def compact_in_place(self, order: torch.Tensor, start: int) -> bool:
+        """Compaction inside the buffer: entries `order[:, start:]` move to columns `start...` (the columns before
+        `start` hold no hole in any row and stay put), so a turn's compaction copies that turn's columns, not the
+        whole cache, and the next update appends without reallocating. False (nothing done) when the buffer is not
+        live or is over twice the compacted width (then the caller's copy, of the exact width, frees the slack)."""
+        width = order.shape[1]
+        if self.keys is not self._view or self._kbuf.shape[-2] > 2 * max(64, width):
+            return False
+        tail = order[:, start:]
+        self._kbuf[:, :, start:width] = _take_entries(self.keys, tail)
+        self._vbuf[:, :, start:width] = _take_entries(self.values, tail)
+        self.keys, self.values = self._kbuf[:, :, :width], self._vbuf[:, :, :width]
+        self._view = self.keys
+        return True
+
 
 class _GrowingCache(DynamicCache):
     """A DynamicCache made of `_GrowingLayer`s."""
@@ -93,8 +108,10 @@ class _Batch:
         order = torch.sort((~self.key_mask).to(torch.int8), dim=1, stable=True).indices
         width = int(self.key_mask.sum(dim=1).max())
         order = order[:, :width]
+        start = int((~self.key_mask.all(dim=0)).nonzero()[0])  # the first column with a hole in some row
         for layer in self.cache.layers:
-            layer.keys, layer.values = _take_entries(layer.keys, order), _take_entries(layer.values, order)
+            if not (isinstance(layer, _GrowingLayer) and layer.compact_in_place(order, start)):
+                layer.keys, layer.values = _take_entries(layer.keys, order), _take_entries(layer.values, order)
         self.key_mask = torch.gather(self.key_mask, 1, order)
 
     def reset_row(self, i: int, frame_start: int) -> None:
