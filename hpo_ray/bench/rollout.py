@@ -3,8 +3,10 @@
 One talk of `--turns` chunks, G dialogues (algorithm.group_size), on the tiny model (or
 model.path): (a) the torch engine with one persistent KV cache per dialogue vs the same engine
 re-prefilling the whole dialogue every turn (what HF-generate-based multi-turn trainers do), same
-seed; (b) the vLLM engine (CPU build here) vs the torch engine. Sampling comes from
-rollout.sampling; every setting is a `key.path=value` override. The last line is one JSON object.
+seed; (b) the vLLM engine (CPU build here) vs the torch engine. Each torch row also reports the share
+of its wall time spent outside the model's forward calls (the engine's own overhead) and tokens/s.
+Sampling comes from rollout.sampling; every setting is a `key.path=value` override. The last line is
+one JSON object.
 """
 
 import argparse
