@@ -1,4 +1,4 @@
-"""`hpo-ray bench learner|sync|step` at their smallest settings: each ends with one JSON line whose
+"""`hpo-ray bench learner|sync|step|rollout` at their smallest settings: each ends with one JSON line whose
 headline figures are present and finite (smoke tests of the benchmark code, not timings)."""
 
 import json
@@ -151,6 +151,24 @@ def test_bench_step_max_staleness_times_the_sync_and_async_loop_and_ends_with_th
     assert result["async_vs_sync"] == pytest.approx(result["steps_per_min_s1"] / result["steps_per_min_s0"])
     assert result["steps_per_min_s0"] == pytest.approx(60 / result["step_s_s0"])
     assert "max_staleness" in out and "async vs sync" in out
+
+
+def test_bench_rollout_reports_the_share_of_wall_time_outside_forward_passes_and_tokens_per_s(capsys):
+    threads = __import__("torch").get_num_threads()  # the bench sets the process's thread count: leave it as it was
+    code = main(
+        ["bench", "rollout", "--turns", "2", "--skip-vllm", f"--threads={threads}"]
+        + ["algorithm.group_size=2", "rollout.sampling.max_new_tokens=4"]
+    )
+    out = capsys.readouterr().out
+    result = json.loads([line for line in out.splitlines() if line.strip()][-1])
+    assert code == 0
+    keys = ["outside_forward_share", "forward_s", "tokens_per_s", "decode_tokens_per_s"]
+    assert_finite(result, keys + [f"reprefill_{k}" for k in keys])
+    for prefix, wall in (("", result["torch_kv_wall_s"]), ("reprefill_", result["torch_reprefill_wall_s"])):
+        assert 0 < result[prefix + "forward_s"] < wall
+        assert result[prefix + "outside_forward_share"] == pytest.approx(1 - result[prefix + "forward_s"] / wall)
+        assert result[prefix + "tokens_per_s"] > result[prefix + "decode_tokens_per_s"] > 0
+    assert "outside fwd" in out and "decode tok/s" in out
 
 
 def test_bench_sync_refuses_a_backend_its_device_cannot_run(capsys):

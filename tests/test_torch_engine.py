@@ -1,5 +1,8 @@
 """Torch rollout engine: persistent KV reuse is exact, termination is per dialogue, weights load in place."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +10,7 @@ import torch
 from hpo_ray.config import SamplingConfig
 from hpo_ray.dialogue import embed
 from hpo_ray.rollout.protocol import TalkInput, Trajectory
-from hpo_ray.rollout.sampling import policy_log_probs
+from hpo_ray.rollout.sampling import policy_log_probs, sample_tokens
 from hpo_ray.rollout.torch_engine import TorchEngine
 
 
@@ -160,3 +163,102 @@ def test_registered_torch_engine_satisfies_the_engine_protocol(tiny_policy_dir):
         generate = load_weights = named_weights = TorchEngine.generate
 
     assert not isinstance(NoStats(), RolloutEngine)
+
+
+# Fixed-seed runs whose token ids and logprobs were recorded from the engine before its decode loop
+# was vectorised (tests/data/torch_engine_fingerprint.json): any optimisation must reproduce them bit for bit.
+# The low bits depend on the CPU's matmul kernels: on a machine that rounds differently, re-record with the
+# code of the commit that added the file; the per-row reference test further down holds on any machine.
+FINGERPRINT = Path(__file__).parent / "data" / "torch_engine_fingerprint.json"
+FINGERPRINT_CASES = {
+    # name: (talk lengths, samples per talk, engine kwargs, sampling, seed)
+    "sampled": ((50, 80), 3, {}, SamplingConfig(max_new_tokens=20), 1),
+    "top_p_top_k": ((60,), 4, {}, SamplingConfig(max_new_tokens=12, temperature=0.7, top_p=0.9, top_k=50), 5),
+    "greedy": ((40, 30), 2, {}, SamplingConfig(greedy=True, max_new_tokens=8), 0),
+    "length_cap": ((40, 160), 2, {"max_total_tokens": 260}, SamplingConfig(max_new_tokens=8), 2),
+    "bounded_context": ((300, 200), 2, {"max_total_tokens": 260, "context": (200, 100)}, SamplingConfig(max_new_tokens=6), 3),
+    "reprefill": ((50, 80), 2, {"kv_reuse": False}, SamplingConfig(max_new_tokens=10), 4),
+}
+
+
+def fingerprint_run(model, layout, name: str) -> list[dict]:
+    """Every trajectory of one fixed-seed case: its ids, sampled logprobs and truncation flag, in yield order."""
+    lengths, group, kwargs, sampling, seed = FINGERPRINT_CASES[name]
+    engine = TorchEngine(model, layout, **kwargs)
+    return [
+        {"talk_id": t.talk_id, "input_ids": t.input_ids, "logprobs": t.logprobs, "truncated": t.truncated}
+        for t in engine.generate(make_talks(lengths), group, sampling, seed)
+    ]
+
+
+@pytest.fixture
+def one_thread():
+    """The recording used 1 torch thread: the matmuls' low bits depend on the thread count (and the CPU's kernels)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", sorted(FINGERPRINT_CASES))
+def test_fixed_seed_trajectories_are_bit_identical_to_the_recorded_ones(tiny_model, layout, one_thread, name):
+    recorded = json.loads(FINGERPRINT.read_text())[name]
+    assert fingerprint_run(tiny_model, layout, name) == recorded
+
+
+def test_cache_compaction_takes_the_same_entries_as_a_gather_on_the_token_dim():
+    from hpo_ray.rollout.torch_engine import _take_entries
+
+    buffer = torch.randn(3, 2, 40, 8)
+    cache = buffer[:, :, :25]  # the growing layer's view: strided, wider storage
+    order = torch.stack([torch.randperm(25)[:17] for _ in range(3)])
+    expected = torch.gather(cache, 2, order[:, None, :, None].expand(3, 2, 17, 8))
+    assert torch.equal(_take_entries(cache, order), expected)
+    assert torch.equal(_take_entries(cache.contiguous(), order), expected)
+    assert torch.equal(_take_entries(cache.transpose(1, 2).contiguous().transpose(1, 2), order), expected)  # odd strides
+
+
+class PerRowReference(TorchEngine):
+    """The decode loop as it was before it was vectorised: row by row, token by token, each step's feed
+    built as lists and run through the general (prefill) forward."""
+
+    def _decode_turn(self, batch, recs, logits, frames, sampling, gen):
+        active, pending = [True] * len(recs), [[] for _ in recs]
+        for step in range(sampling.max_new_tokens):
+            logprobs = policy_log_probs(logits, self.banned, sampling.temperature)
+            tokens = sample_tokens(logprobs, sampling, gen)
+            chosen = logprobs.gather(1, tokens[:, None]).squeeze(1)
+            feed = []
+            for i, rec in enumerate(recs):
+                if not active[i]:
+                    feed.append([])
+                    continue
+                tok = int(tokens[i])
+                rec.add_token(tok, float(chosen[i]))
+                if tok == self.layout.end_of_turn_id or step == sampling.max_new_tokens - 1:
+                    active[i], pending[i] = False, [tok]
+                    feed.append([])
+                else:
+                    feed.append([tok])
+            if not any(active):
+                break
+            logits = self._forward(batch, feed, recs, frames, prefill=False)
+        for i, rec in enumerate(recs):
+            extra = rec.end_turn()
+            if extra is not None:
+                pending[i].append(extra)
+        return pending
+
+
+@pytest.mark.parametrize("name", ["sampled", "length_cap"])
+def test_vectorised_decode_loop_samples_exactly_what_the_per_row_loop_samples(tiny_model, layout, name):
+    """Machine-independent twin of the recorded fingerprint: same seed, same kernels, bit-equal ids and logprobs."""
+    lengths, group, kwargs, sampling, seed = FINGERPRINT_CASES[name]
+    runs = [
+        [
+            (t.input_ids, t.logprobs, t.truncated)
+            for t in cls(tiny_model, layout, **kwargs).generate(make_talks(lengths), group, sampling, seed)
+        ]
+        for cls in (TorchEngine, PerRowReference)
+    ]
+    assert runs[0] == runs[1]

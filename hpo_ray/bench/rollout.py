@@ -3,8 +3,10 @@
 One talk of `--turns` chunks, G dialogues (algorithm.group_size), on the tiny model (or
 model.path): (a) the torch engine with one persistent KV cache per dialogue vs the same engine
 re-prefilling the whole dialogue every turn (what HF-generate-based multi-turn trainers do), same
-seed; (b) the vLLM engine (CPU build here) vs the torch engine. Sampling comes from
-rollout.sampling; every setting is a `key.path=value` override. The last line is one JSON object.
+seed; (b) the vLLM engine (CPU build here) vs the torch engine. Each torch row also reports the share
+of its wall time spent outside the model's forward calls (the engine's own overhead) and tokens/s.
+Sampling comes from rollout.sampling; every setting is a `key.path=value` override. The last line is
+one JSON object.
 """
 
 import argparse
@@ -71,6 +73,16 @@ def _timed(engine, talk: TalkInput, group: int, cfg: RunConfig, seed: int) -> tu
     start = time.perf_counter()
     trajs = list(engine.generate([talk], group, cfg.rollout.sampling, seed))
     return time.perf_counter() - start, trajs
+
+
+def _throughput(stats: dict, wall: float) -> dict:
+    """An engine run's share of wall time outside the model's forward calls, and its tokens per second."""
+    return {
+        "forward_s": stats["forward_seconds"],
+        "outside_forward_share": 1 - stats["forward_seconds"] / wall,
+        "tokens_per_s": (stats["prefill_tokens"] + stats["decode_tokens"]) / wall,
+        "decode_tokens_per_s": stats["decode_tokens"] / wall,
+    }
 
 
 def _agreement(a: list[Trajectory], b: list[Trajectory]) -> tuple[int, int, int]:
@@ -145,9 +157,20 @@ def run(args) -> int:
         total = sum(len(t.input_ids) for t in kv_trajs)
         through = kv.stats["prefill_tokens"] + kv.stats["decode_tokens"]
         same, sampled, identical = _agreement(kv_trajs, rp_trajs)
-        print(f"{'engine':<28}{'wall s':>9}{'prefill tok':>13}{'decode tok':>12}{'forwards':>10}")
+        print(
+            f"{'engine':<28}{'wall s':>9}{'prefill tok':>13}{'decode tok':>12}{'forwards':>10}{'forward s':>11}"
+            f"{'outside fwd':>13}{'tok/s':>10}{'decode tok/s':>14}"
+        )
         for name, wall, e in (("torch, persistent KV", kv_wall, kv), ("torch, re-prefill each turn", rp_wall, rp)):
-            print(f"{name:<28}{wall:>9.2f}{e.stats['prefill_tokens']:>13}{e.stats['decode_tokens']:>12}{e.stats['forward_calls']:>10}")
+            r = _throughput(e.stats, wall)
+            print(
+                f"{name:<28}{wall:>9.2f}{e.stats['prefill_tokens']:>13}{e.stats['decode_tokens']:>12}{e.stats['forward_calls']:>10}"
+                f"{e.stats['forward_seconds']:>11.2f}{r['outside_forward_share']:>13.3f}{r['tokens_per_s']:>10.0f}{r['decode_tokens_per_s']:>14.0f}"
+            )
+        print(
+            "    outside fwd = 1 - (seconds inside the model's forward calls) / wall: the engine's own overhead "
+            "(inputs, sampling, bookkeeping, cache compaction); tok/s counts prefilled + decoded tokens"
+        )
         print(f"(a) speedup of persistent KV over re-prefill: {rp_wall / kv_wall:.2f}x")
         print(
             f"    tokens through the KV engine / tokens of the finished dialogues: {through}/{total} = {through / total:.3f} "
@@ -167,6 +190,8 @@ def run(args) -> int:
             "reprefill_token_ratio": rp.stats["prefill_tokens"] / kv.stats["prefill_tokens"],
             "torch_kv_wall_s": kv_wall,
             "torch_reprefill_wall_s": rp_wall,
+            **_throughput(kv.stats, kv_wall),
+            **{f"reprefill_{k}": v for k, v in _throughput(rp.stats, rp_wall).items()},
             "sampled_tokens_agreeing": same,
             "sampled_tokens": sampled,
         }

@@ -90,6 +90,13 @@ class DialogueRecorder:
         self.logprobs.append(float(logprob))
         self.turn_ids[-1].append(int(token))
 
+    def add_reply(self, tokens: list[int], logprobs: list[float]) -> None:
+        """`add_token` for each of a reply's tokens at once."""
+        self.ids += tokens
+        self.mask += [True] * len(tokens)
+        self.logprobs += logprobs
+        self.turn_ids[-1] += tokens
+
     def end_turn(self) -> int | None:
         """Close the reply; returns the `<|im_end|>` id appended (outside the mask) if it was cut."""
         reply = self.turn_ids[-1]

@@ -7,6 +7,7 @@ compacted away at each turn start. `kv_reuse=False` re-prefills the whole dialog
 as HF-generate-based multi-turn trainers do (the baseline of `hpo-ray bench rollout`).
 """
 
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -44,12 +45,43 @@ class _GrowingLayer(DynamicLayer):
         self._view = self.keys
         return self.keys, self.values
 
+    def compact_in_place(self, order: torch.Tensor, start: int) -> bool:
+        """Compaction inside the buffer: entries `order[:, start:]` move to columns `start...` (the columns before
+        `start` hold no hole in any row and stay put), so a turn's compaction copies that turn's columns, not the
+        whole cache, and the next update appends without reallocating. False (nothing done) when the buffer is not
+        live or is over twice the compacted width (then the caller's copy, of the exact width, frees the slack)."""
+        width = order.shape[1]
+        if self.keys is not self._view or self._kbuf.shape[-2] > 2 * max(64, width):
+            return False
+        tail = order[:, start:]
+        self._kbuf[:, :, start:width] = _take_entries(self.keys, tail)
+        self._vbuf[:, :, start:width] = _take_entries(self.values, tail)
+        self.keys, self.values = self._kbuf[:, :, :width], self._vbuf[:, :, :width]
+        self._view = self.keys
+        return True
+
 
 class _GrowingCache(DynamicCache):
     """A DynamicCache made of `_GrowingLayer`s."""
 
     def __init__(self):
         Cache.__init__(self, layer_class_to_replicate=_GrowingLayer)
+
+
+def _take_entries(t: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """`t[b, h, order[b, j]]` for a [rows, heads, tokens, dim] cache tensor (= torch.gather on dim 2), copying whole
+    `dim`-long rows by their offsets in `t`'s storage: an order of magnitude faster than the gather, and no copy of a
+    strided view (the growing buffer's) first."""
+    rows, heads, _, dim = t.shape
+    if t.stride(3) != 1 or t.stride(2) != dim or t.stride(1) % dim or t.stride(0) % dim:
+        t = t.contiguous()
+    starts = (torch.arange(rows, device=t.device)[:, None] * (t.stride(0) // dim)) + torch.arange(heads, device=t.device) * (
+        t.stride(1) // dim
+    )
+    index = (starts[:, :, None] + order[:, None, :]).reshape(-1)
+    span = (rows - 1) * (t.stride(0) // dim) + (heads - 1) * (t.stride(1) // dim) + t.shape[2]
+    as_rows = t.as_strided((span, dim), (dim, 1))
+    return as_rows.index_select(0, index).view(rows, heads, order.shape[1], dim)
 
 
 class _Batch:
@@ -76,11 +108,10 @@ class _Batch:
         order = torch.sort((~self.key_mask).to(torch.int8), dim=1, stable=True).indices
         width = int(self.key_mask.sum(dim=1).max())
         order = order[:, :width]
+        start = int((~self.key_mask.all(dim=0)).nonzero()[0])  # the first column with a hole in some row
         for layer in self.cache.layers:
-            for name in ("keys", "values"):
-                t = getattr(layer, name)
-                gather = order[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
-                setattr(layer, name, torch.gather(t, 2, gather))
+            if not (isinstance(layer, _GrowingLayer) and layer.compact_in_place(order, start)):
+                layer.keys, layer.values = _take_entries(layer.keys, order), _take_entries(layer.values, order)
         self.key_mask = torch.gather(self.key_mask, 1, order)
 
     def reset_row(self, i: int, frame_start: int) -> None:
@@ -117,6 +148,7 @@ class TorchEngine:
         self.kv_reuse = kv_reuse
         self.context = context
         self.banned = policy_ban_mask(layout, model.config.vocab_size, self.device)
+        self._may_sample_placeholder = not bool(self.banned[layout.placeholder_id])
         self.pad_id = layout.tokenizer.pad_token_id if layout.tokenizer.pad_token_id is not None else layout.end_of_turn_id
         self.weight_version = 0
         self.capture_logits = False  # tests: keep every generation-time logit row on the trajectory
@@ -124,6 +156,7 @@ class TorchEngine:
             "prefill_tokens": 0,
             "decode_tokens": 0,
             "forward_calls": 0,
+            "forward_seconds": 0.0,  # wall time inside the model's forward calls (the rest is the engine's overhead)
             "context_slides": 0,
             "peak_kv_tokens": 0,
             "peak_kv_width": 0,
@@ -184,69 +217,88 @@ class TorchEngine:
 
     def _decode_turn(self, batch, recs, logits, frames, sampling, gen) -> list[list[int]]:
         """Sample one assistant turn for every row (at most its recorder's `max_new_tokens`); returns each
-        row's tokens not yet cached."""
+        row's tokens not yet cached.
+
+        Rows stay on the device as tensors for the whole turn (one host sync per step: did every row
+        end?); the recorders get each row's reply in one piece at the end."""
+        eot = self.layout.end_of_turn_id
+        caps = torch.tensor([rec.max_new_tokens for rec in recs], device=self.device)  # per row: m × the per-chunk budget
+        steps = int(caps.max())
         active = torch.ones(len(recs), dtype=torch.bool, device=self.device)
-        pending: list[list[int]] = [[] for _ in recs]
-        for step in range(max(rec.max_new_tokens for rec in recs)):
+        tokens_by_step, logprobs_by_step, logits_by_step = [], [], []
+        for step in range(steps):
             logprobs = policy_log_probs(logits, self.banned, sampling.temperature)
-            tokens = sample_tokens(logprobs, sampling, gen)
-            chosen = logprobs.gather(1, tokens[:, None]).squeeze(1)
-            feed: list[list[int]] = []
-            for i, rec in enumerate(recs):
-                if not active[i]:
-                    feed.append([])
-                    continue
-                tok = int(tokens[i])
-                rec.add_token(tok, float(chosen[i]))
-                if self.capture_logits:
-                    rec.captured.append(logits[i].clone())
-                if tok == self.layout.end_of_turn_id or step == rec.max_new_tokens - 1:
-                    active[i] = False
-                    pending[i] = [tok]
-                    feed.append([])
-                else:
-                    feed.append([tok])
-            if not bool(active.any()):
+            tokens = sample_tokens(logprobs, sampling, gen)  # every row draws, ended ones too: the generator's stream stays per step
+            tokens_by_step.append(tokens)
+            logprobs_by_step.append(logprobs.gather(1, tokens[:, None]).squeeze(1))
+            if self.capture_logits:
+                logits_by_step.append(logits)
+            active = active & (tokens != eot) & (caps > step + 1)  # the rows that feed their token back
+            if step == steps - 1 or not bool(active.any()):
                 break
-            logits = self._forward(batch, feed, recs, frames, prefill=False)
-        for i, rec in enumerate(recs):
+            logits = self._decode_forward(batch, recs, frames, tokens, active)
+        self._account_kv(batch)  # within a turn the cache only grows: its peak is here
+        sampled = torch.stack(tokens_by_step, dim=1)
+        ended_before = (torch.cumsum((sampled == eot).long(), dim=1) - (sampled == eot).long()) > 0
+        counts = torch.minimum((~ended_before).sum(dim=1), caps).tolist()  # a row's reply runs to its first <|im_end|> or its cap
+        self.stats["decode_tokens"] += sum(counts) - len(counts)  # each but the reply's last token was fed back
+        pending: list[list[int]] = []
+        for i, (rec, row, lps, n) in enumerate(zip(recs, sampled.tolist(), torch.stack(logprobs_by_step, dim=1).tolist(), counts)):
+            rec.add_reply(row[:n], lps[:n])
+            if self.capture_logits:
+                rec.captured.extend(step_logits[i] for step_logits in logits_by_step[:n])
             extra = rec.end_turn()
-            if extra is not None:
-                pending[i].append(extra)
+            pending.append([row[n - 1]] + ([extra] if extra is not None else []))
         return pending
+
+    def _decode_forward(self, batch: _Batch, recs, frames, tokens: torch.Tensor, feed: torch.Tensor) -> torch.Tensor:
+        """One decode step: each `feed` row's sampled token through the model (the others padded and masked)."""
+        if self._may_sample_placeholder:  # a sampled placeholder would take a frame: the general path handles it
+            fed = [[t] if f else [] for t, f in zip(tokens.tolist(), feed.tolist())]
+            return self._forward(batch, fed, recs, frames, prefill=False)
+        ids = torch.where(feed, tokens, self.pad_id)[:, None]
+        return self._step(batch, self.model.get_input_embeddings()(ids), feed[:, None])
 
     def _forward(self, batch: _Batch, new_ids: list[list[int]], recs, frames, prefill: bool) -> torch.Tensor:
         """Run the rows' new tokens (right-padded, pads masked) through the model; last-token logits."""
         width = max(len(ids) for ids in new_ids)
-        ids = torch.full((len(new_ids), width), self.pad_id, dtype=torch.long, device=self.device)
-        new_mask = torch.zeros(len(new_ids), width, dtype=torch.bool, device=self.device)
+        padded = [row + [self.pad_id] * (width - len(row)) for row in new_ids]
+        ids = torch.tensor(padded, dtype=torch.long, device=self.device)
+        new_mask = torch.tensor([[k < len(row) for k in range(width)] for row in new_ids], dtype=torch.bool, device=self.device)
         chunks = []
         for i, row in enumerate(new_ids):
-            if row:
-                ids[i, : len(row)] = torch.tensor(row, device=self.device)
-                new_mask[i, : len(row)] = True
-            n_ph = sum(1 for t in row if t == self.layout.placeholder_id)
+            n_ph = row.count(self.layout.placeholder_id)
             if n_ph:
                 start = batch.frames_used[i]
                 chunks.append(frames[recs[i].talk.talk_id][start : start + n_ph])
                 batch.frames_used[i] += n_ph
         ph = torch.cat(chunks) if chunks else torch.zeros(0, self.model.config.hidden_size, device=self.device, dtype=self.dtype)
-        inputs = embed(self.model.get_input_embeddings(), ids, ph, self.layout.placeholder_id)
-        positions = batch.next_pos[:, None] + torch.cumsum(new_mask.long(), dim=1) - 1
-        positions = positions.clamp(min=0)
-        mask = torch.cat([batch.key_mask, new_mask], dim=1)
-        out = self.model(
-            inputs_embeds=inputs, attention_mask=mask.long(), position_ids=positions, past_key_values=batch.cache, use_cache=True
-        )
-        batch.key_mask = mask
-        self._account_kv(batch)
+        if prefill:
+            self.stats["prefill_tokens"] += sum(len(row) for row in new_ids)
+        return self._step(batch, embed(self.model.get_input_embeddings(), ids, ph, self.layout.placeholder_id), new_mask)
+
+    def _step(self, batch: _Batch, inputs: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
+        """The model's forward over the new positions `new_mask` marks, appending them to the cache; last-token logits."""
         lengths = new_mask.sum(dim=1)
-        batch.next_pos = batch.next_pos + lengths
-        real = int(lengths.sum())
-        self.stats["prefill_tokens" if prefill else "decode_tokens"] += real
+        positions = (batch.next_pos[:, None] + torch.cumsum(new_mask.long(), dim=1) - 1).clamp(min=0)
+        mask = torch.cat([batch.key_mask, new_mask], dim=1)
+        mask_ids = mask.long()
+        start = self._clock()
+        out = self.model(inputs_embeds=inputs, attention_mask=mask_ids, position_ids=positions, past_key_values=batch.cache, use_cache=True)
+        self.stats["forward_seconds"] += self._clock() - start
         self.stats["forward_calls"] += 1
+        batch.key_mask = mask
+        batch.next_pos = batch.next_pos + lengths
+        if new_mask.shape[1] == 1:
+            return out.logits[:, 0].float()
         last = (lengths - 1).clamp(min=0)
-        return out.logits[torch.arange(len(new_ids), device=self.device), last].float()
+        return out.logits[torch.arange(len(lengths), device=self.device), last].float()
+
+    def _clock(self) -> float:
+        """perf_counter, after the queued GPU work has finished when the model is on CUDA."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _account_kv(self, batch: _Batch) -> None:
         """Peak KV-cache size, measured on the cache itself (tokens per row, width, allocated bytes)."""
