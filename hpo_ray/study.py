@@ -219,5 +219,53 @@ def claim_robust(
     return Claim(f"(c) HPO{label} from corrupted SFT data improves quality without collapse", not problems, detail)
 
 
+def claim_targets(
+    hpo: Mapping[int, Sequence[Mapping]],
+    sft: Sequence[Mapping],
+    margin: float = 3.0,
+    noise_factor: float = 2.0,
+    length_band: tuple[float, float] = (0.9, 1.1),
+    label: str = "",
+) -> Claim:
+    """(d) The evidence targets: at every multiplier the mean matched-latency gain over SFT is ≥ `margin`
+    and > `noise_factor` × its std over seeds, and HPO's mean length ratio lies within `length_band`."""
+    gains, length = gain_spread(hpo, sft), metric_spread(hpo, "length_ratio")
+    problems = []
+    for m, g in gains.items():
+        if g.mean < margin:
+            problems.append(f"m = {m}: gain {g.mean:+.2f} < {margin:g}")
+        if g.mean <= noise_factor * g.std:
+            problems.append(f"m = {m}: gain {g.mean:+.2f} ≤ {noise_factor:g} × std {g.std:.2f}")
+    for m, r in length.items():
+        if not length_band[0] <= r.mean <= length_band[1]:
+            problems.append(f"m = {m}: length ratio {r.mean:.3f} outside [{length_band[0]:g}, {length_band[1]:g}]")
+    if not gains:
+        problems.append("HPO wrote nothing at any multiplier")
+    detail = (
+        f"mean matched-latency gain ≥ {margin:g} chrF and > {noise_factor:g} × its seed std at every multiplier, "
+        f"length ratio within [{length_band[0]:g}, {length_band[1]:g}]" + ("; failed: " + "; ".join(problems) if problems else "")
+    )
+    return Claim(f"(d) HPO{label} ≥ SFT + {margin:g} chrF above seed noise, length kept", not problems, detail)
+
+
+def claim_async_matches(
+    asynchronous: Mapping[int, Sequence[Mapping]], synchronous: Mapping[int, Sequence[Mapping]], noise_factor: float = 2.0
+) -> Claim:
+    """(e) The learning check: one-step-off HPO is not below synchronous HPO at matched latency by more than
+    `noise_factor` × the synchronous arm's chrF std over seeds, at every multiplier (seeds paired)."""
+    gains, noise = gain_spread(asynchronous, synchronous), metric_spread(synchronous, QUALITY)
+    cells, problems = [], []
+    for m, g in gains.items():
+        bound = noise_factor * noise[m].std if m in noise else 0.0
+        cells.append(f"m = {m}: {g.mean:+.2f} (bound −{bound:.2f})")
+        if g.mean < -bound:
+            problems.append(f"m = {m}")
+    detail = (
+        f"mean matched-latency chrF of max_staleness=1 minus synchronous (same seed) ≥ −{noise_factor:g} × the "
+        "synchronous seed std at every multiplier: " + ", ".join(cells) + (f"; below at {', '.join(problems)}" if problems else "")
+    )
+    return Claim("(e) asynchronous HPO (max_staleness 1) learns as well as synchronous HPO", bool(gains) and not problems, detail)
+
+
 def finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))

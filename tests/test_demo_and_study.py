@@ -142,7 +142,7 @@ def test_study_writes_the_report_with_its_command_seeds_and_claims(tmp_path):
     )
     text = report.read_text()
     assert f"hpo-ray study --config {config} --seeds 0 --omit-rate 0.2" in text and "--per-multiplier-seeds 0" in text
-    assert text.count("- **(") == 5  # claims a, b, c, then a and c with one model per m
+    assert text.count("- **(") == 6  # claims a, b, c, d, then a and c with one model per m
     assert (tmp_path / "results_chrf_vs_streamlaal.png").is_file()
     results = json.loads((root / "results.json").read_text())
     assert set(results["curves"]) == {"sft", "sft-omit", "hpo", "no-hpo", "hpo-omit", "hpo-per-m", "hpo-omit-per-m"}

@@ -6,9 +6,11 @@ from hpo_ray.config import load_config
 from hpo_ray.study import (
     Spread,
     baseline_quality_at,
+    claim_async_matches,
     claim_beats_start,
     claim_not_below,
     claim_robust,
+    claim_targets,
     faster_than_baseline,
     gain_spread,
     matched_gains,
@@ -148,5 +150,52 @@ def test_study_report_states_command_seeds_and_claims():
     }
     text = render(cfg, report)
     assert "hpo-ray study --seeds 0,1" in text
-    assert text.count("held**") == 3 and "did not hold" not in text
+    assert text.count("held**") == 4 and "did not hold" not in text
     assert "| HPO | 1 | 38.50 ± 0.71 |" in text
+
+
+def test_targets_claim_needs_three_chrf_above_twice_the_seed_std_and_a_kept_length():
+    start = [point(m, 30.0, 2.0 + m) for m in (1, 2)]
+    clear = {s: [point(m, 34.0 + 0.1 * s, 2.0 + m) for m in (1, 2)] for s in (0, 1, 2)}
+    assert claim_targets(clear, start).held
+    small = {s: [point(m, 32.0, 2.0 + m) for m in (1, 2)] for s in (0, 1, 2)}
+    assert not claim_targets(small, start).held and "< 3" in claim_targets(small, start).detail
+    noisy = {s: [point(m, 30.0 + 4.0 * s, 2.0 + m) for m in (1, 2)] for s in (0, 1, 2)}  # gains 0, 4, 8: mean 4, std 4
+    assert not claim_targets(noisy, start).held and "× std" in claim_targets(noisy, start).detail
+    long = {s: [point(m, 35.0, 2.0 + m, 1.2) for m in (1, 2)] for s in (0, 1, 2)}
+    assert not claim_targets(long, start).held and "length ratio 1.200" in claim_targets(long, start).detail
+
+
+def test_async_learning_check_allows_the_seed_noise_and_no_more():
+    sync = {s: [point(m, 40.0 + s, 2.0 + m) for m in (1, 2)] for s in (0, 1, 2)}  # chrF std 1.0 at each m
+    close = {s: [point(m, 38.5 + s, 2.0 + m) for m in (1, 2)] for s in (0, 1, 2)}  # 1.5 below: within 2 × 1.0
+    assert claim_async_matches(close, sync).held
+    behind = {s: [point(m, 37.5 + s, 2.0 + m) for m in (1, 2)] for s in (0, 1, 2)}  # 2.5 below
+    verdict = claim_async_matches(behind, sync)
+    assert not verdict.held and "below at m = 1, m = 2" in verdict.detail
+
+
+def test_study_report_of_hpo_and_async_arms_only_compares_what_was_trained():
+    from hpo_ray.study_report import render
+
+    curves = {
+        "sft": SFT,
+        "hpo": {str(s): [point(m, 38.0 + s, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
+        "hpo-async": {str(s): [point(m, 37.0 + s, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
+    }
+    report = {
+        "command": "hpo-ray study --arms hpo,hpo-async",
+        "seeds": [0, 1],
+        "multipliers": [1, 2, 3, 4],
+        "omit_rate": 0.2,
+        "heldout": "h.parquet",
+        "curves": curves,
+        "minutes": 1.0,
+        "hpo_runs": {"runs": 4, "minutes": 3.0},
+    }
+    text = render(load_config("configs/study.yaml"), report)
+    assert "HPO vs No-HPO" not in text and "corrupted start" not in text
+    assert "| HPO one step off vs HPO (same seed) | -1.00 ± 0.00" in text
+    # 1.00 below synchronous HPO, whose chrF std over the two seeds is 0.71: within 2 × 0.71
+    assert "**(e) asynchronous HPO (max_staleness 1) learns as well as synchronous HPO: held**" in text
+    assert "m = 1: -1.00 (bound −1.41)" in text

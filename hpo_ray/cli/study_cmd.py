@@ -26,7 +26,10 @@ ARMS = {
     "hpo": ("sft", ["reward.hinge=sentence"]),
     "no-hpo": ("sft", ["reward.hinge=none"]),
     "hpo-omit": ("sft-omit", ["reward.hinge=sentence"]),
+    # the learning check of bounded-staleness training: HPO one step off (rollouts of step t+1 run while t trains)
+    "hpo-async": ("sft", ["reward.hinge=sentence", "algorithm.max_staleness=1"]),
 }
+DEFAULT_ARMS = "hpo,no-hpo,hpo-omit"
 
 
 PER_M_ARMS = ("hpo", "hpo-omit")  # also trained at each multiplier with --per-multiplier-seeds
@@ -41,6 +44,12 @@ def stage(name: str, done: bool) -> bool:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--seeds", default="0,1,2", help="HPO seeds (run.seed) of every arm")
+    parser.add_argument(
+        "--arms",
+        default=DEFAULT_ARMS,
+        help=f"seeded arms to train, among {', '.join(ARMS)} (hpo is required: every comparison is against it; "
+        "hpo-async = HPO with algorithm.max_staleness=1, compared with synchronous HPO seed by seed)",
+    )
     parser.add_argument("--omit-rate", type=float, default=0.2, help="fraction of target words dropped from the corrupted SFT data")
     parser.add_argument("--multipliers", default="1,2,3,4", help="chunk multipliers evaluated (latency points)")
     parser.add_argument("--heldout-seed", type=int, default=7, help="data.synth.seed of the held-out evaluation talks")
@@ -62,6 +71,9 @@ def run(args) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     multipliers = [int(m) for m in args.multipliers.split(",")]
     per_m_seeds = [int(s) for s in args.per_multiplier_seeds.split(",") if s.strip()]
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if "hpo" not in arms or not set(arms) <= set(ARMS):
+        raise SystemExit(f"hpo-ray study: --arms {args.arms!r} must include hpo and name only {', '.join(ARMS)}")
     if not set(per_m_seeds) <= set(seeds):
         raise SystemExit(f"hpo-ray study: --per-multiplier-seeds {per_m_seeds} must be among --seeds {seeds}")
     config_path = args.config or DEFAULT_CONFIG
@@ -69,18 +81,20 @@ def run(args) -> int:
     root = Path(cfg.run.dir)
     root.mkdir(parents=True, exist_ok=True)
     heldout = prepare_data(cfg, root, args)
-    starts = {"sft": root / "sft", "sft-omit": root / "sft-omit"}
+    # the SFT starts the chosen arms need (the corrupted one only for hpo-omit)
+    starts = {name: root / name for name in ("sft", "sft-omit") if any(ARMS[a][0] == name for a in arms)}
     pipeline.build_tiny_model(cfg, root / "data" / "train" / "manifest.parquet", root / "init", TAG)
-    for name, data in (("sft", root / "data"), ("sft-omit", root / "data-omit")):
+    for name in starts:
+        data = root / ("data" if name == "sft" else "data-omit")
         pipeline.supervised_start(cfg, root / "init", starts[name], data / "sft", f"SFT {name}", TAG)
     arm = ArmRunner(config_path, list(args.overrides), starts, root)
-    policies: dict[str, dict[int, Path]] = {name: {} for name in ARMS}
+    policies: dict[str, dict[int, Path]] = {name: {} for name in arms}
     for seed in seeds:  # seed-major: a study stopped early already holds every arm of its first seeds
-        for name in ARMS:
+        for name in arms:
             policies[name][seed] = arm.train(name, seed)
     per_m: dict[str, dict[int, dict[int, Path]]] = {}
     for seed in per_m_seeds:
-        for name in PER_M_ARMS:
+        for name in [a for a in PER_M_ARMS if a in arms]:
             at = {m: policies[name][seed] if m == cfg.data.multiplier else arm.train(name, seed, m) for m in multipliers}
             per_m.setdefault(name, {})[seed] = at
     curves = evaluate_policies(cfg, starts, policies, heldout, multipliers, root / "eval")
@@ -88,6 +102,7 @@ def run(args) -> int:
     report = {
         "command": command_line(args),
         "seeds": seeds,
+        "arms": arms,
         "per_multiplier_seeds": per_m_seeds,
         "multipliers": multipliers,
         "omit_rate": args.omit_rate,
@@ -202,6 +217,8 @@ def command_line(args) -> str:
     parts = [COMMAND]
     if args.config:
         parts += ["--config", str(args.config)]
+    if args.arms != DEFAULT_ARMS:
+        parts += ["--arms", args.arms]
     parts += [
         "--seeds",
         args.seeds,
