@@ -199,3 +199,14 @@ def test_study_report_of_hpo_and_async_arms_only_compares_what_was_trained():
     # 1.00 below synchronous HPO, whose chrF std over the two seeds is 0.71: within 2 × 0.71
     assert "**(e) asynchronous HPO (max_staleness 1) learns as well as synchronous HPO: held**" in text
     assert "m = 1: -1.00 (bound −1.41)" in text
+
+
+def test_study_refuses_arms_it_does_not_know_or_without_hpo(tmp_path):
+    import subprocess
+    import sys
+
+    for arms in ("hpo,nope", "no-hpo"):
+        cmd = [sys.executable, "-m", "hpo_ray.cli.main", "study", "--arms", arms, f"run.dir={tmp_path / 'study'}"]
+        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and "must include hpo and name only hpo, no-hpo, hpo-omit, hpo-async" in done.stderr, done.stderr[-800:]
+        assert not (tmp_path / "study").exists()
