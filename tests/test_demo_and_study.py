@@ -149,5 +149,6 @@ def test_study_writes_the_report_with_its_command_seeds_and_claims(tmp_path):
     assert (root / "seed0" / "hpo-m2_run" / "config.yaml").read_text().count("multiplier: 2") == 1
     assert [p["multiplier"] for p in results["curves"]["hpo"]["0"]] == [1, 2]
     meta = json.loads((root / "data-omit" / "meta.json").read_text())
-    assert meta["sft"]["train"]["omitted"] > 0 and json.loads((root / "data" / "meta.json").read_text())["sft"]["train"]["omitted"] == 0
+    default = json.loads((root / "data" / "meta.json").read_text())["sft"]["train"]["omitted"]  # the demo data's own rate
+    assert meta["sft"]["train"]["omitted"] > 2 * default
     assert (root / "seed0" / "no-hpo_run" / "config.yaml").read_text().count("hinge: none") == 1
