@@ -151,9 +151,9 @@ def preamble(cfg: RunConfig, report: dict) -> list[str]:
         f"(`{report['heldout']}`, a fresh synthesis), never seen in SFT or HPO.",
         f"- Policy: tiny Qwen3 (hidden {cfg.model.tiny.hidden_size}, {cfg.model.tiny.num_layers} layers) built from "
         f"config; SFT {cfg.sft.epochs} epochs (SFT seed {cfg.sft.seed}, one SFT checkpoint per data condition).",
-        f"- Default SFT data: dialogues with the errors synthetic dialogue data has, {synth.omit_rate:.0%} of the target "
-        f"words omitted, {synth.premature_rate:.0%} guessed early and {synth.segmentation_slip_rate:.0%} of the "
-        "sentence boundaries slipped a turn (docs/data.md).",
+        f"- Errors in the default SFT data (docs/data.md): {synth.omit_rate:.0%} of the target words omitted, "
+        f"{synth.premature_rate:.0%} guessed early, {synth.segmentation_slip_rate:.0%} of the sentence boundaries "
+        "slipped a turn.",
         f"- Corrupted data: the same talks with {report['omit_rate']:.0%} of the SFT target words omitted "
         "(`data.synth.omit_rate`); references for the reward and for evaluation stay clean.",
         f"- RL: {a.steps} steps × {a.talks_per_step} talks × {a.group_size} rollouts, reward quality "

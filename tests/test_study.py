@@ -127,6 +127,20 @@ def test_claim_c_fails_on_shrinking_output_or_latency_blow_up():
     assert not worse.held and "chrF" in worse.detail
 
 
+def study_results(curves: dict, command: str, runs: int) -> dict:
+    """A study's `results.json` for seeds 0 and 1 at m = 1..4, around the given curves."""
+    return {
+        "command": command,
+        "seeds": [0, 1],
+        "multipliers": [1, 2, 3, 4],
+        "omit_rate": 0.2,
+        "heldout": "runs/study/heldout/test/manifest.parquet",
+        "curves": curves,
+        "minutes": 1.0,
+        "hpo_runs": {"runs": runs, "minutes": 3.0},
+    }
+
+
 def test_study_report_states_command_seeds_and_claims():
     from hpo_ray.study_report import render
 
@@ -138,16 +152,7 @@ def test_study_report_states_command_seeds_and_claims():
         "no-hpo": {str(s): [point(m, 36.0, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
         "hpo-omit": {str(s): [point(m, 30.0, 3.1, 0.95) for m in (1, 2, 3, 4)] for s in (0, 1)},
     }
-    report = {
-        "command": "hpo-ray study --seeds 0,1",
-        "seeds": [0, 1],
-        "multipliers": [1, 2, 3, 4],
-        "omit_rate": 0.2,
-        "heldout": "runs/study/heldout/test/manifest.parquet",
-        "curves": curves,
-        "minutes": 1.0,
-        "hpo_runs": {"runs": 6, "minutes": 3.0},
-    }
+    report = study_results(curves, "hpo-ray study --seeds 0,1", runs=6)
     text = render(cfg, report)
     assert "hpo-ray study --seeds 0,1" in text
     assert text.count("held**") == 4 and "did not hold" not in text
@@ -183,17 +188,7 @@ def test_study_report_of_hpo_and_async_arms_only_compares_what_was_trained():
         "hpo": {str(s): [point(m, 38.0 + s, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
         "hpo-async": {str(s): [point(m, 37.0 + s, 2.0) for m in (1, 2, 3, 4)] for s in (0, 1)},
     }
-    report = {
-        "command": "hpo-ray study --arms hpo,hpo-async",
-        "seeds": [0, 1],
-        "multipliers": [1, 2, 3, 4],
-        "omit_rate": 0.2,
-        "heldout": "h.parquet",
-        "curves": curves,
-        "minutes": 1.0,
-        "hpo_runs": {"runs": 4, "minutes": 3.0},
-    }
-    text = render(load_config("configs/study.yaml"), report)
+    text = render(load_config("configs/study.yaml"), study_results(curves, "hpo-ray study --arms hpo,hpo-async", runs=4))
     assert "HPO vs No-HPO" not in text and "corrupted start" not in text
     assert "| HPO one step off vs HPO (same seed) | -1.00 ± 0.00" in text
     # 1.00 below synchronous HPO, whose chrF std over the two seeds is 0.71: within 2 × 0.71
