@@ -13,11 +13,14 @@ from hpo_ray.speech.stream import EncoderStream, encode_samples
 from .audio_fixtures import tone_talk
 
 SECTION = SpeechEncoderConfig(left_chunks=2)
+CTC_SECTION = SpeechEncoderConfig(left_chunks=2, projector="ctc")
+WORDS = ["alpha", "beta", "gamma"]
 
 
-@pytest.fixture(scope="module")
-def encoder():
-    return build_encoder(SECTION, 64)
+@pytest.fixture(scope="module", params=["mlp", "ctc"])
+def encoder(request):
+    """Both projectors: every causality and streaming test below holds for each."""
+    return build_encoder(SECTION, 64) if request.param == "mlp" else build_encoder(CTC_SECTION, 64, WORDS)
 
 
 def one_shot(encoder, samples: np.ndarray) -> np.ndarray:
@@ -102,6 +105,30 @@ def test_speech_llm_save_load_gives_identical_outputs(tiny_policy_dir, tmp_path)
     np.testing.assert_array_equal(SpeechLLM.from_pretrained(exported).encode(audio), frames)
     with pytest.raises(FileNotFoundError, match="speech_encoder"):
         SpeechLLM.from_pretrained(tiny_policy_dir)
+
+
+def test_ctc_projector_writes_posterior_weighted_word_vectors_and_reloads(tiny_policy_dir, tmp_path):
+    """The ctc projector's frames are its own head's posteriors times the word table; both survive save/load."""
+    model = SpeechLLM.from_policy(tiny_policy_dir, CTC_SECTION, words=WORDS)
+    enc = model.encoder
+    assert enc.config.words == WORDS and tuple(enc.word_table.shape) == (len(WORDS) + 1, 64)
+    audio = tone_talk(2.5, seed=6)
+    c = enc.config
+    padded = np.zeros(-(-len(audio) // c.chunk_samples) * c.chunk_samples, np.float32)
+    padded[: len(audio)] = audio
+    mel = torch.from_numpy(LogMel(c.sample_rate, c.n_mels, c.window_samples, c.hop_samples).talk(padded))[None]
+    with torch.no_grad():
+        logits, frames = enc.ctc_logits(mel), enc(mel)
+    assert logits.shape[-1] == len(WORDS) + 1
+    torch.testing.assert_close(frames, logits.softmax(-1) @ enc.word_table, atol=1e-6, rtol=0)
+    loaded = SpeechLLM.from_pretrained(model.save_pretrained(tmp_path / "ctc_llm"))
+    assert loaded.encoder.config.words == WORDS
+    torch.testing.assert_close(loaded.encoder.word_table, enc.word_table, atol=0, rtol=0)
+    np.testing.assert_array_equal(loaded.encode(audio), model.encode(audio))
+    with pytest.raises(ValueError, match="source words"):
+        build_encoder(CTC_SECTION, 64)
+    with pytest.raises(ValueError, match="no CTC head"):
+        build_encoder(SECTION, 64).ctc_logits(mel)
 
 
 def test_projector_width_must_match_the_llm(tiny_policy_dir):

@@ -42,11 +42,13 @@ def _spoken_data(root):
 
 
 @pytest.mark.slow
-def test_two_stage_speech_sft_hears_encodes_and_translates(tiny_policy_dir, tmp_path):
+@pytest.mark.parametrize("projector", ["mlp", "ctc"])
+def test_two_stage_speech_sft_hears_encodes_and_translates(tiny_policy_dir, tmp_path, projector):
     _spoken_data(tmp_path / "data")
     cfg = load_config(
         None,
         [
+            f"model.speech.projector={projector}",
             "logging.progress=false",
             "sft.hear.epochs=3",
             "sft.hear.batch_size=2",
@@ -63,6 +65,8 @@ def test_two_stage_speech_sft_hears_encodes_and_translates(tiny_policy_dir, tmp_
     assert hear["final_ctc"] < hear["first_ctc"]
     assert summary["translate"]["train_dialogues"] == 2 and summary["translate"]["dev_loss_after"] < summary["translate"]["dev_loss_before"]
     model = SpeechLLM.from_pretrained(tmp_path / "sft")
+    if projector == "ctc":  # the head stage 1 trained is the encoder's own, kept with the vocabulary it heard
+        assert model.encoder.config.words == ["more0", "more1", "word0", "word1"]
     train = Manifest(tmp_path / "features" / "train" / "manifest.parquet", width=64, frame_seconds=0.08)
     talk = train.by_id("t1")
     from hpo_ray.data.audio import read_wav

@@ -50,6 +50,10 @@ class SpeechEncoderConfig(Section):
     intermediate_size: PositiveInt = 128
     chunk_frames: PositiveInt = 14
     left_chunks: PositiveInt = 8
+    # "mlp": a two-layer MLP writes the encoder's frames into the LLM's space (any encoder); "ctc": the
+    # encoder's own CTC head over the source words, its posteriors mapped through a fixed random table
+    # (one vector per word and one for blank) — the speaker-invariant bottleneck (docs/speech.md).
+    projector: Literal["mlp", "ctc"] = "mlp"
     seed: Seed = 0
 
     @property

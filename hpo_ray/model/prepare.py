@@ -42,7 +42,12 @@ def prepare_tiny_policy(cfg: RunConfig, manifests: list[Path], out_dir: Path, sp
     model = build_tiny_model(cfg.model.tiny, tokenizer)
     out = save_policy(model, tokenizer, out_dir)
     if speech:
+        from hpo_ray.data.audio import AudioManifest
+        from hpo_ray.speech.hear import word_vocab
         from hpo_ray.speech.model import SpeechLLM
 
-        out = SpeechLLM.from_policy(out, cfg.model.speech).save_pretrained(out)
+        # a ctc projector's classes: the source words of the audio manifests the model is built from
+        spoken = [AudioManifest(p) for p in manifests if "audio_path" in pq.read_schema(p).names]
+        words = word_vocab(spoken) if cfg.model.speech.projector == "ctc" else None
+        out = SpeechLLM.from_policy(out, cfg.model.speech, words=words).save_pretrained(out)
     return out

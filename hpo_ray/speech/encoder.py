@@ -2,7 +2,8 @@
 
 log-mel (10 ms) → causal stride-2 convolutions (80 ms frames) → a stack of transformers' Qwen3
 decoder layers driven with a block-chunk mask (frames of chunk k attend to chunks k-left..k, never
-later ones; rotary positions) → RMSNorm → an MLP projector into the LLM's hidden size.
+later ones; rotary positions) → RMSNorm → a projector into the LLM's hidden size: an MLP, or (`ctc`)
+the encoder's CTC head over the source words whose posteriors weight a fixed table of word vectors.
 `forward` encodes whole padded feature batches (training); `step` encodes one chunk with the
 streaming state (inference, `hpo_ray.speech.stream`) and gives the same frames.
 """
@@ -39,15 +40,18 @@ class ChunkEncoderConfig(PreTrainedConfig):
     intermediate_size: int = 128
     chunk_frames: int = 14
     left_chunks: int = 8
+    projector: str = "mlp"
+    words: list[str] | None = None  # the `ctc` projector's classes (CTC id = index + 1; 0 is blank)
     llm_hidden_size: int = 64
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
 
     @classmethod
-    def from_section(cls, section: SpeechEncoderConfig, llm_hidden_size: int) -> "ChunkEncoderConfig":
-        """The HF config of the encoder described by `model.speech`, projecting to `llm_hidden_size`."""
+    def from_section(cls, section: SpeechEncoderConfig, llm_hidden_size: int, words: list[str] | None = None) -> "ChunkEncoderConfig":
+        """The HF config of the encoder described by `model.speech`, projecting to `llm_hidden_size`
+        (`words`: the source vocabulary, needed by the `ctc` projector)."""
         fields = section.model_dump(exclude={"seed"})
-        return cls(llm_hidden_size=llm_hidden_size, **fields)
+        return cls(llm_hidden_size=llm_hidden_size, words=list(words) if words else None, **fields)
 
     @property
     def subsampling(self) -> int:
@@ -134,14 +138,31 @@ class ChunkCausalEncoder(PreTrainedModel):
         self.layers = nn.ModuleList(Qwen3DecoderLayer(layer_cfg, i) for i in range(config.num_layers))
         self.rotary = Qwen3RotaryEmbedding(layer_cfg)
         self.norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.projector = nn.Sequential(
-            nn.Linear(config.hidden_size, config.llm_hidden_size), nn.GELU(), nn.Linear(config.llm_hidden_size, config.llm_hidden_size)
-        )
+        if config.projector == "ctc":
+            if not config.words:
+                raise ValueError("the ctc projector needs the source words (speech_encoder config 'words'); build it from a train manifest")
+            self.ctc_head = nn.Linear(config.hidden_size, len(config.words) + 1)
+            # One fixed N(0, 1) vector per class (row 0: blank): frames are posterior-weighted word vectors.
+            self.register_buffer("word_table", torch.randn(len(config.words) + 1, config.llm_hidden_size))
+            projector = self.ctc_head
+        elif config.projector == "mlp":
+            self.projector = nn.Sequential(
+                nn.Linear(config.hidden_size, config.llm_hidden_size), nn.GELU(), nn.Linear(config.llm_hidden_size, config.llm_hidden_size)
+            )
+            projector = self.projector
+        else:
+            raise ValueError(f"speech_encoder config 'projector' is {config.projector!r}; expected 'mlp' or 'ctc'")
         self.post_init()
         # The LLM-style N(0, 0.02) init shrinks the signal through the conv stack; these use torch's fan-in init.
-        for module in (*self.subsample.modules(), *self.projector.modules()):
+        for module in (*self.subsample.modules(), *projector.modules()):
             if isinstance(module, (nn.Conv1d, nn.Linear)):
                 module.reset_parameters()
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """Normed encoder states [B, T, hidden] → LLM-space frames [B, T, llm_hidden], frame by frame."""
+        if self.config.projector == "ctc":
+            return self.ctc_head(h).softmax(-1) @ self.word_table
+        return self.projector(h)
 
     def _attend(self, x: torch.Tensor, frames: torch.Tensor, keep: int, layer: nn.Module) -> torch.Tensor:
         mask = chunk_mask(frames, frames, self.config.chunk_frames, self.config.left_chunks, x.dtype).to(x.device)
@@ -150,6 +171,16 @@ class ChunkCausalEncoder(PreTrainedModel):
 
     def forward(self, input_features: torch.Tensor) -> torch.Tensor:
         """[B, T, n_mels] (T a multiple of chunk_frames · 2**layers) → [B, T / 2**layers, llm_hidden]."""
+        return self.project(self.states(input_features))
+
+    def ctc_logits(self, input_features: torch.Tensor) -> torch.Tensor:
+        """The `ctc` projector's head: [B, T, n_mels] → [B, T / 2**layers, len(words) + 1] (blank = 0)."""
+        if self.config.projector != "ctc":
+            raise ValueError(f"this encoder's projector is {self.config.projector!r}: it has no CTC head of its own")
+        return self.ctc_head(self.states(input_features))
+
+    def states(self, input_features: torch.Tensor) -> torch.Tensor:
+        """The layer stack's normed output [B, T / 2**layers, hidden] (before the projector)."""
         c = self.config
         if input_features.shape[1] % (c.chunk_frames * c.subsampling):
             raise ValueError(
@@ -159,7 +190,7 @@ class ChunkCausalEncoder(PreTrainedModel):
         frames = torch.arange(h.shape[1])
         for layer in self.layers:
             h = self._attend(h, frames, h.shape[1], layer)
-        return self.projector(self.norm(h))
+        return self.norm(h)
 
     def initial_state(self, batch: int = 1) -> EncoderState:
         like = next(self.parameters())
@@ -183,12 +214,15 @@ class ChunkCausalEncoder(PreTrainedModel):
             frames = torch.arange(state.next_frame - past.shape[1], state.next_frame + h.shape[1])
             cached.append(x[:, -window:])
             h = self._attend(x, frames, h.shape[1], layer)
-        return self.projector(self.norm(h)), EncoderState(conv, cached, state.next_frame + c.chunk_frames)
+        return self.project(self.norm(h)), EncoderState(conv, cached, state.next_frame + c.chunk_frames)
 
 
-def build_encoder(section: SpeechEncoderConfig, llm_hidden_size: int) -> ChunkCausalEncoder:
-    """A freshly initialised encoder + projector (seeded by `model.speech.seed`), in eval mode."""
+def build_encoder(section: SpeechEncoderConfig, llm_hidden_size: int, words: list[str] | None = None) -> ChunkCausalEncoder:
+    """A freshly initialised encoder + projector (seeded by `model.speech.seed`), in eval mode;
+    `words` (the source vocabulary) are the `ctc` projector's classes."""
+    if section.projector == "ctc" and not words:
+        raise ValueError("model.speech.projector=ctc needs the source words of a train manifest to build the encoder")
     with torch.random.fork_rng():
         torch.manual_seed(section.seed)
-        model = ChunkCausalEncoder(ChunkEncoderConfig.from_section(section, llm_hidden_size))
+        model = ChunkCausalEncoder(ChunkEncoderConfig.from_section(section, llm_hidden_size, words if section.projector == "ctc" else None))
     return model.eval()

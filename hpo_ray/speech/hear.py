@@ -1,9 +1,10 @@
 """Stage 1 of SFT on speech: the encoder + projector learn to hear.
 
-Each sentence of an audio manifest (its segment plus a margin) is a training example; a linear CTC
-head over the projector's frames predicts the sentence's source words (a word vocabulary from the
-training talks; blank = 0). The head is discarded afterwards: stage 2 trains the LLM to translate
-from the frames this encoder writes.
+Each sentence of an audio manifest (its segment plus a margin) is a training example; a CTC head
+predicts the sentence's source words (a word vocabulary from the training talks; blank = 0). With the
+`mlp` projector the head is a fresh linear layer over the projector's frames, discarded afterwards;
+the `ctc` projector's head is the encoder's own and stays (its posteriors are the frames). Stage 2
+trains the LLM to translate from the frames this encoder writes.
 """
 
 import math
@@ -60,7 +61,22 @@ def sentence_examples(manifest: AudioManifest, vocab: list[str], encoder: ChunkC
     return out
 
 
-def _frame_logits(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: list[HeardSentence]) -> torch.Tensor:
+class HearingHead(torch.nn.Module):
+    """Log-mel batch → CTC logits: the `ctc` projector's own head, else a fresh linear layer over the frames."""
+
+    def __init__(self, encoder: ChunkCausalEncoder, vocab_size: int):
+        super().__init__()
+        self.encoder = encoder
+        own = encoder.config.projector == "ctc"
+        if own and len(encoder.config.words) != vocab_size:
+            raise ValueError(f"the encoder's CTC head has {len(encoder.config.words)} words, the hearing vocabulary {vocab_size}")
+        self.linear = None if own else torch.nn.Linear(encoder.config.llm_hidden_size, vocab_size + 1).to(next(encoder.parameters()).device)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.encoder.ctc_logits(mel) if self.linear is None else self.linear(self.encoder(mel))
+
+
+def _frame_logits(encoder: ChunkCausalEncoder, head: HearingHead, batch: list[HeardSentence]) -> torch.Tensor:
     """[B, T, vocab + 1] CTC logits of a batch, its log-mel padded with silence to the longest crop."""
     c = encoder.config
     width = max(len(x.mel) for x in batch)
@@ -68,10 +84,10 @@ def _frame_logits(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: lis
     mel = np.full((len(batch), width, c.n_mels), silence, np.float32)
     for i, x in enumerate(batch):
         mel[i, : len(x.mel)] = x.mel
-    return head(encoder(torch.from_numpy(mel).to(next(encoder.parameters()).device)))
+    return head(torch.from_numpy(mel).to(next(encoder.parameters()).device))
 
 
-def ctc_batch(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: list[HeardSentence]) -> torch.Tensor:
+def ctc_batch(encoder: ChunkCausalEncoder, head: HearingHead, batch: list[HeardSentence]) -> torch.Tensor:
     """Mean CTC loss of a batch."""
     device = next(encoder.parameters()).device
     logp = _frame_logits(encoder, head, batch).log_softmax(-1).transpose(0, 1)
@@ -81,7 +97,7 @@ def ctc_batch(encoder: ChunkCausalEncoder, head: torch.nn.Module, batch: list[He
     )
 
 
-def word_error_rate(encoder: ChunkCausalEncoder, head: torch.nn.Module, examples: list[HeardSentence], batch_size: int) -> float:
+def word_error_rate(encoder: ChunkCausalEncoder, head: HearingHead, examples: list[HeardSentence], batch_size: int) -> float:
     """Greedy CTC decoding → word error rate (edit distance / reference words) over `examples`."""
     errors = total = 0
     with torch.no_grad():
@@ -112,11 +128,11 @@ def train_hearing(
     dev: list[HeardSentence] | None = None,
     progress: bool = True,
 ) -> dict:
-    """AdamW + warm-up/cosine on encoder, projector and a fresh CTC head; returns losses and dev WER."""
+    """AdamW + warm-up/cosine on encoder, projector and the CTC head; returns losses and dev WER."""
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    head = torch.nn.Linear(encoder.config.llm_hidden_size, vocab_size + 1).to(next(encoder.parameters()).device)
-    params = list(encoder.parameters()) + list(head.parameters())
+    head = HearingHead(encoder, vocab_size)
+    params = list(head.parameters())  # the encoder's, plus the fresh linear layer's if any
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     steps = math.ceil(len(train) / cfg.batch_size)
     total = steps * cfg.epochs

@@ -30,10 +30,13 @@ class SpeechLLM:
         self.encoder, self.llm, self.tokenizer = encoder, llm, tokenizer
 
     @classmethod
-    def from_policy(cls, policy_dir: str | Path, section: SpeechEncoderConfig, device: str = "cpu") -> "SpeechLLM":
-        """An existing LLM directory plus a freshly initialised encoder described by `model.speech`."""
+    def from_policy(
+        cls, policy_dir: str | Path, section: SpeechEncoderConfig, device: str = "cpu", words: list[str] | None = None
+    ) -> "SpeechLLM":
+        """An existing LLM directory plus a freshly initialised encoder described by `model.speech`
+        (`words`: the source vocabulary, the classes of a `ctc` projector)."""
         llm, tokenizer = load_policy(policy_dir, dtype="float32", device=device)
-        encoder = build_encoder(section, llm.config.hidden_size).to(llm.device)
+        encoder = build_encoder(section, llm.config.hidden_size, words).to(llm.device)
         return cls(encoder, llm, tokenizer)
 
     @classmethod

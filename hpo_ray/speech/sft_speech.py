@@ -25,11 +25,12 @@ AUDIO_MANIFEST = "audio_manifest.parquet"
 SPLITS = ("train", "dev", "test")
 
 
-def open_speech_llm(init: Path, cfg: RunConfig) -> SpeechLLM:
-    """A speech LLM directory as is, or an LLM-only directory plus a fresh encoder from `model.speech`."""
+def open_speech_llm(init: Path, cfg: RunConfig, words: list[str] | None = None) -> SpeechLLM:
+    """A speech LLM directory as is, or an LLM-only directory plus a fresh encoder from `model.speech`
+    (`words`: the train talks' source words, the classes of a fresh `ctc` projector)."""
     if (init / ENCODER_FOLDER / "config.json").is_file():
         return SpeechLLM.from_pretrained(init)
-    return SpeechLLM.from_policy(init, cfg.model.speech)
+    return SpeechLLM.from_policy(init, cfg.model.speech, words=words)
 
 
 def point_sft_at_features(sft_dir: Path, out_dir: Path, features: dict[Path, Path]) -> list[Path]:
@@ -63,13 +64,14 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
     from hpo_ray.sft import finetune
 
     started = time.perf_counter()
-    model = open_speech_llm(Path(init), cfg)
-    check_compatible(model, cfg)
     audio = {s: data_dir / s / AUDIO_MANIFEST for s in SPLITS if (data_dir / s / AUDIO_MANIFEST).is_file()}
     if "train" not in audio:
         raise FileNotFoundError(f"{data_dir}/train/{AUDIO_MANIFEST} not found (spoken talks: `hpo-ray synth --speech`)")
     manifests = {s: AudioManifest(p) for s, p in audio.items()}  # every wav checked before training
-    vocab = word_vocab([manifests["train"]])
+    model = open_speech_llm(Path(init), cfg, word_vocab([manifests["train"]]))
+    check_compatible(model, cfg)
+    # a ctc projector hears its own classes (words of other talks are dropped from the targets)
+    vocab = model.encoder.config.words if model.encoder.config.projector == "ctc" else word_vocab([manifests["train"]])
     margin = cfg.sft.hear.margin_seconds
     train = sentence_examples(manifests["train"], vocab, model.encoder, margin)
     dev = sentence_examples(manifests["dev"], vocab, model.encoder, margin) if "dev" in manifests else None
