@@ -111,14 +111,32 @@ def assistant_loss(model, layout: DialogueLayout, ids, attn, labels, frames) -> 
     return loss, int((target != -100).sum())
 
 
+def batch_loss(model, layout: DialogueLayout, batch: list[SftExample], device, backward: bool) -> tuple[float, int]:
+    """Token-weighted mean assistant loss of `batch` (and, with `backward`, its gradient), one dialogue
+    per forward pass: a row without padding needs no attention mask, so SDPA takes its causal path
+    (≈ 1.5× faster on CPU than the padded batch for the demo's 1.2 k-token dialogues). The value and
+    the gradient are the padded batch's: each row's mean is weighted by its share of the tokens."""
+    rows = [collate([e], layout.tokenizer.pad_token_id, device) for e in batch]
+    counts = [int((labels[:, 1:] != -100).sum()) for _, _, labels, _ in rows]
+    total, value = sum(counts), 0.0
+    for (ids, _, labels, frames), n in zip(rows, counts):
+        if n == 0:
+            continue  # nothing to learn in this dialogue (and its mean would be NaN)
+        loss, _ = assistant_loss(model, layout, ids, None, labels, frames)
+        if backward:
+            (loss * (n / total)).backward()
+        value += loss.item() * n / total
+    return value, total
+
+
 @torch.no_grad()
 def evaluate_loss(model, layout: DialogueLayout, examples: list[SftExample], batch_size: int, device) -> float:
     """Token-weighted assistant cross-entropy on held-out dialogues."""
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(examples), batch_size):
-        loss, n = assistant_loss(model, layout, *collate(examples[i : i + batch_size], layout.tokenizer.pad_token_id, device))
-        total, count = total + float(loss) * n, count + n
+        loss, n = batch_loss(model, layout, examples[i : i + batch_size], device, backward=False)
+        total, count = total + loss * n, count + n
     return total / max(count, 1)
 
 
@@ -147,13 +165,12 @@ def train_sft(
         model.train()
         for s in range(steps_per_epoch):
             batch = [train[i] for i in order[s * cfg.batch_size : (s + 1) * cfg.batch_size]]
-            loss, _ = assistant_loss(model, layout, *collate(batch, layout.tokenizer.pad_token_id, device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, _ = batch_loss(model, layout, batch, device, backward=True)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            history["train_loss"].append(loss.item())
+            history["train_loss"].append(loss)
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{history['train_loss'][-1]:.3f}")
         if dev:
