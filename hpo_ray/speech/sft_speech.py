@@ -68,10 +68,11 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
     if "train" not in audio:
         raise FileNotFoundError(f"{data_dir}/train/{AUDIO_MANIFEST} not found (spoken talks: `hpo-ray synth --speech`)")
     manifests = {s: AudioManifest(p) for s, p in audio.items()}  # every wav checked before training
-    model = open_speech_llm(Path(init), cfg, word_vocab([manifests["train"]]))
+    heard_words = word_vocab([manifests["train"]])
+    model = open_speech_llm(Path(init), cfg, heard_words)
     check_compatible(model, cfg)
     # a ctc projector hears its own classes (words of other talks are dropped from the targets)
-    vocab = model.encoder.config.words if model.encoder.config.projector == "ctc" else word_vocab([manifests["train"]])
+    vocab = model.encoder.config.words if model.encoder.config.projector == "ctc" else heard_words
     margin = cfg.sft.hear.margin_seconds
     train = sentence_examples(manifests["train"], vocab, model.encoder, margin)
     dev = sentence_examples(manifests["dev"], vocab, model.encoder, margin) if "dev" in manifests else None
