@@ -14,15 +14,16 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo demo-speech test lint format test-vllm env env-dev env-vllm lock-gpu clean
+.PHONY: demo demo-vectors test lint format test-vllm env env-dev env-vllm lock-gpu clean
 
+# The embedded job on spoken talks (configs/demo.yaml, runs/demo/). Its OmniSTEval section streams the test
+# audio through simulstream_inference and scores it with omnisteval: both come with the base install.
 demo: $(VENV)/.stamp-base
 	$(BIN)/hpo-ray demo
 
-# The same job on spoken talks (configs/demo-speech.yaml, runs/demo-speech/). Its OmniSTEval section streams the
-# test audio through simulstream_inference and scores it with omnisteval: both come with the dev install.
-demo-speech: $(VENV)/.stamp-dev
-	$(BIN)/hpo-ray demo --speech
+# The same job on feature vectors instead of audio (configs/demo-vectors.yaml, runs/demo-vectors/).
+demo-vectors: $(VENV)/.stamp-base
+	$(BIN)/hpo-ray demo --vectors
 
 # vLLM's tests run in their own pytest process: vLLM sets up a process group and pins torch to one
 # thread in the process that imports it.
@@ -52,9 +53,12 @@ env-vllm: $(VENV)/.stamp-vllm
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# [speech]: eSpeak NG (GPL-3) from PyPI, for the spoken talks of the demo; [field]: OmniSTEval for its report.
+# [speech]: eSpeak NG (GPL-3) from PyPI, for the spoken talks of the demo; [field]: OmniSTEval for its report;
+# simulstream (and librosa) without their pins, as below, to stream the demo's test audio ([simulstream] lists
+# what they import).
 $(VENV)/.stamp-base: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[speech,field]'
+	$(BIN)/pip install -q -e '.[speech,field,simulstream]'
+	$(BIN)/pip install -q --no-deps simulstream==1.0.0 librosa==0.11.0
 	touch $@
 
 # unbabel-comet pins transformers<5: installed without its pins; hpo_ray/reward/comet_compat.py adapts it.

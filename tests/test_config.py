@@ -70,7 +70,7 @@ def test_non_finite_and_out_of_range_numbers_are_rejected_naming_the_key(overrid
 def test_train_with_an_infinite_learning_rate_exits_2_naming_the_key_before_ray_starts(capsys):
     import ray
 
-    demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    demo = Path(__file__).parents[1] / "configs" / "demo-vectors.yaml"
     assert cli(["train", "--config", str(demo), "learner.optimizer.lr=inf"]) == 2
     err = capsys.readouterr().err
     assert "learner.optimizer.lr" in err and "finite" in err

@@ -1,4 +1,4 @@
-"""`hpo-ray demo` (on feature vectors and on spoken talks) and `hpo-ray study` end to end at toy size:
+"""`hpo-ray demo` (on spoken talks, the default, and on feature vectors) and `hpo-ray study` end to end at toy size:
 every stage runs for real (synthesis, tiny model, SFT, HPO on a local Ray, evaluation), in a subprocess
 each (they start and stop Ray)."""
 
@@ -52,8 +52,8 @@ def hpo_ray(*args: str, cwd: Path) -> str:
 @pytest.mark.slow
 def test_demo_runs_every_stage_then_skips_them_on_rerun(tmp_path):
     root = tmp_path / "demo"
-    config = toy_config(tmp_path, "demo.yaml", root)
-    out = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
+    config = toy_config(tmp_path, "demo-vectors.yaml", root)
+    out = hpo_ray("demo", "--vectors", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert "| SFT | 1 |" in out and "| HPO | 2 |" in out
     assert "scored by OmniSTEval longform" in out and "| 2 | instances.log |" in out  # features-only demo: ideal latency
     assert "**Input: feature vectors, not audio**" in out and "| HPO training |" in out
@@ -67,7 +67,7 @@ def test_demo_runs_every_stage_then_skips_them_on_rerun(tmp_path):
         "report.md",
     ):
         assert (root / path).is_file(), path
-    rerun = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
+    rerun = hpo_ray("demo", "--vectors", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert rerun.count("already done, skipped") == 8  # synth, model, SFT, HPO, two evaluations, two OmniSTEval runs
 
 
@@ -79,7 +79,7 @@ def test_speech_demo_runs_on_audio_end_to_end_then_skips_every_stage_on_rerun(tm
     from hpo_ray.speech.model import SpeechLLM
 
     root = tmp_path / "demo-speech"
-    tree = {"base": str(REPO / "configs" / "demo-speech.yaml"), "run": {"dir": str(root)}, **TOY}
+    tree = {"base": str(REPO / "configs" / "demo.yaml"), "run": {"dir": str(root)}, **TOY}
     tree["data"] = {
         "synth": {"talks": 6, "min_talk_seconds": 15, "speech": {"workers": 1}},
         **{f"{s}_manifest": str(root / "features" / s / "manifest.parquet") for s in ("train", "dev", "test")},
@@ -89,7 +89,7 @@ def test_speech_demo_runs_on_audio_end_to_end_then_skips_every_stage_on_rerun(tm
     tree["algorithm"] = {**TOY["algorithm"], "steps": 2}
     config = tmp_path / "demo-speech-toy.yaml"
     config.write_text(yaml.safe_dump(tree))
-    hpo_ray("demo", "--speech", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
+    hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)  # spoken talks: the default
     report = (root / "report.md").read_text()
     assert "**Input: audio.** 6 synthetic talks spoken by eSpeak NG" in report
     assert "streams the test talks' wav files through simulstream" in report
@@ -104,15 +104,61 @@ def test_speech_demo_runs_on_audio_end_to_end_then_skips_every_stage_on_rerun(tm
     talk = next(iter(AudioManifest(root / "data" / "test" / "audio_manifest.parquet")))
     frames = np.load(root / "features" / "test" / "features" / f"{talk.talk_id}.npy")
     np.testing.assert_allclose(SpeechLLM.from_pretrained(root / "hpo").encode(talk.samples()), frames, atol=1e-5)
-    rerun = hpo_ray("demo", "--speech", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
+    rerun = hpo_ray("demo", "--config", str(config), "--multipliers", "1,2", cwd=tmp_path)
     assert rerun.count("already done, skipped") == 7  # synth, model, speech SFT, HPO, two evaluations, simulstream
     assert not re.search(r"^\[demo\] .*: running$", rerun, re.M)
     assert re.search(rf"\| HPO training \| {number} \(earlier run\) \|", (root / "report.md").read_text())  # times kept
 
 
+@pytest.mark.parametrize(
+    "flags, config, speech",
+    [
+        ([], "demo.yaml", True),  # `make demo`: spoken talks
+        (["--speech"], "demo.yaml", True),
+        (["--vectors"], "demo-vectors.yaml", False),
+        (["--config", str(REPO / "configs" / "demo-vectors.yaml")], "demo-vectors.yaml", False),  # the config says
+        (["--config", str(REPO / "configs" / "demo-vectors.yaml"), "--speech"], "demo-vectors.yaml", True),
+        (["--config", str(REPO / "configs" / "demo.yaml"), "--vectors"], "demo.yaml", False),
+    ],
+)
+def test_demo_runs_on_spoken_talks_unless_told_vectors(flags, config, speech):
+    import argparse
+
+    from hpo_ray.cli import demo_cmd
+
+    parser = argparse.ArgumentParser()
+    demo_cmd.add_arguments(parser)
+    cfg = demo_cmd.demo_config(parser.parse_args(flags))
+    assert cfg.data.synth.speech.enabled is speech
+    assert str(cfg.run.dir) == ("runs/demo" if config == "demo.yaml" else "runs/demo-vectors")
+    if config == "demo.yaml":
+        assert cfg.model.speech.projector == "ctc" and str(cfg.data.train_manifest) == "runs/demo/features/train/manifest.parquet"
+
+
+def test_demo_refuses_both_speech_and_vectors(capsys):
+    import argparse
+
+    from hpo_ray.cli import demo_cmd
+
+    parser = argparse.ArgumentParser()
+    demo_cmd.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--speech", "--vectors"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_speech_demo_refuses_manifests_outside_its_features_folder(tmp_path):
     root = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hpo_ray.cli.main", "demo", "--speech", "--config", str(REPO / "configs" / "demo.yaml"), f"run.dir={root}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpo_ray.cli.main",
+        "demo",
+        "--speech",
+        "--config",
+        str(REPO / "configs" / "demo-vectors.yaml"),
+        f"run.dir={root}",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "config error at data.train_manifest" in done.stderr, done.stderr[-2000:]
     assert str(root / "features" / "train" / "manifest.parquet") in done.stderr and not root.exists()

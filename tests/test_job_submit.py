@@ -186,7 +186,7 @@ def test_job_with_the_token_trains_a_step_with_pools_on_both_nodes(two_nodes, sm
         "hpo_ray.cli.main",
         "train",
         "--config",
-        str(REPO / "configs" / "demo.yaml"),
+        str(REPO / "configs" / "demo-vectors.yaml"),
         "--run-dir",
         str(run_dir),
         "--steps",

@@ -13,7 +13,7 @@ from hpo_ray.rollout.torch_engine import TorchEngine
 from hpo_ray.serve.streaming import StreamingTranslator
 from tests.test_windows import long_talk, preflight_config
 
-DEMO = "configs/demo.yaml"
+DEMO = "configs/demo-vectors.yaml"
 
 
 def test_reply_budget_is_the_per_chunk_budget_times_the_multiplier():

@@ -23,7 +23,7 @@ def train_cmd(run_dir, overrides, start=None):
         "hpo_ray.cli.main",
         "train",
         "--config",
-        "configs/demo.yaml",
+        "configs/demo-vectors.yaml",
         "--run-dir",
         str(run_dir),
         "--steps",

@@ -21,7 +21,7 @@ def train(run_dir, overrides, steps, *flags):
         "hpo_ray.cli.main",
         "train",
         "--config",
-        "configs/demo.yaml",
+        "configs/demo-vectors.yaml",
         "--run-dir",
         str(run_dir),
         "--steps",

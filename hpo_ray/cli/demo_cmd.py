@@ -1,10 +1,11 @@
-"""`hpo-ray demo`: the embedded default job, end to end on CPU.
+"""`hpo-ray demo`: the embedded default job, end to end on CPU, on spoken talks.
 
-synthesize talks → build the tiny model → SFT → HPO → evaluate SFT and HPO at several latency
-points (chunk multipliers) → OmniSTEval on the HPO policy (via simulstream when it is a speech LLM
-with spoken test talks) → runs/demo/report.md with tables, quality–latency plots and stage times.
-`--speech` (configs/demo-speech.yaml) runs it on spoken talks: a speech encoder and two-stage SFT
-(`demo_speech.py`). Each stage is skipped when its output already exists, so a rerun continues.
+speak the talks (eSpeak NG) → the tiny speech LLM → two-stage SFT (hear by CTC, encode, translate;
+`demo_speech.py`) → HPO → evaluate SFT and HPO at several latency points (chunk multipliers) →
+simulstream + OmniSTEval on the HPO policy streaming the test audio → runs/demo/report.md with tables,
+quality–latency plots and stage times. `--vectors` (configs/demo-vectors.yaml) runs the same job on
+feature vectors instead of audio (each source word a fixed random vector plus noise): faster, no
+eSpeak NG. Each stage is skipped when its output already exists, so a rerun continues.
 """
 
 import json
@@ -19,28 +20,35 @@ from hpo_ray.cli.pipeline import StageLog, build_tiny_model, run_hpo, stage, sup
 from hpo_ray.config import RunConfig, load_config
 
 TAG = "demo"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_CONFIG = CONFIGS / "demo.yaml"  # spoken talks
+VECTORS_CONFIG = CONFIGS / "demo-vectors.yaml"  # feature vectors
 STAGE_TIMES = "stage_seconds.json"
 VECTOR_INPUT = (
     "**Input: feature vectors, not audio** (each source word a fixed random vector plus noise); "
-    "`hpo-ray demo --speech` runs the same job on spoken talks."
+    "`hpo-ray demo` without `--vectors` runs the same job on spoken talks."
 )
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--multipliers", default="1,2,3,4", help="chunk multipliers evaluated (latency points)")
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first")
-    parser.add_argument(
-        "--speech", action="store_true", help="spoken talks: configs/demo-speech.yaml unless --config, data.synth.speech.enabled=true"
+    inputs = parser.add_mutually_exclusive_group()
+    inputs.add_argument("--speech", action="store_true", help="spoken talks (the default; with --config: data.synth.speech.enabled=true)")
+    inputs.add_argument(
+        "--vectors",
+        action="store_true",
+        help="feature vectors instead of audio: configs/demo-vectors.yaml unless --config, data.synth.speech.enabled=false",
     )
     add_config_arguments(parser)
 
 
 def demo_config(args) -> RunConfig:
-    """demo.yaml, or demo-speech.yaml with `--speech`; an explicit `--config` wins, `--speech` still speaks the talks."""
-    if args.speech:
-        return load_config(args.config or demo_speech.SPEECH_CONFIG, [*args.overrides, "data.synth.speech.enabled=true"])
-    return load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    """demo.yaml (spoken talks), or demo-vectors.yaml with `--vectors`; an explicit `--config` wins, and
+    `--speech` / `--vectors` then switch its talks to audio / feature vectors (else the config says)."""
+    config = args.config or (VECTORS_CONFIG if args.vectors else DEFAULT_CONFIG)
+    switch = ["data.synth.speech.enabled=true"] if args.speech else ["data.synth.speech.enabled=false"] if args.vectors else []
+    return load_config(config, [*args.overrides, *switch])
 
 
 def run(args) -> int:

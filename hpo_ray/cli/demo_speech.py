@@ -1,9 +1,9 @@
-"""The speech side of `hpo-ray demo` (`--speech`, configs/demo-speech.yaml): the same job on spoken talks.
+"""The speech side of `hpo-ray demo` (the default, configs/demo.yaml): the job on spoken talks.
 
 synth speaks the talks (eSpeak NG) → the tiny LLM + a fresh chunk-causal speech encoder → two-stage SFT
 (`hpo-ray sft-speech`: the encoder learns to hear by CTC, every split is encoded with it chunk by chunk
 as `hpo-ray encode` does, then the LLM learns to translate with the encoder frozen) → HPO and
-evaluation on those features, exactly as the vector demo (docs/speech.md).
+evaluation on those features, exactly as the vector demo (`--vectors`; docs/speech.md).
 """
 
 import json
@@ -12,7 +12,6 @@ from pathlib import Path
 from hpo_ray.cli.pipeline import StageLog, build_tiny_model, stage
 from hpo_ray.config import ConfigError, RunConfig
 
-SPEECH_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo-speech.yaml"
 FEATURES = "features"  # under run.dir: every split as encoded by the SFT encoder; HPO and eval read these
 SPLIT_KEYS = {"train": "train_manifest", "dev": "dev_manifest", "test": "test_manifest"}
 

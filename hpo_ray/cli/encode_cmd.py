@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder: features/<talk>.npy + manifest.parquet")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default torch's; 1 is fastest for the tiny encoder on a busy machine)"
+        "--threads", type=int, default=1, help="torch CPU threads of the stream (default 1: ~10x faster than 2 for the tiny encoder)"
     )
     add_config_arguments(parser)
 
@@ -24,13 +24,9 @@ def run(args) -> int:
     from hpo_ray.speech.model import SpeechLLM
 
     cfg = config_from_args(args)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
         model = SpeechLLM.from_pretrained(args.model, device=args.device)
-        summary = encode_manifest(model, args.audio_manifest, args.out, cfg)
+        summary = encode_manifest(model, args.audio_manifest, args.out, cfg, threads=args.threads)
     except (ManifestError, FileNotFoundError, FileExistsError) as exc:
         print(f"hpo-ray encode: {exc}", file=sys.stderr)
         return 2

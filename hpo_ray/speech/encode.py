@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from hpo_ray.config import ConfigError, RunConfig
 from hpo_ray.data.audio import AudioManifest, SpokenTalk
+from hpo_ray.devices import cpu_threads
 from hpo_ray.synth.writer import MANIFEST_SCHEMA
 
 from .model import SpeechLLM
@@ -34,8 +35,10 @@ def check_compatible(model: SpeechLLM, cfg: RunConfig) -> None:
         raise ConfigError("data.chunk_frames", f"{d.chunk_frames} is not a multiple of the encoder's chunk of {c.chunk_frames} frames")
 
 
-def encode_manifest(model: SpeechLLM, audio_manifest: str | Path, out_dir: str | Path, cfg: RunConfig) -> dict:
-    """Encode every talk of `audio_manifest` into the features folder `out_dir`; returns encode.json's content."""
+def encode_manifest(model: SpeechLLM, audio_manifest: str | Path, out_dir: str | Path, cfg: RunConfig, threads: int | None = 1) -> dict:
+    """Encode every talk of `audio_manifest` into the features folder `out_dir`; returns encode.json's content.
+    On CPU the stream runs on `threads` torch threads (one by default: ~10× faster than two for the tiny
+    encoder's chunk-sized ops; None keeps the process's count)."""
     check_compatible(model, cfg)
     manifest = AudioManifest(audio_manifest)  # validates every row and wav before anything is written
     out = Path(out_dir)
@@ -43,7 +46,9 @@ def encode_manifest(model: SpeechLLM, audio_manifest: str | Path, out_dir: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        summary = _write(model, manifest, tmp, cfg)
+        on_cpu = next(model.encoder.parameters()).device.type == "cpu"
+        with cpu_threads(threads if on_cpu else None):
+            summary = _write(model, manifest, tmp, cfg)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
