@@ -104,7 +104,10 @@ def token_logprobs(
     """[B, T-1] logprobs of each next token under the policy distribution (same bans and temperature
     as the rollout engines), and optionally the per-token entropy of that distribution."""
     inputs = embed(model.get_input_embeddings(), batch.input_ids, batch.frames, placeholder_id)
-    logits = model(inputs_embeds=inputs, attention_mask=batch.attention_mask).logits[:, :-1]
+    # Without padding the mask is plain causal: passing none lets SDPA take its causal kernel (on CPU ~1.5×
+    # faster than the masked one for the demo's 1.2 k-token dialogues), with the same logprobs.
+    mask = None if bool(batch.attention_mask.all()) else batch.attention_mask
+    logits = model(inputs_embeds=inputs, attention_mask=mask).logits[:, :-1]
     logp = policy_log_probs(logits, banned, temperature)
     taken = logp.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
     taken = torch.where(batch.loss_mask, taken, torch.zeros_like(taken))  # banned user-side tokens are -inf
