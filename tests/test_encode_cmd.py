@@ -94,3 +94,32 @@ def test_eval_accepts_an_audio_manifest_and_encodes_it_first(speech_llm_dir, tmp
     assert scores["talks"] == 1
     encoded = Manifest(out / "encoded" / "manifest.parquet")
     np.testing.assert_allclose(encoded[0].frames(), SpeechLLM.from_pretrained(speech_llm_dir).encode(signals["talk0"]), atol=1e-6)
+
+
+def test_encoding_on_one_thread_gives_the_same_frames_and_restores_the_thread_count(speech_llm_dir, tmp_path):
+    import torch
+
+    from hpo_ray.speech.encode import encode_manifest
+
+    audio, _ = spoken_talks(tmp_path / "audio", seconds=(2.3, 3.1))
+    cfg = load_config(None, ["logging.progress=false"])
+    model = SpeechLLM.from_pretrained(speech_llm_dir)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        stream = model.stream
+
+        def counting_stream():
+            seen.append(torch.get_num_threads())
+            return stream()
+
+        model.stream = counting_stream
+        encode_manifest(model, audio, tmp_path / "one", cfg)  # default: one thread
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        encode_manifest(model, audio, tmp_path / "two", cfg, threads=None)  # the process's count
+        assert seen[2:] == [2, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for one in sorted((tmp_path / "one" / "features").glob("*.npy")):
+        np.testing.assert_allclose(np.load(one), np.load(tmp_path / "two" / "features" / one.name), atol=1e-6, rtol=0)
