@@ -9,6 +9,7 @@ eSpeak NG. Each stage is skipped when its output already exists, so a rerun cont
 """
 
 import json
+import math
 import os
 import shutil
 import time
@@ -127,8 +128,8 @@ def field_scores(cfg: RunConfig, policy: Path, multipliers: list[int], out: Path
 def field_table(field: list[dict]) -> list[str]:
     """The report's OmniSTEval section."""
 
-    def ms(row: dict, key: str) -> str:
-        return "n/a" if key not in row else f"{row[key] / 1000:.3f}"
+    def ms(row: dict, key: str) -> str:  # OmniSTEval gives NaN where a talk's hypothesis has no words to time
+        return "n/a" if key not in row or not math.isfinite(row[key]) else f"{row[key] / 1000:.3f}"
 
     lines = [
         "## The HPO policy scored by OmniSTEval longform (docs/evaluation.md)",
