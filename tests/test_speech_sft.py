@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from hpo_ray.config import load_config
 from hpo_ray.data.manifest import Manifest
@@ -74,3 +75,40 @@ def test_two_stage_speech_sft_hears_encodes_and_translates(tiny_policy_dir, tmp_
     np.testing.assert_allclose(talk.frames(), model.encode(read_wav(tmp_path / "data/train/audio/t1.wav")[1]), atol=1e-6, rtol=0)
     records = [json.loads(x) for x in (tmp_path / "features" / "sft" / "train.jsonl").read_text().splitlines()]
     assert [r["manifest"] for r in records] == ["../train/manifest.parquet"] * 2
+
+
+def test_whole_talk_examples_are_what_the_stream_hears(tiny_policy_dir, tmp_path):
+    from hpo_ray.config import SpeechEncoderConfig
+    from hpo_ray.data.audio import AudioManifest
+    from hpo_ray.speech.hear import HearingHead, talk_examples
+
+    _spoken_data(tmp_path / "data")
+    model = SpeechLLM.from_policy(
+        tiny_policy_dir, SpeechEncoderConfig(left_chunks=2, projector="ctc"), words=["more0", "more1", "word0", "word1"]
+    )
+    manifest = AudioManifest(tmp_path / "data" / "train" / "audio_manifest.parquet")
+    examples = talk_examples(manifest, model.encoder.config.words, model.encoder)
+    assert [x.words for x in examples] == [[3, 1, 4, 2]] * 2  # every word of the talk, in order (ids: vocabulary + 1)
+    talk = next(iter(manifest))
+    assert examples[0].n_frames == -(-len(talk.samples()) // 1280) and len(examples[0].mel) % (8 * 14) == 0
+    # the CTC head over a whole-talk example sees exactly the frames the stream writes for that talk
+    head = HearingHead(model.encoder, 4)
+    with torch.no_grad():
+        posteriors = head(torch.from_numpy(examples[0].mel)[None])[0, : examples[0].n_frames].softmax(-1)
+    np.testing.assert_allclose((posteriors @ model.encoder.word_table).numpy(), model.encode(talk.samples()), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_talk_epochs_train_the_crop_trained_head_on_whole_talks_and_report_the_streamed_dev_wer(tiny_policy_dir, tmp_path):
+    _spoken_data(tmp_path / "data")
+    base = ["model.speech.projector=mlp", "logging.progress=false", "sft.hear.epochs=2", "sft.hear.batch_size=2"]
+    base += ["sft.hear.warmup_steps=1", "sft.epochs=1", "sft.batch_size=2", "model.speech.left_chunks=2"]
+    crops = speech_finetune(load_config(None, base), tiny_policy_dir, tmp_path / "data", tmp_path / "a", tmp_path / "fa")["hear"]
+    assert crops["talk_epochs"] == 0 and 0 <= crops["talk_dev_wer"]
+    talks = load_config(None, [*base, "sft.hear.talk_epochs=2"])
+    hear = speech_finetune(talks, tiny_policy_dir, tmp_path / "data", tmp_path / "b", tmp_path / "fb")["hear"]
+    assert hear["talk_epochs"] == 2 and hear["talk_dev_wer_before"] == crops["talk_dev_wer"]  # same crops phase first
+    assert set(hear) >= {"talk_final_ctc", "talk_dev_wer"}
+    before, after = SpeechLLM.from_pretrained(tmp_path / "a").encoder, SpeechLLM.from_pretrained(tmp_path / "b").encoder
+    changed = [n for (n, p), q in zip(before.named_parameters(), after.parameters()) if not torch.equal(p, q)]
+    assert changed  # the talk epochs trained the encoder further

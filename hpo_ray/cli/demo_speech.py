@@ -58,8 +58,8 @@ def input_lines(cfg: RunConfig, root: Path, streamed: bool) -> list[str]:
         f"**Input: audio.** {sum(meta['talks'].values())} synthetic talks spoken by eSpeak NG {meta['speech']['engine']} "
         f"into {meta['speech']['sample_rate']} Hz mono wav files ({len(voices)} voices, {sum(audio.values()):.0f} s of speech; "
         f"{split_talks} talks, {audio['test']:.0f} s of test audio). The policies hear them through the chunk-causal "
-        f"speech encoder (docs/speech.md): SFT stage 1 taught it by CTC on the source words (dev WER "
-        f"{num(hear['dev_wer_before'])} → {num(hear['dev_wer'])}); every split was then encoded with it chunk by chunk "
+        f"speech encoder (docs/speech.md): SFT stage 1 taught it by CTC on the source words (dev WER on sentence crops "
+        f"{num(hear['dev_wer_before'])} → {num(hear['dev_wer'])}{talk_wer(hear)}); every split was then encoded with it chunk by chunk "
         f"into `{FEATURES}/` (as `hpo-ray encode` does); stage 2 fine-tuned the LLM on those frames with the encoder "
         f"frozen (sft.epochs = {cfg.sft.epochs}, dev loss {num(translate['dev_loss_before'])} → {num(translate['dev_loss_after'])}). "
         "SFT and HPO below are scored on the held-out test talks' frames from that encoder"
@@ -68,3 +68,13 @@ def input_lines(cfg: RunConfig, root: Path, streamed: bool) -> list[str]:
     if seconds:
         lines += ["", "Two-stage speech SFT: " + ", ".join(f"{part} {s:.1f} s" for part, s in seconds.items()) + "."]
     return lines
+
+
+def talk_wer(hear: dict) -> str:
+    """The report's words on the hearing of whole streamed talks (absent from summaries before it was measured)."""
+    if hear.get("talk_dev_wer") is None:
+        return ""
+    if not hear.get("talk_epochs"):
+        return f", on whole streamed dev talks {hear['talk_dev_wer']:.3f}"
+    before, after = hear["talk_dev_wer_before"], hear["talk_dev_wer"]
+    return f"; then {hear['talk_epochs']} epochs on whole talks: streamed dev WER {before:.3f} → {after:.3f}"

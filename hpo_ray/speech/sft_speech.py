@@ -1,6 +1,7 @@
 """Two-stage SFT on speech (the paper's appendix): hear, then translate; then the features for HPO.
 
-1. *Hear*: encoder + projector learn CTC on each train sentence's source words (`hear.py`).
+1. *Hear*: encoder + projector learn CTC on each train sentence's source words (`hear.py`), then, with
+   `sft.hear.talk_epochs`, on whole talks: the stream's view, each sentence after its talk's left context.
 2. Every split's audio is encoded with that encoder (`hpo-ray encode`'s code) into `features_dir`,
    and the dialogue-form SFT records are pointed at those features manifests.
 3. *Translate*: the LLM is fine-tuned on the dialogues with the encoder frozen (`hpo_ray.sft`).
@@ -18,7 +19,7 @@ from hpo_ray.data.audio import AudioManifest
 
 from .encode import check_compatible, encode_manifest
 from .encoder import ENCODER_FOLDER
-from .hear import sentence_examples, train_hearing, word_vocab
+from .hear import HearingHead, sentence_examples, talk_examples, train_hearing, word_error_rate, word_vocab
 from .model import SpeechLLM
 
 AUDIO_MANIFEST = "audio_manifest.parquet"
@@ -31,6 +32,25 @@ def open_speech_llm(init: Path, cfg: RunConfig, words: list[str] | None = None) 
     if (init / ENCODER_FOLDER / "config.json").is_file():
         return SpeechLLM.from_pretrained(init)
     return SpeechLLM.from_policy(init, cfg.model.speech, words=words)
+
+
+def hear_talks(model: SpeechLLM, manifests: dict[str, AudioManifest], vocab: list[str], head: HearingHead, cfg: RunConfig) -> dict:
+    """After the crops, `sft.hear.talk_epochs` on whole talks (the stream's view); returns the dev word error
+    rate on whole talks before and after that (streamed WER: what stage 2 and HPO hear)."""
+    hear = cfg.sft.hear
+    dev = talk_examples(manifests["dev"], vocab, model.encoder) if "dev" in manifests else None
+    if not hear.talk_epochs:
+        wer = word_error_rate(model.encoder, head, dev, hear.batch_size) if dev else None
+        return {"talk_epochs": 0, "talk_dev_wer": wer}
+    train = talk_examples(manifests["train"], vocab, model.encoder)
+    talks_cfg = hear.model_copy(update={"epochs": hear.talk_epochs, "lr": hear.talk_lr})
+    done = train_hearing(model.encoder, train, len(vocab), talks_cfg, dev, progress=cfg.logging.progress, head=head)
+    return {
+        "talk_epochs": hear.talk_epochs,
+        "talk_final_ctc": done["train_loss"][-1],
+        "talk_dev_wer_before": done["dev_wer_before"],
+        "talk_dev_wer": done["dev_wer"],
+    }
 
 
 def point_sft_at_features(sft_dir: Path, out_dir: Path, features: dict[Path, Path]) -> list[Path]:
@@ -76,7 +96,9 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
     margin = cfg.sft.hear.margin_seconds
     train = sentence_examples(manifests["train"], vocab, model.encoder, margin)
     dev = sentence_examples(manifests["dev"], vocab, model.encoder, margin) if "dev" in manifests else None
-    hear = train_hearing(model.encoder, train, len(vocab), cfg.sft.hear, dev, progress=cfg.logging.progress)
+    head = HearingHead(model.encoder, len(vocab))
+    hear = train_hearing(model.encoder, train, len(vocab), cfg.sft.hear, dev, progress=cfg.logging.progress, head=head)
+    streamed = hear_talks(model, manifests, vocab, head, cfg)
     seconds = {"hear": time.perf_counter() - started}
     features = {}
     for split, path in audio.items():
@@ -99,6 +121,7 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
             "final_ctc": hear["train_loss"][-1],
             "dev_wer_before": hear["dev_wer_before"],
             "dev_wer": hear["dev_wer"],
+            **streamed,
         },
         "translate": translate,
         "features": {s: str(features_dir / s / "manifest.parquet") for s in audio},
