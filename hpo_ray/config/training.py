@@ -79,7 +79,8 @@ class SyncConfig(Section):
 
 
 class HearConfig(Section):
-    """Stage 1 of SFT on speech: the encoder + projector learn to hear (CTC on each sentence's source words)."""
+    """Stage 1 of SFT on speech: the encoder + projector learn to hear (CTC on each sentence's source words,
+    then optionally on whole talks)."""
 
     epochs: PositiveInt = 20
     lr: float = Field(1e-2, gt=0.0, le=1.0)  # 3e-3 left the demo's dev WER at 0.68, 1e-2 reaches 0.13, 2e-2 diverges (docs/speech.md)

@@ -3,8 +3,9 @@
 Each sentence of an audio manifest (its segment plus a margin) is a training example; a CTC head
 predicts the sentence's source words (a word vocabulary from the training talks; blank = 0). With the
 `mlp` projector the head is a fresh linear layer over the projector's frames, discarded afterwards;
-the `ctc` projector's head is the encoder's own and stays (its posteriors are the frames). Stage 2
-trains the LLM to translate from the frames this encoder writes.
+the `ctc` projector's head is the encoder's own and stays (its posteriors are the frames). Whole talks
+(`talk_examples`, `sft.hear.talk_epochs`) then train the same head as the stream hears. Stage 2 trains the
+LLM to translate from the frames this encoder writes.
 """
 
 import math
