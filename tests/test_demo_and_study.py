@@ -112,6 +112,17 @@ def test_speech_demo_runs_on_audio_end_to_end_then_skips_every_stage_on_rerun(tm
     assert re.search(rf"\| HPO training \| {number} \(earlier run\) \|", (root / "report.md").read_text())  # times kept
 
 
+def demo_parser():
+    """`hpo-ray demo`'s own argument parser."""
+    import argparse
+
+    from hpo_ray.cli import demo_cmd
+
+    parser = argparse.ArgumentParser()
+    demo_cmd.add_arguments(parser)
+    return parser
+
+
 @pytest.mark.parametrize(
     "flags, config, speech",
     [
@@ -124,13 +135,9 @@ def test_speech_demo_runs_on_audio_end_to_end_then_skips_every_stage_on_rerun(tm
     ],
 )
 def test_demo_runs_on_spoken_talks_unless_told_vectors(flags, config, speech):
-    import argparse
-
     from hpo_ray.cli import demo_cmd
 
-    parser = argparse.ArgumentParser()
-    demo_cmd.add_arguments(parser)
-    cfg = demo_cmd.demo_config(parser.parse_args(flags))
+    cfg = demo_cmd.demo_config(demo_parser().parse_args(flags))
     assert cfg.data.synth.speech.enabled is speech
     assert str(cfg.run.dir) == ("runs/demo" if config == "demo.yaml" else "runs/demo-vectors")
     if config == "demo.yaml":
@@ -146,14 +153,8 @@ def test_report_says_n_a_for_a_latency_omnisteval_gives_as_nan():
 
 
 def test_demo_refuses_both_speech_and_vectors(capsys):
-    import argparse
-
-    from hpo_ray.cli import demo_cmd
-
-    parser = argparse.ArgumentParser()
-    demo_cmd.add_arguments(parser)
     with pytest.raises(SystemExit):
-        parser.parse_args(["--speech", "--vectors"])
+        demo_parser().parse_args(["--speech", "--vectors"])
     assert "not allowed with argument" in capsys.readouterr().err
 
 
