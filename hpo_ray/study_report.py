@@ -148,7 +148,8 @@ def preamble(cfg: RunConfig, report: dict) -> list[str]:
         "",
         f"- Talks: the toy-SST language (language seed {synth.language_seed}); training data = "
         f"{synth.talks} talks (synth seed {synth.seed}); evaluation on held-out talks "
-        f"(`{report['heldout']}`, a fresh synthesis), never seen in SFT or HPO.",
+        f"(`{report['heldout']}`, a fresh synthesis, seed {report.get('heldout_seed', 'n/a')}), never seen in SFT or HPO.",
+        *input_line(cfg),
         f"- Policy: tiny Qwen3 (hidden {cfg.model.tiny.hidden_size}, {cfg.model.tiny.num_layers} layers) built from "
         f"config; SFT {cfg.sft.epochs} epochs (SFT seed {cfg.sft.seed}, one SFT checkpoint per data condition).",
         f"- Errors in the default SFT data (docs/data.md): {synth.omit_rate:.0%} of the target words omitted, "
@@ -167,6 +168,19 @@ def preamble(cfg: RunConfig, report: dict) -> list[str]:
         f"{report.get('per_multiplier_seeds') or 'none'}).",
         "- Reported chrF is sacrebleu's standard chrF (β = 2); StreamLAAL in seconds; length ratio = output / reference characters.",
         "",
+    ]
+
+
+def input_line(cfg: RunConfig) -> list[str]:
+    """What the policies took as input: audio through the SFT encoder, or feature vectors."""
+    if not cfg.data.synth.speech.enabled:
+        return ["- Input: feature vectors, not audio (each source word a fixed random vector plus noise)."]
+    hear = cfg.sft.hear
+    return [
+        "- Input: audio. Every talk is spoken by eSpeak NG; the policies hear it through the chunk-causal speech "
+        f"encoder (`{cfg.model.speech.projector}` projector) that SFT stage 1 trains by CTC on the clean training talks "
+        f"({hear.epochs} epochs on sentence crops, {hear.talk_epochs} on whole talks). Both SFT starts translate from that "
+        "one encoder's frames, HPO leaves it frozen, and the held-out talks are encoded with it chunk by chunk."
     ]
 
 

@@ -152,6 +152,22 @@ def test_report_says_n_a_for_a_latency_omnisteval_gives_as_nan():
     assert "| 1 | simulstream log | 1.50 | 2.50 | 1.500 | 1.600 | n/a | 0.100 |" in demo_cmd.field_table([row])
 
 
+def test_demo_report_gives_hpo_minus_sft_at_matched_latency_and_flags_a_falling_frontier():
+    from hpo_ray.cli import demo_cmd
+
+    def point(m, chrf, bleu, laal, ratio=1.0):
+        return {"multiplier": m, "chrf": chrf, "bleu": bleu, "stream_laal": laal, "length_ratio": ratio}
+
+    sft = [point(1, 50.0, 20.0, 2.0), point(2, 55.0, 25.0, 2.5), point(3, 54.0, 24.0, 3.0)]
+    hpo = [point(1, 53.0, 22.0, 1.9, 0.95), point(2, 56.0, 26.0, 2.4), point(3, 57.0, 27.0, 3.1)]
+    text = "\n".join(demo_cmd.gain_lines({"SFT": sft, "HPO": hpo}))
+    assert "| 1 | +3.00 † | +2.00 † | 0.950 |" in text  # faster than every SFT point: SFT at the same m
+    assert "| 2 | +6.00 | +6.00 | 1.000 |" in text  # SFT's best within 2.4 s is its m = 1 point
+    assert "| 3 | +2.00 | +2.00 | 1.000 |" in text
+    assert "- SFT: StreamLAAL rises strictly with m; chrF falls as m grows (m = 3: -1.00)." in text
+    assert "- HPO: StreamLAAL rises strictly with m; chrF never falls as m grows." in text
+
+
 def test_demo_refuses_both_speech_and_vectors(capsys):
     with pytest.raises(SystemExit):
         demo_parser().parse_args(["--speech", "--vectors"])
@@ -177,28 +193,27 @@ def test_speech_demo_refuses_manifests_outside_its_features_folder(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_study_writes_the_report_with_its_command_seeds_and_claims(tmp_path):
+@pytest.mark.skipif(missing_reason() is not None, reason=missing_reason() or "")
+def test_study_on_spoken_talks_writes_the_report_with_its_command_seeds_and_claims(tmp_path):
+    from hpo_ray.data.audio import AudioManifest
+    from hpo_ray.speech.model import SpeechLLM
+
     root = tmp_path / "study"
-    config = toy_config(tmp_path, "study.yaml", root)
+    tree = {"base": str(REPO / "configs" / "study.yaml"), "run": {"dir": str(root)}, **TOY}
+    tree["data"] = {
+        "synth": {"talks": 6, "min_talk_seconds": 15, "speech": {"workers": 1}},
+        **{f"{s}_manifest": str(root / "features" / s / "manifest.parquet") for s in ("train", "dev", "test")},
+    }
+    tree["model"] = {"path": str(root / "sft")}
+    tree["sft"] = {"epochs": 1, "hear": {"epochs": 1, "talk_epochs": 1}}
+    config = tmp_path / "study-toy.yaml"
+    config.write_text(yaml.safe_dump(tree))
     report = tmp_path / "results.md"
-    hpo_ray(
-        "study",
-        "--config",
-        str(config),
-        "--seeds",
-        "0",
-        "--multipliers",
-        "1,2",
-        "--heldout-talks",
-        "12",
-        "--per-multiplier-seeds",
-        "0",
-        "--out",
-        str(report),
-        cwd=tmp_path,
-    )
+    args = ["--seeds", "0", "--multipliers", "1,2", "--heldout-seed", "9", "--heldout-talks", "10", "--per-multiplier-seeds", "0"]
+    hpo_ray("study", "--config", str(config), *args, "--out", str(report), cwd=tmp_path)
     text = report.read_text()
     assert f"hpo-ray study --config {config} --seeds 0 --omit-rate 0.2" in text and "--per-multiplier-seeds 0" in text
+    assert "- Input: audio. Every talk is spoken by eSpeak NG" in text and "seed 9)" in text
     assert text.count("- **(") == 6  # claims a, b, c, d, then a and c with one model per m
     assert (tmp_path / "results_chrf_vs_streamlaal.png").is_file()
     results = json.loads((root / "results.json").read_text())
@@ -209,3 +224,11 @@ def test_study_writes_the_report_with_its_command_seeds_and_claims(tmp_path):
     default = json.loads((root / "data" / "meta.json").read_text())["sft"]["train"]["omitted"]  # the demo data's own rate
     assert meta["sft"]["train"]["omitted"] > 2 * default
     assert (root / "seed0" / "no-hpo_run" / "config.yaml").read_text().count("hinge: none") == 1
+    # One encoder: the corrupted start and every HPO policy hear exactly the held-out frames they were scored on.
+    assert results["heldout"] == str(root / "features" / "heldout" / "manifest.parquet")
+    talk = next(iter(AudioManifest(root / "heldout" / "test" / "audio_manifest.parquet")))
+    frames = np.load(root / "features" / "heldout" / "features" / f"{talk.talk_id}.npy")
+    for policy in ("sft-omit", "seed0/hpo-omit", "seed0/no-hpo"):
+        np.testing.assert_allclose(SpeechLLM.from_pretrained(root / policy).encode(talk.samples()), frames, atol=1e-5)
+    omit_sft = (root / "features" / "sft-omit" / "train.jsonl").read_text()
+    assert "../train/manifest.parquet" in omit_sft and omit_sft != (root / "features" / "sft" / "train.jsonl").read_text()

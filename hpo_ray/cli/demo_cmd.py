@@ -162,6 +162,46 @@ def field_table(field: list[dict]) -> list[str]:
     return lines
 
 
+def gain_lines(results: dict[str, list[dict]]) -> list[str]:
+    """HPO − SFT at matched latency, chrF and BLEU, per multiplier (one HPO seed: for the spread over seeds and
+    No-HPO, `hpo-ray study`), and whether each policy's curve behaves like SST: StreamLAAL strictly rising with m,
+    quality never falling."""
+    from hpo_ray.study import LATENCY, faster_than_baseline, finite, matched_gains
+
+    if not {"SFT", "HPO"} <= results.keys():
+        return []
+    sft, hpo = results["SFT"], results["HPO"]
+    gains = {metric: matched_gains(hpo, sft, metric) for metric in ("chrf", "bleu")}
+    faster = faster_than_baseline(hpo, sft)
+    lines = [
+        "## HPO − SFT at matched latency (one HPO seed)",
+        "",
+        "At each HPO point's StreamLAAL L, each policy is read at its best score among its points with StreamLAAL ≤ L "
+        "(† where every SFT point is slower: SFT at the same m). The spread over HPO seeds and the No-HPO baseline are "
+        "`hpo-ray study`'s (docs/results.md).",
+        "",
+        "| m | ΔchrF | ΔBLEU | HPO length ratio |",
+        "|---|---|---|---|",
+    ]
+    for p in hpo:
+        m = int(p["multiplier"])
+        cells = [f"{gains[k][m]:+.2f}" + (" †" if m in faster else "") if m in gains[k] else "n/a" for k in ("chrf", "bleu")]
+        ratio = "n/a" if p.get("length_ratio") is None else f"{p['length_ratio']:.3f}"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio} |")
+    lines.append("")
+    for name, curve in results.items():
+        points = sorted(curve, key=lambda p: p["multiplier"])
+        steps = list(zip(points, points[1:]))
+        rising = all(finite(p.get(LATENCY)) and finite(q.get(LATENCY)) and q[LATENCY] > p[LATENCY] for p, q in steps)
+        falls = [(p, q) for p, q in steps if finite(p.get("chrf")) and finite(q.get("chrf")) and q["chrf"] < p["chrf"]]
+        dips = [f"m = {q['multiplier']}: {q['chrf'] - p['chrf']:+.2f}" for p, q in falls]
+        lines.append(
+            f"- {name}: StreamLAAL {'rises strictly' if rising else 'does not rise strictly'} with m; chrF "
+            + (f"falls as m grows ({', '.join(dips)})." if dips else "never falls as m grows.")
+        )
+    return [*lines, ""]
+
+
 def write_report(
     cfg: RunConfig,
     results: dict[str, list[dict]],
@@ -205,6 +245,7 @@ def write_report(
             "",
             "![BLEU vs StreamLAAL](bleu_vs_streamlaal.png)",
             "",
+            *gain_lines(results),
             *(field_table(field) + [""] if field else []),
             *(["## Stages", "", *stages.table(), ""] if stages else []),
         ]

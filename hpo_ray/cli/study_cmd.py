@@ -1,17 +1,19 @@
 """`hpo-ray study`: the seeded evidence behind docs/results.md, end to end on CPU.
 
-Two SFT starts from one tiny init — clean dialogues, and dialogues with `--omit-rate` of the target
-words dropped — then, for each seed, HPO and No-HPO (flat reward) from the clean start and HPO from
-the corrupted start. Every policy is evaluated on held-out talks (a fresh synthesis, `--heldout-seed`)
-at each chunk multiplier; the table, the spread over seeds and the three claims go to `--out`.
-Stages whose outputs exist are skipped, so a rerun only redoes what is missing.
+Two SFT starts from one tiny init: clean dialogues, and dialogues with `--omit-rate` of the target
+words dropped. On spoken talks (the default) both hear through the one encoder that SFT stage 1
+trains on the clean data, and the held-out talks are encoded with it too. Then, for each seed, HPO
+and No-HPO (flat reward) from the clean start and HPO from the corrupted start. Every policy is
+evaluated on held-out talks (a fresh synthesis, `--heldout-seed`) at each chunk multiplier; the
+table, the spread over seeds and the three claims go to `--out`. Stages whose outputs exist are
+skipped, so a rerun only redoes what is missing.
 """
 
 import json
 import time
 from pathlib import Path
 
-from hpo_ray.cli import pipeline
+from hpo_ray.cli import demo_speech, pipeline
 from hpo_ray.cli.common import add_config_arguments
 from hpo_ray.cli.pipeline import run_hpo
 from hpo_ray.config import RunConfig, load_config
@@ -78,15 +80,21 @@ def run(args) -> int:
         raise SystemExit(f"hpo-ray study: --per-multiplier-seeds {per_m_seeds} must be among --seeds {seeds}")
     config_path = args.config or DEFAULT_CONFIG
     cfg = load_config(config_path, args.overrides)
-    root = Path(cfg.run.dir)
+    root, speech = Path(cfg.run.dir), cfg.data.synth.speech.enabled
+    if speech:
+        demo_speech.check_feature_paths(cfg, root)
     root.mkdir(parents=True, exist_ok=True)
-    heldout = prepare_data(cfg, root, args)
+    prepare_data(cfg, root, args)
     # the SFT starts the chosen arms need (the corrupted one only for hpo-omit)
     starts = {name: root / name for name in ("sft", "sft-omit") if any(ARMS[a][0] == name for a in arms)}
-    pipeline.build_tiny_model(cfg, root / "data" / "train" / "manifest.parquet", root / "init", TAG)
-    for name in starts:
-        data = root / ("data" if name == "sft" else "data-omit")
-        pipeline.supervised_start(cfg, root / "init", starts[name], data / "sft", f"SFT {name}", TAG)
+    if speech:
+        heldout = speech_starts(cfg, root, starts)
+    else:
+        heldout = root / "heldout" / "test" / "manifest.parquet"
+        pipeline.build_tiny_model(cfg, root / "data" / "train" / "manifest.parquet", root / "init", TAG)
+        for name in starts:
+            data = root / ("data" if name == "sft" else "data-omit")
+            pipeline.supervised_start(cfg, root / "init", starts[name], data / "sft", f"SFT {name}", TAG)
     arm = ArmRunner(config_path, list(args.overrides), starts, root)
     policies: dict[str, dict[int, Path]] = {name: {} for name in arms}
     for seed in seeds:  # seed-major: a study stopped early already holds every arm of its first seeds
@@ -107,6 +115,7 @@ def run(args) -> int:
         "multipliers": multipliers,
         "omit_rate": args.omit_rate,
         "heldout": str(heldout),
+        "heldout_seed": args.heldout_seed,
         "curves": curves,
         "minutes": (time.perf_counter() - started) / 60,
         "hpo_runs": hpo_run_minutes(root),
@@ -139,8 +148,30 @@ class ArmRunner:
         return out
 
 
-def prepare_data(cfg: RunConfig, root: Path, args) -> Path:
-    """Clean and corrupted training data (same talks) and the held-out talks; returns the held-out manifest."""
+def speech_starts(cfg: RunConfig, root: Path, starts: dict[str, Path]) -> Path:
+    """The SFT starts of a study on spoken talks: the clean start's two-stage SFT (stage 1 kept in `heard/`),
+    the corrupted start's stage 2 alone from `heard/` on the same features; then the held-out talks encoded
+    with that encoder (HPO leaves it as it is). Returns the held-out features manifest."""
+    from hpo_ray.speech.encode import encode_manifest
+    from hpo_ray.speech.model import SpeechLLM
+    from hpo_ray.speech.sft_speech import speech_finetune, translate_heard
+    from hpo_ray.synth import AUDIO_MANIFEST
+
+    features, heard = root / demo_speech.FEATURES, root / "heard"
+    pipeline.build_tiny_model(cfg, root / "data" / "train" / AUDIO_MANIFEST, root / "init", TAG, speech=True)
+    if stage("two-stage speech SFT sft (hear by CTC, encode train/dev/test, translate)", demo_speech.finetuned(starts["sft"])):
+        speech_finetune(cfg, root / "init", root / "data", starts["sft"], features, heard_dir=heard)
+    omit_done = "sft-omit" not in starts or (starts["sft-omit"] / "sft_summary.json").is_file()
+    if "sft-omit" in starts and stage("speech SFT sft-omit (stage 2 on the corrupted dialogues, same encoder)", omit_done):
+        translate_heard(cfg, heard, root / "data-omit", features, starts["sft-omit"], "sft-omit")
+    out = features / "heldout"
+    if stage("encode the held-out talks with the SFT encoder", (out / "encode.json").is_file()):
+        encode_manifest(SpeechLLM.from_pretrained(starts["sft"]), root / "heldout" / "test" / AUDIO_MANIFEST, out, cfg)
+    return out / "manifest.parquet"
+
+
+def prepare_data(cfg: RunConfig, root: Path, args) -> None:
+    """Clean and corrupted training data (same talks) and the held-out talks (spoken when the config says)."""
     from hpo_ray.config import apply_overrides, parse_config
     from hpo_ray.synth import synthesize
 
@@ -155,7 +186,6 @@ def prepare_data(cfg: RunConfig, root: Path, args) -> Path:
     for folder, folder_cfg in targets.items():
         if stage(f"synthesize {folder.name}", (folder / "meta.json").is_file()):
             synthesize(folder_cfg, folder)
-    return root / "heldout" / "test" / "manifest.parquet"
 
 
 def evaluate_policies(

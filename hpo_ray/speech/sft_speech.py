@@ -78,9 +78,10 @@ def point_sft_at_features(sft_dir: Path, out_dir: Path, features: dict[Path, Pat
     return written
 
 
-def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, features_dir: Path) -> dict:
+def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, features_dir: Path, heard_dir: Path | None = None) -> dict:
     """Stage 1 (hear) → encode every split → stage 2 (translate, encoder frozen); returns the summary
-    (with each part's wall seconds)."""
+    (with each part's wall seconds). `heard_dir` keeps the stage-1 model (the LLM as it came, the trained
+    encoder), from which `translate_heard` fine-tunes other SFT data on the same features."""
     from hpo_ray.sft import finetune
 
     started = time.perf_counter()
@@ -109,7 +110,7 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".speech-sft.", dir=out.parent) as tmp:
-        heard = model.save_pretrained(Path(tmp) / "heard")
+        heard = model.save_pretrained(Path(heard_dir) if heard_dir else Path(tmp) / "heard")
         translate = finetune(cfg, heard, out, features_dir / "sft")  # keeps heard's speech_encoder/
     seconds["translate"] = time.perf_counter() - started - seconds["hear"] - seconds["encode"]
     summary = {
@@ -129,3 +130,39 @@ def speech_finetune(cfg: RunConfig, init: Path, data_dir: Path, out: Path, featu
     }
     (out / "sft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def translate_heard(cfg: RunConfig, heard: Path, data_dir: Path, features_dir: Path, out: Path, sft_name: str) -> dict:
+    """Stage 2 alone: fine-tune `heard` (a stage-1 model kept by `speech_finetune`) on `data_dir`'s SFT
+    dialogues, read from the features `features_dir` already holds for the same talks. The study's
+    corrupted start: other target texts, the same audio, so both starts hear through one encoder.
+    The dialogues go to `features_dir/sft_name`; returns the summary written to `out`."""
+    from hpo_ray.sft import finetune
+
+    started = time.perf_counter()
+    features = {}
+    for split in SPLITS:
+        audio = data_dir / split / AUDIO_MANIFEST
+        if audio.is_file():
+            features[audio.resolve()] = same_talks_encoded(AudioManifest(audio), features_dir / split / "manifest.parquet")
+    point_sft_at_features(data_dir / "sft", features_dir / sft_name, features)
+    translate = finetune(cfg, Path(heard), Path(out), features_dir / sft_name)
+    summary = {"translate": translate, "heard": str(heard), "seconds": {"translate": time.perf_counter() - started}}
+    (Path(out) / "sft_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def same_talks_encoded(audio: AudioManifest, features: Path) -> Path:
+    """`features` (a features manifest) if it encodes exactly `audio`'s talks: the same ids, and each talk's
+    wav byte for byte the one its `encode.json` was made from (another synthesis would not match)."""
+    encoded = json.loads((features.parent / "encode.json").read_text()) if (features.parent / "encode.json").is_file() else None
+    if encoded is None:
+        raise FileNotFoundError(f"{features.parent}/encode.json not found: encode {audio.path} there first")
+    source = AudioManifest(encoded["audio_manifest"])
+    ours, theirs = {t.talk_id: t for t in audio}, {t.talk_id: t for t in source}
+    if ours.keys() != theirs.keys():
+        raise ValueError(f"{audio.path} lists talks {sorted(ours)} but {features} encodes {sorted(theirs)}")
+    for talk_id, talk in ours.items():
+        if talk.audio_path.read_bytes() != theirs[talk_id].audio_path.read_bytes():
+            raise ValueError(f"{talk.audio_path} differs from {theirs[talk_id].audio_path}, which {features} encodes")
+    return features.resolve()
