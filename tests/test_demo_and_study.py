@@ -168,6 +168,24 @@ def test_demo_report_gives_hpo_minus_sft_at_matched_latency_and_flags_a_falling_
     assert "- HPO: StreamLAAL rises strictly with m; chrF never falls as m grows." in text
 
 
+@pytest.mark.parametrize("scorer, column", [("comet", "| comet (sentence mean) |"), ("chrf", None)])
+def test_demo_report_gives_a_model_based_scorer_its_own_column(tmp_path, scorer, column):
+    from hpo_ray.cli import demo_cmd
+    from hpo_ray.config import load_config
+
+    def point(m, quality):
+        row = {"multiplier": m, "chrf": 50.0 + m, "bleu": 20.0, "stream_laal": 1.0 + m, "hpo_latency": 1.0, "length_ratio": 1.0}
+        return row | {"quality_metric": scorer, "quality": quality}
+
+    results = {"SFT": [point(1, 0.61), point(2, 0.62)], "HPO": [point(1, 0.7123), point(2, 0.72)]}
+    demo_cmd.write_report(load_config(REPO / "configs" / "demo-vectors.yaml"), results, tmp_path, 60.0)
+    text = (tmp_path / "report.md").read_text()
+    if column:
+        assert column in text and "| HPO | 1 | 51.00 | 20.00 | 0.7123 | 2.000 |" in text
+    else:
+        assert "sentence mean" not in text and "| HPO | 1 | 51.00 | 20.00 | 2.000 |" in text
+
+
 def test_demo_refuses_both_speech_and_vectors(capsys):
     with pytest.raises(SystemExit):
         demo_parser().parse_args(["--speech", "--vectors"])

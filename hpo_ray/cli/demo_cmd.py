@@ -217,15 +217,23 @@ def write_report(
 
     plot_curves(results, "chrf", "stream_laal", root / "chrf_vs_streamlaal.png")
     plot_curves(results, "bleu", "stream_laal", root / "bleu_vs_streamlaal.png")
-    rows = ["| system | m | chrF | BLEU | StreamLAAL (s) | HPO latency (s) | length ratio |", "|---|---|---|---|---|---|---|"]
+    # a model-based reward scorer (COMET, MetricX with a local model) gets its own column beside chrF and BLEU
+    scorer = next((p.get("quality_metric") for points in results.values() for p in points), None)
+    scorer = scorer if scorer not in (None, "chrf", "bleu") else None
+    extra = (f" {scorer} (sentence mean) |", "---|") if scorer else ("", "")
+    rows = [
+        f"| system | m | chrF | BLEU |{extra[0]} StreamLAAL (s) | HPO latency (s) | length ratio |",
+        f"|---|---|---|---|{extra[1]}---|---|---|",
+    ]
 
     def fmt(value, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     for name, points in results.items():
         for p in points:
+            quality = f" {fmt(p.get('quality'), 4)} |" if scorer else ""
             rows.append(
-                f"| {name} | {p['multiplier']} | {fmt(p['chrf'], 2)} | {fmt(p['bleu'], 2)} | {fmt(p['stream_laal'], 3)} | "
+                f"| {name} | {p['multiplier']} | {fmt(p['chrf'], 2)} | {fmt(p['bleu'], 2)} |{quality} {fmt(p['stream_laal'], 3)} | "
                 f"{fmt(p['hpo_latency'], 3)} | {fmt(p['length_ratio'], 3)} |"
             )
     total = f"; the stages below took {stages.total() / 60:.1f} min in all" if stages else ""
