@@ -112,3 +112,29 @@ def test_talk_epochs_train_the_crop_trained_head_on_whole_talks_and_report_the_s
     before, after = SpeechLLM.from_pretrained(tmp_path / "a").encoder, SpeechLLM.from_pretrained(tmp_path / "b").encoder
     changed = [n for (n, p), q in zip(before.named_parameters(), after.parameters()) if not torch.equal(p, q)]
     assert changed  # the talk epochs trained the encoder further
+
+
+@pytest.mark.slow
+def test_a_second_sft_start_translates_from_the_kept_stage_1_model_and_refuses_other_audio(tiny_policy_dir, tmp_path):
+    import shutil
+
+    from hpo_ray.speech.sft_speech import translate_heard
+
+    _spoken_data(tmp_path / "data")
+    base = ["model.speech.projector=ctc", "logging.progress=false", "sft.hear.epochs=2", "sft.hear.batch_size=2"]
+    cfg = load_config(None, [*base, "sft.hear.warmup_steps=1", "sft.epochs=1", "sft.batch_size=2", "model.speech.left_chunks=2"])
+    speech_finetune(cfg, tiny_policy_dir, tmp_path / "data", tmp_path / "sft", tmp_path / "features", heard_dir=tmp_path / "heard")
+    other = tmp_path / "data-other"  # the same talks, other target texts (as the study's corrupted SFT data)
+    shutil.copytree(tmp_path / "data", other)
+    sft_train = other / "sft" / "train.jsonl"
+    sft_train.write_text(sft_train.read_text().replace("ziel 0 . ziel 1 .", "ziel 0 ."))
+    summary = translate_heard(cfg, tmp_path / "heard", other, tmp_path / "features", tmp_path / "sft-other", "sft-other")
+    assert summary["translate"]["train_dialogues"] == 2 and (tmp_path / "sft-other" / "sft_summary.json").is_file()
+    records = [json.loads(x) for x in (tmp_path / "features" / "sft-other" / "train.jsonl").read_text().splitlines()]
+    assert [r["manifest"] for r in records] == ["../train/manifest.parquet"] * 2 and records[0]["turns"][1]["text"] == "ziel 0 ."
+    heard, first, second = (SpeechLLM.from_pretrained(tmp_path / d).encoder for d in ("heard", "sft", "sft-other"))
+    for a, b, c in zip(heard.parameters(), first.parameters(), second.parameters()):
+        assert torch.equal(a, b) and torch.equal(a, c)  # one encoder: both starts hear the same frames
+    write_wav(other / "train" / "audio" / "t1.wav", tone_talk(3.0, 7))  # another recording under the same talk id
+    with pytest.raises(ValueError, match="t1.wav differs from"):
+        translate_heard(cfg, tmp_path / "heard", other, tmp_path / "features", tmp_path / "sft-bad", "sft-bad")
