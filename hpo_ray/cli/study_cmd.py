@@ -161,9 +161,9 @@ def speech_starts(cfg: RunConfig, root: Path, starts: dict[str, Path]) -> Path:
     pipeline.build_tiny_model(cfg, root / "data" / "train" / AUDIO_MANIFEST, root / "init", TAG, speech=True)
     if stage("two-stage speech SFT sft (hear by CTC, encode train/dev/test, translate)", demo_speech.finetuned(starts["sft"])):
         speech_finetune(cfg, root / "init", root / "data", starts["sft"], features, heard_dir=heard)
-    omit_done = "sft-omit" not in starts or (starts["sft-omit"] / "sft_summary.json").is_file()
-    if "sft-omit" in starts and stage("speech SFT sft-omit (stage 2 on the corrupted dialogues, same encoder)", omit_done):
-        translate_heard(cfg, heard, root / "data-omit", features, starts["sft-omit"], "sft-omit")
+    omit = starts.get("sft-omit")
+    if omit and stage("speech SFT sft-omit (stage 2 on the corrupted dialogues, same encoder)", (omit / "sft_summary.json").is_file()):
+        translate_heard(cfg, heard, root / "data-omit", features, omit, "sft-omit")
     out = features / "heldout"
     if stage("encode the held-out talks with the SFT encoder", (out / "encode.json").is_file()):
         encode_manifest(SpeechLLM.from_pretrained(starts["sft"]), root / "heldout" / "test" / AUDIO_MANIFEST, out, cfg)

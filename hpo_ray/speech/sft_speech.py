@@ -155,10 +155,10 @@ def translate_heard(cfg: RunConfig, heard: Path, data_dir: Path, features_dir: P
 def same_talks_encoded(audio: AudioManifest, features: Path) -> Path:
     """`features` (a features manifest) if it encodes exactly `audio`'s talks: the same ids, and each talk's
     wav byte for byte the one its `encode.json` was made from (another synthesis would not match)."""
-    encoded = json.loads((features.parent / "encode.json").read_text()) if (features.parent / "encode.json").is_file() else None
-    if encoded is None:
-        raise FileNotFoundError(f"{features.parent}/encode.json not found: encode {audio.path} there first")
-    source = AudioManifest(encoded["audio_manifest"])
+    record = features.parent / "encode.json"
+    if not record.is_file():
+        raise FileNotFoundError(f"{record} not found: encode {audio.path} there first")
+    source = AudioManifest(json.loads(record.read_text())["audio_manifest"])
     ours, theirs = {t.talk_id: t for t in audio}, {t.talk_id: t for t in source}
     if ours.keys() != theirs.keys():
         raise ValueError(f"{audio.path} lists talks {sorted(ours)} but {features} encodes {sorted(theirs)}")
