@@ -88,15 +88,15 @@ class TorchStep:
 
     def step(self, items: list[SequenceItem], normaliser: float) -> None:
         algo = self.cfg.algorithm
-        old = self._logprobs(self.model, items)
         ref = self._logprobs(self.reference, items) if algo.kl_coef > 0 else None
         self.model.train()
         for group in micro_batches(items, self.cfg.learner.micro_batch_tokens):
             mb = collate(items, group, self.pad_id).to(self.device)
             lp, ent = token_logprobs(self.model, mb, self.layout.placeholder_id, self.banned, self.temperature, with_entropy=True)
+            old = [lp[row, : len(items[i].input_ids) - 1].detach() for row, i in enumerate(group)]  # one step: old = current
             loss, _ = policy_loss(
                 lp,
-                _stack(old, mb),
+                _stack(dict(zip(group, old)), mb),
                 mb.rollout_logprobs,
                 _stack(ref, mb) if ref is not None else None,
                 mb.advantages,
@@ -113,7 +113,7 @@ class TorchStep:
         self.optimizer.zero_grad(set_to_none=True)
 
 
-def _stack(per_item: list[torch.Tensor], mb) -> torch.Tensor:
+def _stack(per_item: list[torch.Tensor] | dict[int, torch.Tensor], mb) -> torch.Tensor:
     out = torch.zeros_like(mb.rollout_logprobs)
     for row, i in enumerate(mb.indices):
         out[row, : per_item[i].shape[0]] = per_item[i]

@@ -74,15 +74,20 @@ class PolicyTrainer:
 
     # -- logprobs ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def logprobs(self, items: list[SequenceItem], model=None) -> list[torch.Tensor]:
-        """Per item, the [len-1] policy logprobs of each next token (0 off the assistant mask)."""
+    def logprobs(self, items: list[SequenceItem], model=None, only: list[int] | None = None) -> list[torch.Tensor | None]:
+        """Per item, the [len-1] policy logprobs of each next token (0 off the assistant mask); with `only`,
+        just those items' (None for the rest)."""
         model = self.engine.module if model is None else model
+        out: list[torch.Tensor | None] = [None] * len(items)
+        chosen = list(range(len(items))) if only is None else sorted(only)
+        if not chosen:
+            return out
         was_training = model.training
         model.eval()
         dev = next(model.parameters()).device
-        out: list[torch.Tensor | None] = [None] * len(items)
         temperature = self.cfg.rollout.sampling.temperature or 1.0
-        for group in micro_batches(items, self.cfg.learner.micro_batch_tokens):
+        for sub in micro_batches([items[i] for i in chosen], self.cfg.learner.micro_batch_tokens):
+            group = [chosen[j] for j in sub]
             mb = collate(items, group, self.pad_id).to(dev)
             lp, _ = token_logprobs(model, mb, self.layout.placeholder_id, self.banned.to(dev), temperature)
             for row, i in enumerate(group):
@@ -108,7 +113,11 @@ class PolicyTrainer:
         """
         algo = self.cfg.algorithm
         started = time.perf_counter()
-        old = self.logprobs(items)
+        # The first optimiser step's sequences meet the weights they would be scored with before the update:
+        # their training forward's logprobs, detached, are the old logprobs (ratio exactly 1), which saves a
+        # forward pass over them. Only later steps' sequences need theirs computed now.
+        later = [i for i, s in enumerate(opt_step_of) if s != 0]
+        old = self.logprobs(items, only=later)
         ref = self.reference_logprobs(items) if algo.kl_coef > 0 else None
         logprob_seconds = time.perf_counter() - started
         temperature = self.cfg.rollout.sampling.temperature or 1.0
@@ -129,6 +138,9 @@ class PolicyTrainer:
                     mb = self._empty_batch()
                 mb = mb.to(self.device)
                 lp, ent = token_logprobs(self.engine, mb, self.layout.placeholder_id, self.banned, temperature, with_entropy=True)
+                if mb.indices and old[mb.indices[0]] is None:  # a first-step micro-batch, first pass
+                    for row, i in enumerate(mb.indices):
+                        old[i] = lp[row, : len(items[i].input_ids) - 1].detach().float().cpu()
                 old_t = self._stack(old, mb)
                 ref_t = self._stack(ref, mb) if ref is not None else None
                 loss, metrics = policy_loss(
@@ -157,7 +169,7 @@ class PolicyTrainer:
         metrics["time/logprob"] = logprob_seconds
         return metrics
 
-    def _stack(self, per_item: list[torch.Tensor] | None, mb: MicroBatch) -> torch.Tensor:
+    def _stack(self, per_item: list[torch.Tensor | None] | None, mb: MicroBatch) -> torch.Tensor:
         out = torch.zeros_like(mb.rollout_logprobs)
         if per_item is None or not mb.indices:
             return out
