@@ -183,3 +183,29 @@ def test_bench_sync_refuses_a_backend_its_device_cannot_run(capsys):
 def test_bench_step_refuses_a_max_staleness_list_without_two_distinct_values(values):
     with pytest.raises(SystemExit, match="--max-staleness needs two or more distinct integers"):
         main(["bench", "step", f"--max-staleness={values}"])
+
+
+def test_bench_help_lists_every_benchmark_without_importing_their_modules():
+    probe = (
+        "import sys\n"
+        "from hpo_ray.cli.main import main\n"
+        "try:\n"
+        "    main(['bench', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'ray', 'hpo_ray.cli.bench_sync') if m in sys.modules)\n"
+        "print('imported:', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("reward", "rollout", "learner", "sync", "step"):
+        assert name in done.stdout
+    assert "imported: []" in done.stdout
+
+
+def test_bench_options_of_the_chosen_benchmark_are_parsed():
+    from hpo_ray.cli.main import parse
+
+    args = parse(["bench", "sync", "--repeats", "3", "--bucket-mb", "16"])
+    assert (args.benchmark, args.repeats, args.bucket_mb) == ("sync", 3, "16")
+    assert args._bench_module == "hpo_ray.cli.bench_sync"

@@ -5,6 +5,7 @@ Benchmarks that need Ray live in hpo_ray/cli (the only place allowed to import i
 hpo_ray/bench.
 """
 
+import argparse
 import importlib
 import importlib.util
 
@@ -17,14 +18,27 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
+class BenchParser(argparse.ArgumentParser):
+    """One benchmark's parser: its options come from its module, imported only when that benchmark is the
+    one chosen (the modules import torch, transformers or Ray: `hpo-ray bench --help` need not wait for them)."""
+
+    module: str | None = None
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.module is not None:
+            module, self.module = self.module, None
+            importlib.import_module(module).add_arguments(self)
+        return super().parse_known_args(args, namespace)
+
+
 def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="NAME")
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="NAME", parser_class=BenchParser)
     for name, (module, help_text) in BENCHMARKS.items():
         if importlib.util.find_spec(module) is None:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_bench_module=module)
-        importlib.import_module(module).add_arguments(p)
+        p.module = module
 
 
 def run(args) -> int:
